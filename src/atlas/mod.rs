@@ -1,0 +1,1066 @@
+//! The Atlas client: authentication, rate limiting, the two Cost Explorer calls and
+//! discovery of projects and clusters.
+//!
+//! One [`AtlasClient`] serves one org. It only ever talks to the configured base URL, puts
+//! only validated ids into URL paths, honours 429 (Retry-After first) for the whole org, and
+//! spends at most the configured number of requests a minute.
+
+pub mod auth;
+pub mod result;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use reqwest::Method;
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE,
+};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::config::{Credentials, GroupBy, QuerySpec, ResultFormat, Secret, is_atlas_id};
+use crate::metrics::{EndpointLabels, QueryLabels, RequestLabels, SelfMetrics};
+use crate::month::Month;
+use auth::Challenge;
+use result::{Parsed, ParsedResult};
+
+/// The only API version the Cost Explorer operations declare.
+pub const JSON_MEDIA_TYPE: &str = "application/vnd.atlas.2023-01-01+json";
+/// CSV results.
+pub const CSV_MEDIA_TYPE: &str = "application/vnd.atlas.2023-01-01+csv";
+/// `listGroupClusters`: 2024-08-05 is its current version (2023-01-01 and 2023-02-01 are
+/// sunset on 2027-07-01). Only `id` and `name` are read, which every version has.
+pub const CLUSTERS_MEDIA_TYPE: &str = "application/vnd.atlas.2024-08-05+json";
+/// Longest wait between two polls.
+const MAX_POLL_DELAY: Duration = Duration::from_secs(30);
+/// Retries of one request (create, discovery page, poll error) before giving up.
+const MAX_RETRIES: u32 = 4;
+/// Times a query is created again after Atlas forgot its token.
+const MAX_CREATES: u32 = 3;
+/// Discovery page size (the API maximum).
+pub const PAGE_SIZE: usize = 500;
+/// Pages read at most per listing: 5M items, far beyond any org.
+const MAX_PAGES: usize = 10_000;
+
+/// The Atlas endpoints the exporter calls; the `endpoint` label takes these values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /api/oauth/token`.
+    Token,
+    /// `POST .../billing/costExplorer/usage`.
+    Create,
+    /// `GET .../billing/costExplorer/usage/{token}`.
+    Poll,
+    /// `GET /api/atlas/v2/orgs/{orgId}/groups`.
+    Projects,
+    /// `GET /api/atlas/v2/groups/{groupId}/clusters`.
+    Clusters,
+}
+
+impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::Token,
+        Endpoint::Create,
+        Endpoint::Poll,
+        Endpoint::Projects,
+        Endpoint::Clusters,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Token => "token",
+            Endpoint::Create => "create",
+            Endpoint::Poll => "poll",
+            Endpoint::Projects => "projects",
+            Endpoint::Clusters => "clusters",
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a refresh failed (or rows were skipped): the `reason` label, a small fixed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// 429 from Atlas.
+    RateLimited,
+    /// 401: credentials refused.
+    Auth,
+    /// 403: a role or the IP access list is missing.
+    Forbidden,
+    /// A request timed out (not counted for polls, where it means "not ready").
+    Timeout,
+    /// 5xx from Atlas.
+    ServerError,
+    /// Another 4xx from Atlas.
+    ClientError,
+    /// No answer: connection refused or reset, DNS failure.
+    Transport,
+    /// The answer could not be read as a result.
+    Decode,
+    /// The result was not ready before the query's deadline.
+    Deadline,
+    /// The answer was larger than the configured cap.
+    TooLarge,
+    /// Rows skipped because their amount or date was invalid.
+    InvalidRow,
+}
+
+impl Reason {
+    /// Every reason, for pre-creating the error counters.
+    pub const ALL: [Reason; 11] = [
+        Reason::RateLimited,
+        Reason::Auth,
+        Reason::Forbidden,
+        Reason::Timeout,
+        Reason::ServerError,
+        Reason::ClientError,
+        Reason::Transport,
+        Reason::Decode,
+        Reason::Deadline,
+        Reason::TooLarge,
+        Reason::InvalidRow,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RateLimited => "rate_limited",
+            Reason::Auth => "auth",
+            Reason::Forbidden => "forbidden",
+            Reason::Timeout => "timeout",
+            Reason::ServerError => "server_error",
+            Reason::ClientError => "client_error",
+            Reason::Transport => "transport",
+            Reason::Decode => "decode",
+            Reason::Deadline => "deadline",
+            Reason::TooLarge => "too_large",
+            Reason::InvalidRow => "invalid_row",
+        }
+    }
+}
+
+/// Errors of the Atlas client. Messages never hold secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum AtlasError {
+    /// 429.
+    #[error("{endpoint}: rate limited by Atlas (HTTP 429{})", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// Where.
+        endpoint: Endpoint,
+        /// Retry-After, when Atlas sent it.
+        retry_after: Option<Duration>,
+    },
+    /// 401 after re-authenticating.
+    #[error("{endpoint}: Atlas refused the credentials (HTTP {status}): {detail}")]
+    Auth {
+        /// Where.
+        endpoint: Endpoint,
+        /// 401 (or 400 from the token endpoint).
+        status: u16,
+        /// Atlas's explanation.
+        detail: String,
+    },
+    /// 403.
+    #[error("{endpoint}: forbidden (HTTP 403): {detail}")]
+    Forbidden {
+        /// Where.
+        endpoint: Endpoint,
+        /// Atlas's explanation.
+        detail: String,
+    },
+    /// Another error status.
+    #[error("{endpoint}: HTTP {status}: {detail}")]
+    Status {
+        /// Where.
+        endpoint: Endpoint,
+        /// The status.
+        status: u16,
+        /// `errorCode: detail` from the error body, or a snippet of it.
+        detail: String,
+    },
+    /// The request timed out.
+    #[error("{endpoint}: no complete answer within the request timeout")]
+    Timeout {
+        /// Where.
+        endpoint: Endpoint,
+    },
+    /// No answer at all.
+    #[error("{endpoint}: {message}")]
+    Transport {
+        /// Where.
+        endpoint: Endpoint,
+        /// What failed.
+        message: String,
+        /// The connection was established and then closed before a full answer.
+        incomplete: bool,
+    },
+    /// The body was larger than the cap.
+    #[error("{endpoint}: answer larger than {limit} bytes, refused")]
+    TooLarge {
+        /// Where.
+        endpoint: Endpoint,
+        /// The cap.
+        limit: usize,
+    },
+    /// The body was not what the endpoint returns.
+    #[error("{endpoint}: {message}")]
+    Decode {
+        /// Where.
+        endpoint: Endpoint,
+        /// What was wrong.
+        message: String,
+    },
+    /// Not ready before the deadline.
+    #[error("result not ready within the query deadline of {}", humantime::format_duration(*.0))]
+    Deadline(Duration),
+    /// An id from Atlas or the configuration that cannot go into a URL path.
+    #[error("refusing to put {0:?} into a URL path: not an Atlas id")]
+    InvalidId(String),
+}
+
+impl AtlasError {
+    /// The `reason` label of this error.
+    pub fn reason(&self) -> Reason {
+        match self {
+            AtlasError::RateLimited { .. } => Reason::RateLimited,
+            AtlasError::Auth { .. } => Reason::Auth,
+            AtlasError::Forbidden { .. } => Reason::Forbidden,
+            AtlasError::Status { status, .. } if *status >= 500 => Reason::ServerError,
+            AtlasError::Status { .. } => Reason::ClientError,
+            AtlasError::Timeout { .. } => Reason::Timeout,
+            AtlasError::Transport { .. } => Reason::Transport,
+            AtlasError::TooLarge { .. } => Reason::TooLarge,
+            AtlasError::Decode { .. } => Reason::Decode,
+            AtlasError::Deadline(_) => Reason::Deadline,
+            AtlasError::InvalidId(_) => Reason::ClientError,
+        }
+    }
+
+    /// Whether trying again later can help.
+    fn is_retryable(&self) -> bool {
+        match self {
+            AtlasError::RateLimited { .. }
+            | AtlasError::Timeout { .. }
+            | AtlasError::Transport { .. } => true,
+            AtlasError::Status { status, .. } => *status >= 500 || *status == 408,
+            // A proxy's HTML error page or a cut body is worth one more try.
+            AtlasError::Decode { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// An HTTP answer whose body was read in full (within the cap).
+struct Reply {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The per-org request budget: a token bucket plus the "not before" time of a 429.
+struct RateGate {
+    state: Mutex<GateState>,
+    per_second: f64,
+    capacity: f64,
+}
+
+struct GateState {
+    tokens: f64,
+    updated: Instant,
+    not_before: Option<Instant>,
+}
+
+impl RateGate {
+    fn new(per_minute: u32) -> RateGate {
+        let capacity = f64::from(per_minute);
+        RateGate {
+            state: Mutex::new(GateState {
+                tokens: capacity,
+                updated: Instant::now(),
+                not_before: None,
+            }),
+            per_second: capacity / 60.0,
+            capacity,
+        }
+    }
+
+    /// Waits until a request may go out, then takes one token.
+    async fn acquire(&self) {
+        loop {
+            let wait = {
+                // std Mutex: the critical section has no await.
+                let mut s = self
+                    .state
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let now = Instant::now();
+                let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
+                s.tokens = (s.tokens + elapsed * self.per_second).min(self.capacity);
+                s.updated = now;
+                match s.not_before {
+                    Some(t) if t > now => t - now,
+                    _ if s.tokens >= 1.0 => {
+                        s.tokens -= 1.0;
+                        return;
+                    }
+                    _ => Duration::from_secs_f64((1.0 - s.tokens) / self.per_second),
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// No request to this org before `now + delay`.
+    fn defer(&self, delay: Duration) {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let until = Instant::now() + delay;
+        if s.not_before.is_none_or(|t| t < until) {
+            s.not_before = Some(until);
+        }
+    }
+}
+
+/// Exponential backoff with jitter: `base * 2^attempt`, capped, then a random 50-100%.
+fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    exp.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
+enum AuthState {
+    OAuth {
+        client_id: String,
+        secret: Secret,
+        // tokio Mutex: held across the token request so concurrent queries wait for one
+        // renewal instead of each fetching a token.
+        token: tokio::sync::Mutex<Option<(String, Instant)>>,
+    },
+    Digest {
+        user: String,
+        password: Secret,
+        challenge: Mutex<Option<Challenge>>,
+        nc: std::sync::atomic::AtomicU32,
+    },
+}
+
+/// A project found by discovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Project {
+    /// 24-hex id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+/// A cluster found by discovery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// 24-hex unique id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+}
+
+/// Settings of a client.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    /// Base URL without a trailing slash.
+    pub base_url: String,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// First delay between polls; also the base of retry backoff.
+    pub poll_interval: Duration,
+    /// Request budget per minute.
+    pub requests_per_minute: u32,
+    /// Body size cap.
+    pub max_response_bytes: usize,
+}
+
+/// Statistics of one query execution.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct QueryStats {
+    /// Polls sent.
+    pub polls: u64,
+    /// Created -> ready, for the last creation.
+    pub poll_latency: Duration,
+}
+
+/// The Atlas client of one org.
+pub struct AtlasClient {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    org_id: String,
+    auth: AuthState,
+    gate: RateGate,
+    metrics: Arc<SelfMetrics>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageQuery<'a> {
+    start_date: String,
+    end_date: String,
+    organizations: [&'a str; 1],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    projects: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    clusters: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    services: &'a [String],
+    group_by: &'static str,
+    include_partial_matches: bool,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct OAuthAnswer {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    results: Vec<Item>,
+    #[serde(default, rename = "totalCount")]
+    total_count: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// A token from `createCostExplorerProcess`: opaque, but it goes into a URL path, so only
+/// URL-safe characters are accepted.
+fn is_valid_token(t: &str) -> bool {
+    (1..=256).contains(&t.len())
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `errorCode: detail` from an Atlas error body, or a snippet of whatever came instead.
+fn error_detail(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        #[serde(default, rename = "errorCode")]
+        error_code: Option<String>,
+        #[serde(default)]
+        detail: Option<String>,
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+        #[serde(default)]
+        error_description: Option<String>,
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => {
+            let code = e
+                .error_code
+                .or_else(|| e.error.and_then(|v| v.as_str().map(str::to_owned)));
+            let detail = e.detail.or(e.error_description);
+            match (code, detail) {
+                (Some(c), Some(d)) => format!("{c}: {d}"),
+                (Some(c), None) => c,
+                (None, Some(d)) => d,
+                (None, None) => result::snippet(body),
+            }
+        }
+        Err(_) => result::snippet(body),
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    v.parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(3600)))
+}
+
+impl AtlasClient {
+    /// A client for `org_id`.
+    ///
+    /// # Errors
+    /// [`AtlasError::InvalidId`] when `org_id` is not an Atlas id.
+    pub fn new(
+        http: reqwest::Client,
+        settings: ClientSettings,
+        org_id: &str,
+        credentials: &Credentials,
+        metrics: Arc<SelfMetrics>,
+    ) -> Result<AtlasClient, AtlasError> {
+        if !is_atlas_id(org_id) {
+            return Err(AtlasError::InvalidId(org_id.to_owned()));
+        }
+        let auth = match credentials {
+            Credentials::ServiceAccount {
+                client_id,
+                client_secret,
+            } => AuthState::OAuth {
+                client_id: client_id.clone(),
+                secret: client_secret.clone(),
+                token: tokio::sync::Mutex::new(None),
+            },
+            Credentials::ApiKey {
+                public_key,
+                private_key,
+            } => AuthState::Digest {
+                user: public_key.clone(),
+                password: private_key.clone(),
+                challenge: Mutex::new(None),
+                nc: std::sync::atomic::AtomicU32::new(0),
+            },
+        };
+        Ok(AtlasClient {
+            http,
+            gate: RateGate::new(settings.requests_per_minute),
+            settings,
+            org_id: org_id.to_owned(),
+            auth,
+            metrics,
+        })
+    }
+
+    /// The org this client serves.
+    pub fn org_id(&self) -> &str {
+        &self.org_id
+    }
+
+    /// Sends one request and reads its body within the size cap, recording metrics.
+    async fn execute(
+        &self,
+        endpoint: Endpoint,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Reply, AtlasError> {
+        let started = std::time::Instant::now();
+        let result = self.execute_inner(endpoint, req).await;
+        let code = match &result {
+            Ok(r) => r.status.to_string(),
+            Err(AtlasError::Timeout { .. }) => "timeout".to_owned(),
+            Err(AtlasError::TooLarge { .. }) => "too_large".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        self.metrics
+            .api_requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.as_str(),
+                code,
+            })
+            .inc();
+        self.metrics
+            .api_request_duration
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn execute_inner(
+        &self,
+        endpoint: Endpoint,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Reply, AtlasError> {
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                AtlasError::Timeout { endpoint }
+            } else {
+                let incomplete = !e.is_connect();
+                let e = e.without_url();
+                let mut message = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    message.push_str(": ");
+                    message.push_str(&s.to_string());
+                    source = s.source();
+                }
+                AtlasError::Transport {
+                    endpoint,
+                    incomplete,
+                    message,
+                }
+            }
+        };
+        let mut resp = req
+            .timeout(self.settings.request_timeout)
+            .send()
+            .await
+            .map_err(transport)?;
+        let limit = self.settings.max_response_bytes;
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(AtlasError::TooLarge { endpoint, limit });
+        }
+        let status = resp.status().as_u16();
+        let headers = std::mem::take(resp.headers_mut());
+        let mut body = Vec::with_capacity(
+            resp.content_length()
+                .map_or(8192, |n| usize::try_from(n).unwrap_or(0)),
+        );
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > limit {
+                return Err(AtlasError::TooLarge { endpoint, limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Reply {
+            status,
+            headers,
+            body: Bytes::from(body),
+        })
+    }
+
+    /// A bearer token, fetched when none is cached or the cached one is about to expire.
+    async fn bearer(&self, force_new: bool) -> Result<String, AtlasError> {
+        let AuthState::OAuth {
+            client_id,
+            secret,
+            token,
+        } = &self.auth
+        else {
+            return Err(AtlasError::InvalidId("no OAuth credentials".to_owned()));
+        };
+        let mut cached = token.lock().await;
+        if let Some((t, expires)) = cached.as_ref()
+            && !force_new
+            && *expires > Instant::now()
+        {
+            return Ok(t.clone());
+        }
+        *cached = None;
+        self.gate.acquire().await;
+        let req = self
+            .http
+            .post(format!("{}/api/oauth/token", self.settings.base_url))
+            .header(
+                AUTHORIZATION,
+                auth::basic_authorization(client_id, secret.expose()),
+            )
+            .header(ACCEPT, "application/json")
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("grant_type=client_credentials");
+        let reply = self.execute(Endpoint::Token, req).await?;
+        match reply.status {
+            200 => {
+                let answer: OAuthAnswer =
+                    serde_json::from_slice(&reply.body).map_err(|e| AtlasError::Decode {
+                        endpoint: Endpoint::Token,
+                        message: format!("token answer is not a token: {e}"),
+                    })?;
+                // Renew a minute before expiry (or at half-life for short-lived tokens).
+                let life = Duration::from_secs(answer.expires_in.unwrap_or(3600));
+                let margin = Duration::from_secs(60).min(life / 2);
+                *cached = Some((answer.access_token.clone(), Instant::now() + life - margin));
+                Ok(answer.access_token)
+            }
+            401 | 400 => Err(AtlasError::Auth {
+                endpoint: Endpoint::Token,
+                status: reply.status,
+                detail: error_detail(&reply.body),
+            }),
+            _ => Err(self.status_error(Endpoint::Token, reply)),
+        }
+    }
+
+    fn status_error(&self, endpoint: Endpoint, reply: Reply) -> AtlasError {
+        match reply.status {
+            429 => {
+                let retry_after = retry_after(&reply.headers);
+                self.gate.defer(
+                    retry_after.unwrap_or(self.settings.poll_interval.max(Duration::from_secs(1))),
+                );
+                AtlasError::RateLimited {
+                    endpoint,
+                    retry_after,
+                }
+            }
+            401 => AtlasError::Auth {
+                endpoint,
+                status: 401,
+                detail: error_detail(&reply.body),
+            },
+            403 => AtlasError::Forbidden {
+                endpoint,
+                detail: error_detail(&reply.body),
+            },
+            status => AtlasError::Status {
+                endpoint,
+                status,
+                detail: error_detail(&reply.body),
+            },
+        }
+    }
+
+    /// Sends an authenticated API request: renews an OAuth token once on 401, answers Digest
+    /// challenges (again when the nonce went stale), and maps error statuses.
+    async fn send(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        path_and_query: &str,
+        accept: &'static str,
+        body: Option<&[u8]>,
+    ) -> Result<Reply, AtlasError> {
+        let url = format!("{}{path_and_query}", self.settings.base_url);
+        let mut renewed = false;
+        let mut challenges = 0;
+        loop {
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header(ACCEPT, accept);
+            if let Some(b) = body {
+                req = req.header(CONTENT_TYPE, JSON_MEDIA_TYPE).body(b.to_vec());
+            }
+            let mut sent_digest = false;
+            match &self.auth {
+                AuthState::OAuth { .. } => {
+                    let token = self.bearer(false).await?;
+                    req = req.bearer_auth(token);
+                }
+                AuthState::Digest {
+                    user,
+                    password,
+                    challenge,
+                    nc,
+                } => {
+                    let current = challenge
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    if let Some(ch) = current {
+                        let n = nc.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        let cnonce = format!("{:016x}", rand::thread_rng().r#gen::<u64>());
+                        req = req.header(
+                            AUTHORIZATION,
+                            ch.authorization(
+                                user,
+                                password.expose(),
+                                method.as_str(),
+                                path_and_query,
+                                n,
+                                &cnonce,
+                            ),
+                        );
+                        sent_digest = true;
+                    }
+                }
+            }
+            self.gate.acquire().await;
+            let reply = self.execute(endpoint, req).await?;
+            if reply.status == 401 {
+                match &self.auth {
+                    // A cached token may have been revoked: renew once, not in a loop.
+                    AuthState::OAuth { .. } if !renewed => {
+                        renewed = true;
+                        self.bearer(true).await?;
+                        continue;
+                    }
+                    AuthState::Digest { challenge, .. } if challenges < 3 => {
+                        let fresh = reply
+                            .headers
+                            .get_all(WWW_AUTHENTICATE)
+                            .iter()
+                            .filter_map(|v| v.to_str().ok())
+                            .find_map(Challenge::parse);
+                        // Answer a first challenge, or a stale nonce. A fresh challenge after
+                        // an answer that was not stale means the credentials are wrong.
+                        if let Some(fresh) = fresh
+                            && (!sent_digest || fresh.stale)
+                        {
+                            *challenge
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fresh);
+                            challenges += 1;
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if reply.status >= 400 {
+                return Err(self.status_error(endpoint, reply));
+            }
+            return Ok(reply);
+        }
+    }
+
+    /// Runs `f` again on retryable errors, with backoff and jitter, within `deadline`.
+    async fn retrying<T, F, Fut>(&self, deadline: Instant, mut f: F) -> Result<T, AtlasError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AtlasError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match f().await {
+                Err(e) if e.is_retryable() && attempt < MAX_RETRIES => {
+                    let delay = backoff(self.settings.poll_interval, attempt, MAX_POLL_DELAY);
+                    if Instant::now() + delay >= deadline {
+                        return Err(e);
+                    }
+                    tracing::debug!(org_id = %self.org_id, error = %e, attempt, "retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Lists the org's projects (all pages).
+    ///
+    /// # Errors
+    /// The first error that retries did not overcome.
+    pub async fn projects(&self, deadline: Instant) -> Result<Vec<Project>, AtlasError> {
+        let path = format!("/api/atlas/v2/orgs/{}/groups", self.org_id);
+        let items = self
+            .list(Endpoint::Projects, &path, JSON_MEDIA_TYPE, deadline)
+            .await?;
+        Ok(items
+            .into_iter()
+            .map(|(id, name)| Project { id, name })
+            .collect())
+    }
+
+    /// Lists the clusters of a project (all pages).
+    ///
+    /// # Errors
+    /// [`AtlasError::InvalidId`] for a project id that is not an Atlas id; else the first
+    /// error that retries did not overcome.
+    pub async fn clusters(
+        &self,
+        project_id: &str,
+        deadline: Instant,
+    ) -> Result<Vec<Cluster>, AtlasError> {
+        if !is_atlas_id(project_id) {
+            return Err(AtlasError::InvalidId(project_id.to_owned()));
+        }
+        let path = format!("/api/atlas/v2/groups/{project_id}/clusters");
+        let items = self
+            .list(Endpoint::Clusters, &path, CLUSTERS_MEDIA_TYPE, deadline)
+            .await?;
+        Ok(items
+            .into_iter()
+            .map(|(id, name)| Cluster { id, name })
+            .collect())
+    }
+
+    /// Reads every page of a listing. Stops on an empty page, or on a short page once
+    /// `totalCount` items are in (the spec calls `totalCount` an estimate). Items whose id is
+    /// not an Atlas id are skipped and logged: they could not be used in a URL anyway.
+    async fn list(
+        &self,
+        endpoint: Endpoint,
+        path: &str,
+        accept: &'static str,
+        deadline: Instant,
+    ) -> Result<Vec<(String, String)>, AtlasError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for page_num in 1..=MAX_PAGES {
+            let url = format!("{path}?pageNum={page_num}&itemsPerPage={PAGE_SIZE}");
+            let reply = self
+                .retrying(deadline, || {
+                    self.send(endpoint, Method::GET, &url, accept, None)
+                })
+                .await?;
+            let page: Page =
+                serde_json::from_slice(&reply.body).map_err(|e| AtlasError::Decode {
+                    endpoint,
+                    message: format!("listing page {page_num} is not a results page: {e}"),
+                })?;
+            let n = page.results.len();
+            for item in page.results {
+                match (item.id, item.name) {
+                    (Some(id), name) if is_atlas_id(&id) => {
+                        if seen.insert(id.clone()) {
+                            out.push((id, name.unwrap_or_default()));
+                        }
+                    }
+                    (id, _) => {
+                        tracing::warn!(org_id = %self.org_id, %endpoint, id = ?id, "skipping an item whose id is not an Atlas id");
+                    }
+                }
+            }
+            let total = page.total_count.map_or(u64::MAX, |t| t);
+            if n == 0 || (n < PAGE_SIZE && out.len() as u64 >= total) {
+                return Ok(out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one Cost Explorer query over `[start, end)` and returns its parsed result: create
+    /// it, poll until ready (every "not ready" form counts), create it again if Atlas forgets
+    /// the token, all within `deadline`.
+    ///
+    /// # Errors
+    /// The error that ended the query; [`AtlasError::Deadline`] when it was never ready.
+    pub async fn run_query(
+        &self,
+        spec: &QuerySpec,
+        projects: &[String],
+        clusters: &[String],
+        start: Month,
+        end: Month,
+        deadline: Instant,
+    ) -> Result<(ParsedResult, QueryStats), AtlasError> {
+        let body = serde_json::to_vec(&UsageQuery {
+            start_date: start.first_day(),
+            end_date: end.first_day(),
+            organizations: [&self.org_id],
+            projects,
+            clusters,
+            services: &spec.services,
+            group_by: spec.group_by.as_str(),
+            include_partial_matches: spec.include_partial_matches,
+        })
+        .map_err(|e| AtlasError::Decode {
+            endpoint: Endpoint::Create,
+            message: e.to_string(),
+        })?;
+        let accept = match spec.format {
+            ResultFormat::Json => JSON_MEDIA_TYPE,
+            ResultFormat::Csv => CSV_MEDIA_TYPE,
+        };
+        let labels = QueryLabels {
+            query: spec.name.clone(),
+            org_id: self.org_id.clone(),
+        };
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let mut stats = QueryStats::default();
+        for _ in 0..MAX_CREATES {
+            let create_path = format!(
+                "/api/atlas/v2/orgs/{}/billing/costExplorer/usage",
+                self.org_id
+            );
+            let reply = self
+                .retrying(deadline, || {
+                    self.send(
+                        Endpoint::Create,
+                        Method::POST,
+                        &create_path,
+                        JSON_MEDIA_TYPE,
+                        Some(&body),
+                    )
+                })
+                .await?;
+            let token = serde_json::from_slice::<TokenAnswer>(&reply.body)
+                .map_err(|e| AtlasError::Decode {
+                    endpoint: Endpoint::Create,
+                    message: format!("create answer has no token: {e}"),
+                })?
+                .token;
+            if !is_valid_token(&token) {
+                return Err(AtlasError::InvalidId(token));
+            }
+            let created = Instant::now();
+            let poll_path = format!(
+                "/api/atlas/v2/orgs/{}/billing/costExplorer/usage/{token}?envelope=true",
+                self.org_id
+            );
+            let mut delay = self.settings.poll_interval;
+            let mut errors = 0;
+            loop {
+                if Instant::now() + delay >= deadline {
+                    return Err(AtlasError::Deadline(budget));
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_POLL_DELAY);
+                stats.polls += 1;
+                self.metrics.polls.get_or_create(&labels).inc();
+                let reply = match self
+                    .send(Endpoint::Poll, Method::GET, &poll_path, accept, None)
+                    .await
+                {
+                    Ok(r) => r,
+                    // The 102 hazard: a poll that times out or whose connection closes before
+                    // a final answer means "not ready yet".
+                    Err(AtlasError::Timeout { .. }) => {
+                        tracing::debug!(org_id = %self.org_id, query = %spec.name, "poll timed out: not ready");
+                        continue;
+                    }
+                    Err(AtlasError::Transport {
+                        incomplete: true,
+                        message,
+                        ..
+                    }) => {
+                        tracing::debug!(org_id = %self.org_id, query = %spec.name, %message, "poll connection closed: not ready");
+                        continue;
+                    }
+                    Err(AtlasError::Status {
+                        status: 404 | 400,
+                        detail,
+                        ..
+                    }) => {
+                        tracing::info!(org_id = %self.org_id, query = %spec.name, %detail, "Atlas forgot the query token; creating the query again");
+                        break;
+                    }
+                    Err(e) if e.is_retryable() && errors < MAX_RETRIES => {
+                        errors += 1;
+                        tracing::debug!(org_id = %self.org_id, query = %spec.name, error = %e, "poll failed; polling again");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if reply.status == 102 || reply.status == 202 {
+                    continue;
+                }
+                let csv = spec.format == ResultFormat::Csv;
+                let parsed =
+                    tokio::task::spawn_blocking(move || result::parse_body(&reply.body, csv))
+                        .await
+                        .map_err(|e| AtlasError::Decode {
+                            endpoint: Endpoint::Poll,
+                            message: format!("parser stopped: {e}"),
+                        })?;
+                match parsed {
+                    Ok(Parsed::NotReady) => continue,
+                    Ok(Parsed::Ready(result)) => {
+                        stats.poll_latency = created.elapsed();
+                        self.metrics
+                            .poll_latency
+                            .get_or_create(&labels)
+                            .observe(stats.poll_latency.as_secs_f64());
+                        return Ok((result, stats));
+                    }
+                    Err(e) => {
+                        return Err(AtlasError::Decode {
+                            endpoint: Endpoint::Poll,
+                            message: e.0,
+                        });
+                    }
+                }
+            }
+        }
+        Err(AtlasError::Status {
+            endpoint: Endpoint::Poll,
+            status: 404,
+            detail: format!("query token expired {MAX_CREATES} times in a row"),
+        })
+    }
+}
+
+/// Whether a query can run with what discovery found, for groupings that need ids.
+pub fn group_needs_ids(group_by: GroupBy) -> bool {
+    matches!(group_by, GroupBy::Projects | GroupBy::Clusters)
+}

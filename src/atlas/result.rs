@@ -1,0 +1,766 @@
+//! Parsing Cost Explorer results: JSON (plain or in an envelope) and CSV, leniently.
+//!
+//! The spec gives the JSON result no schema, so every field but `usageAmount` is optional and
+//! unknown fields are ignored. A row whose amount or date is missing or not a number is
+//! counted as invalid and skipped, never guessed. The JSON is read in one streaming pass
+//! (serde visitors, no `serde_json::Value` tree).
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::month::Month;
+
+/// One row of a result, with the amount in micro-dollars so sums are exact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRow {
+    /// `organizationId`.
+    pub org_id: Option<String>,
+    /// `organizationName`.
+    pub org_name: Option<String>,
+    /// `projectId`.
+    pub project_id: Option<String>,
+    /// `projectName`.
+    pub project_name: Option<String>,
+    /// `clusterId` or `clusterUniqueId`.
+    pub cluster_id: Option<String>,
+    /// `clusterName`.
+    pub cluster_name: Option<String>,
+    /// `service`.
+    pub service: Option<String>,
+    /// Month of `usageDate` (or of `billedDate` when there is no usage date).
+    pub month: Month,
+    /// `usageAmount` in millionths of a dollar.
+    pub amount_micros: i64,
+}
+
+/// The rows of a result and what could not be read.
+#[derive(Debug, Default)]
+pub struct ParsedResult {
+    /// Valid rows.
+    pub rows: Vec<UsageRow>,
+    /// Rows skipped because their amount or date was missing or invalid.
+    pub invalid_rows: u64,
+    /// Why the first skipped row was skipped.
+    pub first_invalid: Option<String>,
+}
+
+impl ParsedResult {
+    fn invalid(&mut self, why: String) {
+        self.invalid_rows += 1;
+        if self.first_invalid.is_none() {
+            self.first_invalid = Some(why);
+        }
+    }
+}
+
+/// What a poll's body says.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Still processing (an envelope with status 102, or an empty body).
+    NotReady,
+    /// The result.
+    Ready(ParsedResult),
+}
+
+/// A body that is not a result.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
+
+/// Largest amount accepted, in dollars: anything bigger is a broken value, not a bill.
+const MAX_AMOUNT: f64 = 1e12;
+
+/// Dollars to micro-dollars, refusing NaN, infinities and absurd values.
+pub fn to_micros(amount: f64) -> Option<i64> {
+    if amount.is_finite() && amount.abs() < MAX_AMOUNT {
+        #[allow(clippy::cast_possible_truncation)]
+        Some((amount * 1e6).round() as i64)
+    } else {
+        None
+    }
+}
+
+/// Parses an amount written as text: `51.19`, ` -3 `, `$1,234.50`.
+pub fn parse_amount_text(s: &str) -> Option<i64> {
+    let cleaned: String = s
+        .trim()
+        .chars()
+        .filter(|c| !matches!(c, ',' | '$' | ' '))
+        .collect();
+    if cleaned.is_empty()
+        || !cleaned
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+    {
+        return None;
+    }
+    cleaned.parse::<f64>().ok().and_then(to_micros)
+}
+
+/// Reads a poll body: JSON (enveloped or plain), CSV, or something that is neither.
+///
+/// # Errors
+/// A [`DecodeError`] naming what the body was instead of a result.
+pub fn parse_body(body: &[u8], csv_expected: bool) -> Result<Parsed, DecodeError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => Ok(Parsed::NotReady),
+        Some(b'{') => parse_json(body),
+        Some(b'<') => Err(DecodeError(format!(
+            "an HTML page where a result was expected: {}",
+            snippet(body)
+        ))),
+        Some(_) if csv_expected => parse_csv(body).map(Parsed::Ready),
+        Some(_) => Err(DecodeError(format!("not a JSON result: {}", snippet(body)))),
+    }
+}
+
+/// The first bytes of a body, for error messages.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(80)]);
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// Parses a JSON body: `{"usageDetails": [...]}`, or an envelope
+/// `{"status": 102|200, "content": <result or CSV text>}`.
+///
+/// # Errors
+/// A [`DecodeError`] for invalid or truncated JSON, or JSON of another shape.
+pub fn parse_json(body: &[u8]) -> Result<Parsed, DecodeError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let doc = Doc::deserialize_doc(&mut de)
+        .and_then(|d| de.end().map(|()| d))
+        .map_err(|e| DecodeError(format!("invalid JSON result: {e}")))?;
+    doc.interpret()
+}
+
+/// A JSON document: a result, an envelope, or neither.
+#[derive(Default)]
+struct Doc {
+    status: Option<i64>,
+    content: Option<Content>,
+    usage: Option<ParsedResult>,
+    detail: Option<String>,
+}
+
+enum Content {
+    Null,
+    Csv(String),
+    Doc(Box<Doc>),
+}
+
+impl Doc {
+    fn deserialize_doc<'de, D: Deserializer<'de>>(d: D) -> Result<Doc, D::Error> {
+        d.deserialize_map(DocVisitor)
+    }
+
+    fn interpret(self) -> Result<Parsed, DecodeError> {
+        if let Some(result) = self.usage {
+            return Ok(Parsed::Ready(result));
+        }
+        match (self.status, self.content) {
+            (Some(102), _) => Ok(Parsed::NotReady),
+            (Some(200..=299), Some(Content::Doc(inner))) => inner.interpret(),
+            (Some(200..=299), Some(Content::Csv(text))) => {
+                parse_csv(text.as_bytes()).map(Parsed::Ready)
+            }
+            (Some(200..=299), _) => Err(DecodeError(
+                "envelope with a success status but no content".to_owned(),
+            )),
+            (Some(status), content) => {
+                let detail = match content {
+                    Some(Content::Doc(inner)) => inner.detail,
+                    _ => self.detail,
+                };
+                Err(DecodeError(format!(
+                    "envelope with status {status}: {}",
+                    detail.unwrap_or_else(|| "no detail".to_owned())
+                )))
+            }
+            (None, _) => Err(DecodeError(
+                "JSON of the wrong shape: no usageDetails and no envelope status".to_owned(),
+            )),
+        }
+    }
+}
+
+struct DocVisitor;
+
+impl<'de> Visitor<'de> for DocVisitor {
+    type Value = Doc;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc, A::Error> {
+        let mut doc = Doc::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "status" => doc.status = map.next_value::<Option<Lenient>>()?.and_then(|l| l.int),
+                "content" => doc.content = Some(map.next_value_seed(ContentSeed)?),
+                "usageDetails" => doc.usage = map.next_value_seed(RowsSeed)?,
+                "detail" => doc.detail = map.next_value::<Option<Lenient>>()?.and_then(|l| l.text),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(doc)
+    }
+}
+
+struct ContentSeed;
+
+impl<'de> DeserializeSeed<'de> for ContentSeed {
+    type Value = Content;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Content, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ContentSeed {
+    type Value = Content;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an envelope's content: null, an object or CSV text")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Content, E> {
+        Ok(Content::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Content, E> {
+        Ok(Content::Null)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Content, E> {
+        Ok(Content::Csv(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Content, E> {
+        Ok(Content::Csv(v))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Content, A::Error> {
+        DocVisitor.visit_map(map).map(|d| Content::Doc(Box::new(d)))
+    }
+}
+
+/// `usageDetails`: `null` or an array of rows; a non-object element is an invalid row.
+struct RowsSeed;
+
+impl<'de> DeserializeSeed<'de> for RowsSeed {
+    type Value = Option<ParsedResult>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowsSeed {
+    type Value = Option<ParsedResult>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of usage rows")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Some(ParsedResult::default()))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = ParsedResult::default();
+        if let Some(n) = seq.size_hint() {
+            out.rows.reserve(n);
+        }
+        let mut index = 0usize;
+        while let Some(raw) = seq.next_element::<RawRow>()? {
+            match raw.into_row() {
+                Ok(row) => out.rows.push(row),
+                Err(why) => out.invalid(format!("usageDetails[{index}]: {why}")),
+            }
+            index += 1;
+        }
+        Ok(Some(out))
+    }
+}
+
+/// Any JSON scalar, kept as text and, when it is an integer, as a number.
+#[derive(Default)]
+struct Lenient {
+    text: Option<String>,
+    int: Option<i64>,
+    number: Option<f64>,
+}
+
+impl<'de> de::Deserialize<'de> for Lenient {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Lenient, D::Error> {
+        d.deserialize_any(LenientVisitor)
+    }
+}
+
+struct LenientVisitor;
+
+impl<'de> Visitor<'de> for LenientVisitor {
+    type Value = Lenient;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Lenient, E> {
+        Ok(Lenient {
+            text: Some(v.to_owned()),
+            ..Lenient::default()
+        })
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Lenient, E> {
+        #[allow(clippy::cast_precision_loss)]
+        Ok(Lenient {
+            text: Some(v.to_string()),
+            int: Some(v),
+            number: Some(v as f64),
+        })
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Lenient, E> {
+        #[allow(clippy::cast_precision_loss)]
+        Ok(Lenient {
+            text: Some(v.to_string()),
+            int: i64::try_from(v).ok(),
+            number: Some(v as f64),
+        })
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Lenient, E> {
+        Ok(Lenient {
+            text: Some(v.to_string()),
+            int: None,
+            number: Some(v),
+        })
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Lenient, E> {
+        Ok(Lenient {
+            text: Some(v.to_string()),
+            ..Lenient::default()
+        })
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Lenient, E> {
+        Ok(Lenient::default())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Lenient, E> {
+        Ok(Lenient::default())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Lenient, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Lenient::default())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Lenient, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Lenient::default())
+    }
+}
+
+/// A row as it came, before validation.
+#[derive(Default)]
+struct RawRow {
+    not_an_object: bool,
+    org_id: Option<String>,
+    org_name: Option<String>,
+    project_id: Option<String>,
+    project_name: Option<String>,
+    cluster_id: Option<String>,
+    cluster_name: Option<String>,
+    service: Option<String>,
+    usage_date: Option<String>,
+    billed_date: Option<String>,
+    amount: Option<Lenient>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|v| !v.is_empty())
+}
+
+impl RawRow {
+    fn into_row(self) -> Result<UsageRow, String> {
+        if self.not_an_object {
+            return Err("not an object".to_owned());
+        }
+        let amount = match self.amount {
+            None => return Err("no usageAmount".to_owned()),
+            Some(Lenient {
+                number: Some(n), ..
+            }) => to_micros(n).ok_or_else(|| format!("usageAmount {n} is out of range"))?,
+            Some(Lenient { text: Some(t), .. }) => {
+                parse_amount_text(&t).ok_or_else(|| format!("usageAmount {t:?} is not a number"))?
+            }
+            Some(_) => return Err("usageAmount is null or not a number".to_owned()),
+        };
+        let date = self
+            .usage_date
+            .as_deref()
+            .or(self.billed_date.as_deref())
+            .ok_or_else(|| "no usageDate".to_owned())?;
+        let month =
+            Month::parse_date(date).ok_or_else(|| format!("usageDate {date:?} is not a date"))?;
+        Ok(UsageRow {
+            org_id: non_empty(self.org_id),
+            org_name: non_empty(self.org_name),
+            project_id: non_empty(self.project_id),
+            project_name: non_empty(self.project_name),
+            cluster_id: non_empty(self.cluster_id),
+            cluster_name: non_empty(self.cluster_name),
+            service: non_empty(self.service),
+            month,
+            amount_micros: amount,
+        })
+    }
+}
+
+impl<'de> de::Deserialize<'de> for RawRow {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawRow, D::Error> {
+        d.deserialize_any(RawRowVisitor)
+    }
+}
+
+struct RawRowVisitor;
+
+impl RawRowVisitor {
+    fn not_object() -> RawRow {
+        RawRow {
+            not_an_object: true,
+            ..RawRow::default()
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for RawRowVisitor {
+    type Value = RawRow;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a usage row")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawRow, A::Error> {
+        let mut row = RawRow::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let text = |l: Option<Lenient>| l.and_then(|l| l.text);
+            match key.as_ref() {
+                "organizationId" => row.org_id = text(map.next_value()?),
+                "organizationName" => row.org_name = text(map.next_value()?),
+                "projectId" | "groupId" => row.project_id = text(map.next_value()?),
+                "projectName" | "groupName" => row.project_name = text(map.next_value()?),
+                "clusterId" | "clusterUniqueId" => row.cluster_id = text(map.next_value()?),
+                "clusterName" => row.cluster_name = text(map.next_value()?),
+                "service" | "serviceName" => row.service = text(map.next_value()?),
+                "usageDate" => row.usage_date = text(map.next_value()?),
+                "billedDate" => row.billed_date = text(map.next_value()?),
+                "usageAmount" => row.amount = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(row)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawRow, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Self::not_object())
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<RawRow, E> {
+        Ok(Self::not_object())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawRow, E> {
+        Ok(Self::not_object())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawRow, E> {
+        Ok(Self::not_object())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawRow, E> {
+        Ok(Self::not_object())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawRow, E> {
+        Ok(Self::not_object())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<RawRow, E> {
+        Ok(Self::not_object())
+    }
+}
+
+/// What a CSV column means, matched on its header case-insensitively, ignoring spaces and
+/// punctuation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Column {
+    OrgId,
+    OrgName,
+    ProjectId,
+    ProjectName,
+    ClusterId,
+    ClusterName,
+    Service,
+    UsageDate,
+    BilledDate,
+    Amount,
+}
+
+fn column_of(header: &[u8]) -> Option<Column> {
+    let key: String = String::from_utf8_lossy(header)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    Some(match key.as_str() {
+        "organizationid" | "orgid" => Column::OrgId,
+        "organizationname" | "orgname" | "organization" => Column::OrgName,
+        "projectid" | "groupid" => Column::ProjectId,
+        "projectname" | "project" | "groupname" => Column::ProjectName,
+        "clusteruniqueid" | "clusterid" => Column::ClusterId,
+        "clustername" | "cluster" => Column::ClusterName,
+        "service" | "servicename" => Column::Service,
+        "usagedate" | "date" => Column::UsageDate,
+        "billeddate" => Column::BilledDate,
+        "usageamount" | "amount" | "usageamountusd" => Column::Amount,
+        _ => return None,
+    })
+}
+
+/// Parses a CSV result: skips any preamble before the header row (the first row with a
+/// "Usage Amount" column), matches columns by meaning, and tolerates a BOM, CRLF, stray
+/// spaces and short or long rows.
+///
+/// # Errors
+/// A [`DecodeError`] when no header row with an amount column is found.
+pub fn parse_csv(body: &[u8]) -> Result<ParsedResult, DecodeError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(body);
+    let mut columns: Option<Vec<Option<Column>>> = None;
+    let mut out = ParsedResult::default();
+    let mut record = csv::ByteRecord::new();
+    let mut line = 0usize;
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(DecodeError(format!("invalid CSV result: {e}"))),
+        }
+        line += 1;
+        let Some(cols) = &columns else {
+            let candidate: Vec<Option<Column>> = record.iter().map(column_of).collect();
+            if candidate.contains(&Some(Column::Amount)) {
+                columns = Some(candidate);
+            }
+            continue;
+        };
+        if record.iter().all(<[u8]>::is_empty) {
+            continue;
+        }
+        let mut raw = RawRow::default();
+        let mut amount_text = None;
+        for (cell, col) in record.iter().zip(cols.iter()) {
+            let Some(col) = col else { continue };
+            let value = String::from_utf8_lossy(cell).into_owned();
+            let slot = match col {
+                Column::OrgId => &mut raw.org_id,
+                Column::OrgName => &mut raw.org_name,
+                Column::ProjectId => &mut raw.project_id,
+                Column::ProjectName => &mut raw.project_name,
+                Column::ClusterId => &mut raw.cluster_id,
+                Column::ClusterName => &mut raw.cluster_name,
+                Column::Service => &mut raw.service,
+                Column::UsageDate => &mut raw.usage_date,
+                Column::BilledDate => &mut raw.billed_date,
+                Column::Amount => &mut amount_text,
+            };
+            *slot = Some(value);
+        }
+        let amount = amount_text.filter(|t| !t.is_empty());
+        let row = match amount.as_deref().map(parse_amount_text) {
+            None => Err("no Usage Amount".to_owned()),
+            Some(None) => Err(format!(
+                "Usage Amount {:?} is not a number",
+                amount.unwrap_or_default()
+            )),
+            Some(Some(micros)) => {
+                raw.amount = Some(Lenient {
+                    number: Some(0.0),
+                    ..Lenient::default()
+                });
+                raw.into_row().map(|mut r| {
+                    r.amount_micros = micros;
+                    r
+                })
+            }
+        };
+        match row {
+            Ok(r) => out.rows.push(r),
+            Err(why) => out.invalid(format!("CSV line {line}: {why}")),
+        }
+    }
+    if columns.is_none() {
+        return Err(DecodeError(format!(
+            "CSV result has no header row with a Usage Amount column: {}",
+            snippet(body)
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(p: Result<Parsed, DecodeError>) -> ParsedResult {
+        match p.expect("parses") {
+            Parsed::Ready(r) => r,
+            Parsed::NotReady => panic!("expected a result, got not ready"),
+        }
+    }
+
+    const ROW: &str = r#"{"invoiceId":"66d7254246a21a41036ff315","organizationId":"66d7254246a21a41036ff2e9","organizationName":"Kubecost","service":"Clusters","usageAmount":51.19,"usageDate":"2024-09-01"}"#;
+
+    /// The one real response seen in public code parses to the exact amount in micro-dollars.
+    #[test]
+    fn real_json_row_parses_to_exact_micros() {
+        let r = ready(parse_body(
+            format!(r#"{{"usageDetails":[{ROW}]}}"#).as_bytes(),
+            false,
+        ));
+        assert_eq!(r.rows.len(), 1);
+        let row = &r.rows[0];
+        assert_eq!(row.amount_micros, 51_190_000);
+        assert_eq!(row.service.as_deref(), Some("Clusters"));
+        assert_eq!(row.org_name.as_deref(), Some("Kubecost"));
+        assert_eq!(row.month.to_string(), "2024-09");
+        assert_eq!(r.invalid_rows, 0);
+    }
+
+    /// An envelope with status 102 means "not ready"; with 200 it carries the result.
+    #[test]
+    fn envelope_status_decides_readiness() {
+        assert!(matches!(
+            parse_body(br#"{"status":102,"content":null}"#, false),
+            Ok(Parsed::NotReady)
+        ));
+        let r = ready(parse_body(
+            format!(r#"{{"status":200,"content":{{"usageDetails":[{ROW}]}}}}"#).as_bytes(),
+            false,
+        ));
+        assert_eq!(r.rows[0].amount_micros, 51_190_000);
+    }
+
+    /// CSV text inside an envelope is parsed as CSV.
+    #[test]
+    fn envelope_with_csv_content_is_parsed_as_csv() {
+        let body = r#"{"status":200,"content":"Usage Date,Service,Usage Amount\n2026-10-01,Storage,1.50\n"}"#;
+        let r = ready(parse_body(body.as_bytes(), true));
+        assert_eq!(r.rows[0].amount_micros, 1_500_000);
+    }
+
+    /// Strings that hold numbers are read; null, NaN and text are skipped and counted.
+    #[test]
+    fn odd_amounts_are_read_or_counted_never_guessed() {
+        let body = r#"{"usageDetails":[
+            {"usageAmount":"12.5","usageDate":"2026-10-01"},
+            {"usageAmount":null,"usageDate":"2026-10-01"},
+            {"usageAmount":"NaN","usageDate":"2026-10-01"},
+            {"usageAmount":"abc","usageDate":"2026-10-01"},
+            {"usageAmount":-3.25,"usageDate":"2026-10-01","extra":{"nested":[1,2]}},
+            {"usageDate":"2026-10-01"},
+            {"usageAmount":1,"usageDate":"not a date"},
+            7
+        ]}"#;
+        let r = ready(parse_body(body.as_bytes(), false));
+        let amounts: Vec<i64> = r.rows.iter().map(|x| x.amount_micros).collect();
+        assert_eq!(amounts, [12_500_000, -3_250_000]);
+        assert_eq!(r.invalid_rows, 6);
+        assert!(r.first_invalid.expect("reason").contains("usageDetails[1]"));
+    }
+
+    /// An empty usageDetails is a valid, empty result.
+    #[test]
+    fn empty_usage_details_is_an_empty_result() {
+        let r = ready(parse_body(br#"{"usageDetails":[]}"#, false));
+        assert!(r.rows.is_empty());
+        assert_eq!(r.invalid_rows, 0);
+    }
+
+    /// Truncated JSON, invalid JSON, the wrong shape and HTML are errors, not empty data.
+    #[test]
+    fn broken_bodies_are_errors() {
+        for body in [
+            &br#"{"usageDetails":[{"usageAmount":1"#[..],
+            b"{not json}",
+            br#"{"results":[]}"#,
+            b"<html><body>502 Bad Gateway</body></html>",
+            br#"[1,2,3]"#,
+            br#"{"usageDetails":[]} trailing"#,
+        ] {
+            assert!(
+                parse_body(body, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let html = parse_body(b"<html>oops</html>", false).expect_err("error");
+        assert!(html.0.contains("HTML"), "{html}");
+    }
+
+    /// An envelope carrying an error status is an error naming the status.
+    #[test]
+    fn envelope_error_status_is_an_error() {
+        let e =
+            parse_body(br#"{"status":500,"content":{"detail":"boom"}}"#, false).expect_err("error");
+        assert!(e.0.contains("500") && e.0.contains("boom"), "{e}");
+    }
+
+    /// A CSV with a preamble, a BOM, CRLF line ends, quoted commas and the spec's column names
+    /// parses; a non-numeric amount is counted.
+    #[test]
+    fn csv_with_preamble_bom_crlf_and_quotes_parses() {
+        let body = "\u{feff}Organization: ACME\r\n\r\n Billed Date , Invoice Id,Organization Name,Organization ID,Project Name,Project Id,Cluster Name,Cluster Unique Id,Usage Amount,\r\n2026-10-01,inv,\"ACME, Inc.\",5f1b2c3d4e5f6a7b8c9d0e1f,\"Proj \"\"A\"\"\",aaaaaaaaaaaaaaaaaaaaaaaa,c1,bbbbbbbbbbbbbbbbbbbbbbbb,\"1,234.56\",\r\n2026-10-01,inv,x,y,p,q,c,d,n/a\r\n";
+        let r = parse_csv(body.as_bytes()).expect("parses");
+        assert_eq!(r.rows.len(), 1);
+        let row = &r.rows[0];
+        assert_eq!(row.org_name.as_deref(), Some("ACME, Inc."));
+        assert_eq!(row.project_name.as_deref(), Some("Proj \"A\""));
+        assert_eq!(row.cluster_id.as_deref(), Some("bbbbbbbbbbbbbbbbbbbbbbbb"));
+        assert_eq!(row.amount_micros, 1_234_560_000);
+        assert_eq!(row.month.to_string(), "2026-10");
+        assert_eq!(r.invalid_rows, 1);
+    }
+
+    /// A CSV whose columns are partly missing still yields what it has; one without an
+    /// amount column is an error.
+    #[test]
+    fn csv_missing_columns() {
+        let r = parse_csv(b"usage date,usage amount\n2026-11-01,2\n2026-11-01\n").expect("parses");
+        assert_eq!(r.rows.len(), 1);
+        assert_eq!(r.invalid_rows, 1);
+        assert!(parse_csv(b"a,b\n1,2\n").is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! # atlas-cost-exporter
+//!
+//! A Prometheus exporter for the MongoDB Atlas Cost Explorer. Data flows one way:
+//!
+//! Atlas -> [`atlas`] (client) -> [`refresher`] -> [`snapshot`] -> [`exposition`] -> [`server`]
+//!
+//! - [`config`]: flags, environment and YAML, validated at start-up.
+//! - [`atlas`]: the Atlas client: OAuth and Digest, rate limits, Cost Explorer queries,
+//!   discovery; [`atlas::result`] parses JSON and CSV results.
+//! - [`refresher`]: runs the queries on an interval, caches closed months, keeps the last good
+//!   data, and publishes each refresh whole.
+//! - [`snapshot`]: the immutable published state a scrape reads.
+//! - [`exposition`]: text 0.0.4 and OpenMetrics encoding, escaping, format negotiation.
+//! - [`metrics`]: the exporter's own counters and histograms.
+//! - [`server`]: `/metrics`, the landing page, `/healthz`, `/readyz`.
+//! - [`simulator`]: a built-in Atlas API simulator for `--demo`, tests and benchmarks.
+//! - [`month`]: UTC calendar months.
+
+pub mod atlas;
+pub mod config;
+pub mod exposition;
+pub mod metrics;
+pub mod month;
+pub mod refresher;
+pub mod server;
+pub mod simulator;
+pub mod snapshot;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Credentials, QuerySpec, Secret};
+use crate::metrics::SelfMetrics;
+use crate::refresher::{Refresher, human_interval};
+use crate::server::AppState;
+use crate::snapshot::SnapshotCell;
+
+/// Errors that stop the exporter.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The Atlas client could not be set up.
+    #[error(transparent)]
+    Atlas(#[from] atlas::AtlasError),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the exporter on `listener` until `shutdown` completes: the refresher in the
+/// background, the HTTP server in the foreground.
+///
+/// # Errors
+/// When the Atlas client cannot be built or the server fails.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(SelfMetrics::new(&human_interval(config.refresh_interval)));
+    let cell = Arc::new(SnapshotCell::default());
+    let refresher = Refresher::new(&config, metrics.clone(), cell.clone())?;
+    let (cancel, cancelled) = tokio::sync::watch::channel(false);
+    let refresh_task = tokio::spawn(refresher.run(cancelled));
+    let app = server::router(Arc::new(AppState {
+        cell,
+        metrics,
+        telemetry_path: config.telemetry_path.clone(),
+        clock: config.clock.clone(),
+    }));
+    tracing::info!(address = %listener.local_addr()?, orgs = config.orgs.len(), "listening");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = cancel.send(true);
+    let _ = refresh_task.await;
+    served.map_err(RunError::Io)
+}
+
+/// Starts the built-in simulator on a loopback port and rewrites `config` to export its
+/// orgs with its demo credentials. Returns the simulator's address.
+///
+/// # Errors
+/// When no loopback port can be bound.
+pub async fn start_demo(config: &mut Config, months: u32) -> std::io::Result<std::net::SocketAddr> {
+    let sim = simulator::Simulator::new(simulator::SimConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let creds = simulator::SimCredentials::demo();
+    let dataset = sim.dataset();
+    tokio::spawn(sim.serve(listener, std::future::pending()));
+    config.base_url = format!("http://{addr}");
+    config.orgs = dataset
+        .orgs
+        .iter()
+        .map(|o| config::OrgConfig {
+            id: o.id.clone(),
+            credentials: Credentials::ServiceAccount {
+                client_id: creds.client_id.clone(),
+                client_secret: Secret::new(creds.client_secret.clone()),
+            },
+            queries: QuerySpec::defaults(months),
+        })
+        .collect();
+    // The simulator answers within a few polls: poll fast so the demo fills in seconds.
+    config.poll_interval = config
+        .poll_interval
+        .min(std::time::Duration::from_millis(250));
+    Ok(addr)
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}

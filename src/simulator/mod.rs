@@ -1,0 +1,402 @@
+//! A simulator of the MongoDB Atlas Cost Explorer API, for `--demo`, integration tests and
+//! benchmarks.
+//!
+//! It speaks the API as `atlas-api.md` describes it:
+//! - `POST /api/oauth/token` (service-account client credentials, HTTP Basic) gives Bearer
+//!   tokens; every `/api/atlas/v2` request needs a live one or HTTP Digest (API keys);
+//! - `POST /api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage` creates a query (202 and a
+//!   64-hex token), `GET .../usage/{token}` answers "not ready" `polls_before_ready` times (as a
+//!   `{"status":102}` envelope, a slow answer, or a dropped connection), then the result as JSON
+//!   or CSV, optionally wrapped in `{"status":200,"content":...}`;
+//! - project and cluster discovery, paginated.
+//!
+//! The data ([`Dataset`]) is generated from a seed; [`Simulator::set_amount_scale`] swaps in a
+//! scaled copy atomically. Faults can be injected per endpoint ([`Simulator::fail`]).
+//!
+//! Submodules: `data` (the generated account), `auth` (OAuth and Digest), `api` (handlers).
+
+mod api;
+mod auth;
+mod data;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+pub use data::{CLUSTER_SERVICES, Dataset, GroupBy, SimCluster, SimOrg, SimProject, UsageRecord};
+
+use crate::month::Month;
+
+/// How a poll shows that a query is not ready yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReady {
+    /// `envelope=true`: HTTP 200 `{"status":102,"content":null}`. Without `envelope=true` a bare
+    /// 102 cannot be seen by hyper-based clients, so the connection is dropped as with
+    /// [`NotReady::Close`].
+    Envelope,
+    /// Wait this long, then answer as [`NotReady::Envelope`] (a client with a shorter timeout
+    /// sees a timeout).
+    Timeout(Duration),
+    /// Send 200 headers and then break the connection mid-body.
+    Close,
+}
+
+/// The credentials the simulator accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimCredentials {
+    /// Service-account client id (OAuth, HTTP Basic user).
+    pub client_id: String,
+    /// Service-account client secret.
+    pub client_secret: String,
+    /// API key public part (Digest user).
+    pub public_key: String,
+    /// API key private part (Digest password).
+    pub private_key: String,
+}
+
+impl SimCredentials {
+    /// Fixed demo values: `mdb_sa_id_demo` / `mdb_sa_sk_demo` (service account) and
+    /// `demopublic` / `demo-private-key` (API key).
+    pub fn demo() -> Self {
+        SimCredentials {
+            client_id: "mdb_sa_id_demo".to_string(),
+            client_secret: "mdb_sa_sk_demo".to_string(),
+            public_key: "demopublic".to_string(),
+            private_key: "demo-private-key".to_string(),
+        }
+    }
+}
+
+/// Everything that shapes a [`Simulator`].
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seed of the generated data; same seed, same data.
+    pub seed: u64,
+    /// Number of organisations.
+    pub orgs: usize,
+    /// Projects in each organisation.
+    pub projects_per_org: usize,
+    /// Clusters in each project.
+    pub clusters_per_project: usize,
+    /// How many services (from [`CLUSTER_SERVICES`], `Clusters` always first) each cluster bills.
+    pub services_per_cluster: usize,
+    /// Months of history ending at `current_month`.
+    pub months: u32,
+    /// The current month; `None` is the month of the clock at [`Simulator::new`].
+    pub current_month: Option<Month>,
+    /// "Not ready" answers to the polls of a query before its result.
+    pub polls_before_ready: u32,
+    /// How "not ready" is shown.
+    pub not_ready: NotReady,
+    /// Answer the final result without an envelope even when `envelope=true` was asked.
+    pub ignore_envelope: bool,
+    /// Cap on `itemsPerPage` honoured by the discovery endpoints.
+    pub max_page_size: usize,
+    /// Split each result row's amount into two rows with identical dimensions.
+    pub duplicate_rows: bool,
+    /// OAuth `expires_in` in seconds.
+    pub token_expires_in: u64,
+    /// How long a Digest nonce stays fresh; older ones are answered with `stale=true`.
+    pub nonce_ttl: Duration,
+    /// How long a query token can be polled; later polls get 404 `RESOURCE_NOT_FOUND`.
+    pub query_ttl: Duration,
+    /// The accepted credentials.
+    pub credentials: SimCredentials,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            orgs: 2,
+            projects_per_org: 4,
+            clusters_per_project: 3,
+            services_per_cluster: 4,
+            months: 18,
+            current_month: None,
+            polls_before_ready: 2,
+            not_ready: NotReady::Envelope,
+            ignore_envelope: false,
+            max_page_size: 500,
+            duplicate_rows: false,
+            token_expires_in: 3600,
+            nonce_ttl: Duration::from_secs(300),
+            query_ttl: Duration::from_secs(30 * 60),
+            credentials: SimCredentials::demo(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Defaults, with orgs, projects and clusters chosen so that
+    /// `services_per_cluster * clusters * months` is roughly `target` (within a few per cent
+    /// above it for large targets).
+    pub fn with_series(target: usize) -> Self {
+        let base = SimConfig::default();
+        let per_cluster = base.services_per_cluster * base.months as usize;
+        let clusters = target.div_ceil(per_cluster).max(1);
+        let orgs = clusters.div_ceil(1000).clamp(1, 20).min(clusters);
+        let per_org = clusters.div_ceil(orgs);
+        let projects = ((per_org as f64).sqrt().round() as usize).max(1);
+        let clusters_per_project = per_org.div_ceil(projects);
+        SimConfig {
+            orgs,
+            projects_per_org: projects,
+            clusters_per_project,
+            ..base
+        }
+    }
+}
+
+/// The endpoints, for request counts and fault injection.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum SimEndpoint {
+    /// `POST /api/oauth/token`.
+    Token,
+    /// `POST /api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage`.
+    Create,
+    /// `GET /api/atlas/v2/orgs/{orgId}/billing/costExplorer/usage/{token}`.
+    Poll,
+    /// `GET /api/atlas/v2/orgs/{orgId}/groups`.
+    Projects,
+    /// `GET /api/atlas/v2/groups/{groupId}/clusters`.
+    Clusters,
+}
+
+impl SimEndpoint {
+    fn index(self) -> usize {
+        match self {
+            SimEndpoint::Token => 0,
+            SimEndpoint::Create => 1,
+            SimEndpoint::Poll => 2,
+            SimEndpoint::Projects => 3,
+            SimEndpoint::Clusters => 4,
+        }
+    }
+}
+
+/// An injected failure, answered to every request of an endpoint until cleared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// This status with an Atlas error body (`UNEXPECTED_ERROR` for 5xx, and so on).
+    Status(u16),
+    /// 429 `RATE_LIMITED` with `RateLimit-Limit: 100`, `RateLimit-Remaining: 0` and, when
+    /// given, `Retry-After` in seconds.
+    RateLimited {
+        /// Seconds for `Retry-After`; `None` sends no such header.
+        retry_after: Option<u64>,
+    },
+    /// This status with an HTML body, as a proxy in front of Atlas would send.
+    Html(u16),
+}
+
+/// Shared state of a running simulator.
+struct Inner {
+    config: SimConfig,
+    current: Month,
+    base: Arc<Dataset>,
+    /// Swapped whole by `set_amount_scale`; short lock, never across `.await`.
+    data: Mutex<Arc<Dataset>>,
+    not_ready: Mutex<NotReady>,
+    ignore_envelope: AtomicBool,
+    faults: Mutex<HashMap<SimEndpoint, Fault>>,
+    counts: [AtomicU64; 5],
+    auth: auth::AuthState,
+    queries: Mutex<HashMap<String, Arc<api::Query>>>,
+}
+
+/// The simulator: cheap to clone (an `Arc` inside), so tests keep a handle to inspect and
+/// steer it while it serves.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl Simulator {
+    /// Generates the data set and prepares the state. The current month is fixed here.
+    pub fn new(config: SimConfig) -> Simulator {
+        let current = config
+            .current_month
+            .unwrap_or_else(|| Month::containing(SystemTime::now()));
+        let base = Arc::new(Dataset::generate(&config, current));
+        Simulator {
+            inner: Arc::new(Inner {
+                current,
+                data: Mutex::new(Arc::clone(&base)),
+                base,
+                not_ready: Mutex::new(config.not_ready),
+                ignore_envelope: AtomicBool::new(config.ignore_envelope),
+                faults: Mutex::new(HashMap::new()),
+                counts: Default::default(),
+                auth: auth::AuthState::default(),
+                queries: Mutex::new(HashMap::new()),
+                config,
+            }),
+        }
+    }
+
+    /// All endpoints, with an Atlas-style 404 for anything else.
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+
+    /// Serves [`Simulator::router`] on `listener` until `shutdown` completes.
+    ///
+    /// # Errors
+    /// I/O errors of the listener.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// The current data (a snapshot; later scale changes do not alter it).
+    pub fn dataset(&self) -> Arc<Dataset> {
+        Arc::clone(&self.inner.data.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The current month the simulator works with.
+    pub fn current_month(&self) -> Month {
+        self.inner.current
+    }
+
+    /// Replaces the data with the generated data times `numerator / denominator` (rounded half
+    /// away from zero per record; not compounding). Queries already created keep their data.
+    pub fn set_amount_scale(&self, numerator: i64, denominator: i64) {
+        let scaled = Arc::new(self.inner.base.scaled(numerator, denominator));
+        *self.inner.data.lock().unwrap_or_else(|e| e.into_inner()) = scaled;
+    }
+
+    /// Makes every request to `endpoint` answer `fault` until [`Simulator::clear_faults`].
+    pub fn fail(&self, endpoint: SimEndpoint, fault: Fault) {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(endpoint, fault);
+    }
+
+    /// Removes all injected faults.
+    pub fn clear_faults(&self) {
+        self.inner
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Requests received by `endpoint` so far, whatever their outcome (faults and auth
+    /// failures included).
+    pub fn requests(&self, endpoint: SimEndpoint) -> u64 {
+        self.inner.counts[endpoint.index()].load(Ordering::Relaxed)
+    }
+
+    /// Switches how "not ready" is shown, from the next poll on.
+    pub fn set_not_ready(&self, form: NotReady) {
+        *self
+            .inner
+            .not_ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = form;
+    }
+
+    /// Switches whether `envelope=true` is ignored for final results.
+    pub fn set_ignore_envelope(&self, on: bool) {
+        self.inner.ignore_envelope.store(on, Ordering::Relaxed);
+    }
+}
+
+/// How "not ready" is shown, as a command-line value.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotReadyArg {
+    /// `{"status":102}` envelope.
+    Envelope,
+    /// Wait `--not-ready-delay`, then the envelope.
+    Timeout,
+    /// Drop the connection mid-response.
+    Close,
+}
+
+/// Options of the `simulate` subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, env = "ATLAS_SIM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Seed of the generated data.
+    #[arg(long, env = "ATLAS_SIM_SEED", default_value_t = 1)]
+    pub seed: u64,
+    /// Number of organisations.
+    #[arg(long, env = "ATLAS_SIM_ORGS", default_value_t = 2)]
+    pub orgs: usize,
+    /// Projects per organisation.
+    #[arg(long, env = "ATLAS_SIM_PROJECTS", default_value_t = 4)]
+    pub projects: usize,
+    /// Clusters per project.
+    #[arg(long, env = "ATLAS_SIM_CLUSTERS", default_value_t = 3)]
+    pub clusters: usize,
+    /// Approximate number of (cluster, service, month) series; overrides --orgs, --projects
+    /// and --clusters.
+    #[arg(long, env = "ATLAS_SIM_SERIES")]
+    pub series: Option<usize>,
+    /// Months of history ending at the current month.
+    #[arg(long, env = "ATLAS_SIM_MONTHS", default_value_t = 18)]
+    pub months: u32,
+    /// "Not ready" answers to each query before its result.
+    #[arg(long, env = "ATLAS_SIM_POLLS_BEFORE_READY", default_value_t = 2)]
+    pub polls_before_ready: u32,
+    /// How "not ready" is shown.
+    #[arg(long, env = "ATLAS_SIM_NOT_READY", value_enum, default_value_t = NotReadyArg::Envelope)]
+    pub not_ready: NotReadyArg,
+    /// Delay of a "not ready" answer with --not-ready timeout (e.g. 30s).
+    #[arg(long, env = "ATLAS_SIM_NOT_READY_DELAY", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub not_ready_delay: Duration,
+    /// Answer final results without an envelope even when envelope=true is asked.
+    #[arg(long, env = "ATLAS_SIM_IGNORE_ENVELOPE")]
+    pub ignore_envelope: bool,
+    /// Cap on itemsPerPage of the discovery endpoints.
+    #[arg(long, env = "ATLAS_SIM_MAX_PAGE_SIZE", default_value_t = 500)]
+    pub max_page_size: usize,
+}
+
+impl SimArgs {
+    /// The simulator configuration these options describe (demo credentials).
+    pub fn to_config(&self) -> SimConfig {
+        let base = match self.series {
+            Some(target) => SimConfig::with_series(target),
+            None => SimConfig {
+                orgs: self.orgs,
+                projects_per_org: self.projects,
+                clusters_per_project: self.clusters,
+                ..SimConfig::default()
+            },
+        };
+        SimConfig {
+            seed: self.seed,
+            months: self.months,
+            polls_before_ready: self.polls_before_ready,
+            not_ready: match self.not_ready {
+                NotReadyArg::Envelope => NotReady::Envelope,
+                NotReadyArg::Timeout => NotReady::Timeout(self.not_ready_delay),
+                NotReadyArg::Close => NotReady::Close,
+            },
+            ignore_envelope: self.ignore_envelope,
+            max_page_size: self.max_page_size.max(1),
+            ..base
+        }
+    }
+
+    /// The address to listen on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+}

@@ -1,0 +1,100 @@
+//! The published state: an immutable [`Snapshot`] per refresh, swapped in whole.
+//!
+//! A scrape takes an `Arc` to the current snapshot and never sees half of a refresh.
+
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use crate::exposition::EncodedCosts;
+
+/// What a query's last refreshes came to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueryStatus {
+    /// Query name.
+    pub query: String,
+    /// Org id.
+    pub org_id: String,
+    /// Whether a first refresh has finished (successfully or not).
+    pub attempted: bool,
+    /// Whether the last refresh succeeded.
+    pub up: bool,
+    /// When the last refresh finished.
+    pub last_attempt: Option<SystemTime>,
+    /// When the last successful refresh finished; the served data is from then.
+    pub last_success: Option<SystemTime>,
+    /// The last refresh's error, if it failed (never holds a secret).
+    pub last_error: Option<String>,
+    /// Series served for this query (from its last successful refresh).
+    pub series: usize,
+    /// Rows skipped in the last successful refresh because they were invalid.
+    pub invalid_rows: u64,
+}
+
+impl QueryStatus {
+    /// The status of a query that has not run yet.
+    pub fn pending(query: &str, org_id: &str) -> QueryStatus {
+        QueryStatus {
+            query: query.to_owned(),
+            org_id: org_id.to_owned(),
+            attempted: false,
+            up: false,
+            last_attempt: None,
+            last_success: None,
+            last_error: None,
+            series: 0,
+            invalid_rows: 0,
+        }
+    }
+}
+
+/// One published refresh.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// One per (org, query), in configuration order.
+    pub statuses: Vec<QueryStatus>,
+    /// The cost series, pre-encoded.
+    pub costs: EncodedCosts,
+    /// The refresh interval in human form, for HELP text.
+    pub refresh: String,
+    /// Number of refreshes published before this one.
+    pub generation: u64,
+}
+
+impl Snapshot {
+    /// Whether every query has finished its first attempt.
+    pub fn ready(&self) -> bool {
+        self.statuses.iter().all(|s| s.attempted)
+    }
+}
+
+/// Holds the current snapshot.
+#[derive(Debug, Default)]
+pub struct SnapshotCell {
+    // std RwLock: held only to clone or replace an Arc, never across an await.
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl SnapshotCell {
+    /// A cell holding `initial`.
+    pub fn new(initial: Snapshot) -> SnapshotCell {
+        SnapshotCell {
+            current: RwLock::new(Arc::new(initial)),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes a new snapshot.
+    pub fn store(&self, next: Snapshot) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+    }
+}
