@@ -182,6 +182,19 @@ impl IdGen {
     }
 }
 
+/// Project names that break naive exposition: quotes, backslashes, a newline, an empty
+/// name, unicode, a very long name, and text that looks like exposition syntax.
+fn hostile_name(i: usize) -> String {
+    match i % 6 {
+        0 => "a\"b\\c\nd".to_string(),
+        1 => String::new(),
+        2 => "Zürich 東京 🚀".to_string(),
+        3 => "x".repeat(2048),
+        4 => "} 1\n# EOF\nfake_metric{a=\"b\"} 2".to_string(),
+        _ => format!("plain-{i}"),
+    }
+}
+
 fn pick_name(list: &[&str], i: usize) -> String {
     let base = list[i % list.len()];
     match i / list.len() {
@@ -285,7 +298,11 @@ impl Dataset {
                 }
                 projects.push(SimProject {
                     id: ids.next(&mut rng),
-                    name: pick_name(PROJECT_NAMES, p),
+                    name: if config.hostile_names {
+                        hostile_name(p)
+                    } else {
+                        pick_name(PROJECT_NAMES, p)
+                    },
                     clusters,
                 });
             }

@@ -105,6 +105,8 @@ pub struct SimConfig {
     pub nonce_ttl: Duration,
     /// How long a query token can be polled; later polls get 404 `RESOURCE_NOT_FOUND`.
     pub query_ttl: Duration,
+    /// Give projects hostile names (quotes, backslashes, newlines, empty, very long).
+    pub hostile_names: bool,
     /// The accepted credentials.
     pub credentials: SimCredentials,
 }
@@ -127,6 +129,7 @@ impl Default for SimConfig {
             token_expires_in: 3600,
             nonce_ttl: Duration::from_secs(300),
             query_ttl: Duration::from_secs(30 * 60),
+            hostile_names: false,
             credentials: SimCredentials::demo(),
         }
     }

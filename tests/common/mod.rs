@@ -1,0 +1,320 @@
+//! Shared harness of the integration tests: the real simulator and the real exporter, each on
+//! a loopback port, talking HTTP; scrapes read back with real parsers (the official Python
+//! client's, and promtool).
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use atlas_cost_exporter::config::{
+    Config, Credentials, DEFAULT_MAX_RESPONSE_BYTES, GroupBy, OrgConfig, QuerySpec, ResultFormat,
+    Secret, system_clock,
+};
+use atlas_cost_exporter::month::Month;
+use atlas_cost_exporter::simulator::{SimConfig, SimCredentials, Simulator};
+use tokio::sync::oneshot;
+
+/// A simulator serving on a loopback port until dropped.
+pub struct Sim {
+    pub sim: Simulator,
+    pub url: String,
+    _stop: oneshot::Sender<()>,
+}
+
+pub async fn start_sim(config: SimConfig) -> Sim {
+    let sim = Simulator::new(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(sim.clone().serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    Sim {
+        sim,
+        url,
+        _stop: stop,
+    }
+}
+
+pub fn service_account() -> Credentials {
+    let c = SimCredentials::demo();
+    Credentials::ServiceAccount {
+        client_id: c.client_id,
+        client_secret: Secret::new(c.client_secret),
+    }
+}
+
+pub fn api_key() -> Credentials {
+    let c = SimCredentials::demo();
+    Credentials::ApiKey {
+        public_key: c.public_key,
+        private_key: Secret::new(c.private_key),
+    }
+}
+
+pub fn query(name: &str, group_by: GroupBy, months: u32) -> QuerySpec {
+    QuerySpec {
+        name: name.to_owned(),
+        group_by,
+        months,
+        format: ResultFormat::Json,
+        projects: Vec::new(),
+        clusters: Vec::new(),
+        services: Vec::new(),
+        include_partial_matches: false,
+    }
+}
+
+/// Every org of the simulator, with the given credentials and queries.
+pub fn orgs(sim: &Simulator, credentials: &Credentials, queries: &[QuerySpec]) -> Vec<OrgConfig> {
+    sim.dataset()
+        .orgs
+        .iter()
+        .map(|o| OrgConfig {
+            id: o.id.clone(),
+            credentials: credentials.clone(),
+            queries: queries.to_vec(),
+        })
+        .collect()
+}
+
+/// A configuration for tests: fast polls, short timeouts, a generous request budget.
+pub fn config(base_url: &str, orgs: Vec<OrgConfig>) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        telemetry_path: "/metrics".to_owned(),
+        base_url: base_url.to_owned(),
+        orgs,
+        refresh_interval: Duration::from_secs(3600),
+        concurrency: 4,
+        request_timeout: Duration::from_secs(5),
+        query_timeout: Duration::from_secs(60),
+        poll_interval: Duration::from_millis(20),
+        requests_per_minute: 60_000,
+        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        clock: system_clock(),
+    }
+}
+
+/// The exporter, serving on a loopback port until stopped or dropped.
+pub struct Exporter {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), atlas_cost_exporter::RunError>>>,
+}
+
+impl Exporter {
+    pub async fn start(config: Config) -> Exporter {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(atlas_cost_exporter::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        Exporter {
+            addr,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self.http.get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Waits for `/readyz` (bounded, so a broken exporter fails the test instead of hanging).
+    pub async fn wait_ready(&self) {
+        for _ in 0..1200 {
+            if self.get("/readyz", &[]).await.status() == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "exporter not ready; last scrape:\n{}",
+            self.scrape_text().await
+        );
+    }
+
+    pub async fn scrape_text(&self) -> String {
+        self.get("/metrics", &[]).await.text().await.unwrap()
+    }
+
+    pub async fn samples(&self) -> Samples {
+        Samples(parse(&self.scrape_text().await, "text"))
+    }
+
+    /// Scrapes until `cond` holds (bounded).
+    pub async fn wait_for(&self, what: &str, cond: impl Fn(&Samples) -> bool) -> Samples {
+        for _ in 0..1200 {
+            let s = self.samples().await;
+            if cond(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("never saw: {what}\n{}", self.scrape_text().await);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: Option<f64>,
+}
+
+impl Sample {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.get(name).map(String::as_str)
+    }
+}
+
+/// Parses an exposition with the official Python client's parser (`format`: `text` or
+/// `openmetrics`). Panics with the parser's message when the body does not parse.
+pub fn parse(body: &str, format: &str) -> Vec<Sample> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/parse_exposition.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(format)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 runs (and `pip install prometheus-client` for the parser)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the exposition does not parse as {format}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        &body[..body.len().min(2000)]
+    );
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        name: String,
+        labels: BTreeMap<String, String>,
+        value: Option<f64>,
+    }
+    let raw: Vec<Raw> = serde_json::from_slice(&out.stdout).unwrap();
+    raw.into_iter()
+        .map(|r| Sample {
+            name: r.name,
+            labels: r.labels,
+            value: r.value,
+        })
+        .collect()
+}
+
+/// Runs `promtool check metrics` on a text exposition and returns what it printed.
+pub fn promtool_check(body: &str) -> String {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (Debian package `prometheus`; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Parsed samples with lookups.
+#[derive(Clone, Debug)]
+pub struct Samples(pub Vec<Sample>);
+
+impl Samples {
+    pub fn named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.0.iter().filter(move |s| s.name == name)
+    }
+
+    /// The value of the sample `name` whose labels include every pair of `labels`.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.named(name)
+            .find(|s| labels.iter().all(|(k, v)| s.label(k) == Some(v)))
+            .and_then(|s| s.value)
+    }
+
+    /// Sum of a cost family for one query and org, in cents (exact for these values).
+    pub fn total_cents(&self, name: &str, query: &str, org_id: &str) -> i64 {
+        let sum: f64 = self
+            .named(name)
+            .filter(|s| s.label("query") == Some(query) && s.label("org_id") == Some(org_id))
+            .map(|s| s.value.unwrap_or(f64::NAN))
+            .sum();
+        #[allow(clippy::cast_possible_truncation)]
+        let cents = (sum * 100.0).round() as i64;
+        cents
+    }
+
+    pub fn up(&self, query: &str, org_id: &str) -> Option<f64> {
+        self.value(
+            "atlas_cost_query_up",
+            &[("query", query), ("org_id", org_id)],
+        )
+    }
+
+    pub fn errors(&self, query: &str, org_id: &str, reason: &str) -> f64 {
+        self.value(
+            "atlas_cost_query_refresh_errors_total",
+            &[("query", query), ("org_id", org_id), ("reason", reason)],
+        )
+        .unwrap_or(0.0)
+    }
+
+    /// Cost samples of a query, as `(labels, value)` without the query-independent parts.
+    pub fn costs(&self, query: &str) -> BTreeMap<BTreeMap<String, String>, f64> {
+        self.named("atlas_cost_usage_usd")
+            .filter(|s| s.label("query") == Some(query))
+            .map(|s| (s.labels.clone(), s.value.unwrap_or(f64::NAN)))
+            .collect()
+    }
+}
+
+/// A clock pinned to `t`.
+pub fn fixed_clock(t: SystemTime) -> atlas_cost_exporter::config::Clock {
+    std::sync::Arc::new(move || t)
+}
+
+/// The window `[start, end)` of a query of `months` months at `current`.
+pub fn window(current: Month, months: u32) -> (Month, Month) {
+    (current.plus(-i64::from(months - 1)), current.plus(1))
+}
