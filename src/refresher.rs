@@ -15,7 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::atlas::result::UsageRow;
-use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Project, Reason};
+use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, Project, Reason};
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
 use crate::exposition::{CostSeries, encode_costs, push_label};
 use crate::metrics::{QueryLabels, SelfMetrics};
@@ -108,7 +108,7 @@ impl Refresher {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| AtlasError::Transport {
-                endpoint: crate::atlas::Endpoint::Token,
+                endpoint: Endpoint::Token,
                 message: format!("cannot build the HTTP client: {e}"),
                 incomplete: false,
             })?;
@@ -259,14 +259,21 @@ impl Refresher {
         .await
     }
 
-    fn report_forbidden(&self, org: &OrgWorker, what: &str, e: &AtlasError) {
+    fn report_forbidden(&self, org: &OrgWorker, endpoint: Endpoint, e: &AtlasError) {
         if !org.forbidden_reported.swap(true, Ordering::Relaxed) {
+            let role = match endpoint {
+                Endpoint::Clusters => {
+                    "Project Read Only on every project (Organization Read Only grants it)"
+                }
+                _ => "Organization Member",
+            };
             tracing::warn!(
                 org_id = %org.config.id,
+                endpoint = endpoint.as_str(),
                 error = %e,
-                "listing {what} is forbidden: the credentials need the Organization Read Only role \
-                 (Organization Billing Viewer alone cannot list projects and clusters); queries grouped \
-                 by project or cluster fail until then, the other queries keep working"
+                "discovery is forbidden: the credentials need the {role} role besides Organization \
+                 Billing Viewer; queries grouped by project or cluster fail until then, the other \
+                 queries keep working"
             );
         }
     }
@@ -274,13 +281,21 @@ impl Refresher {
     async fn discover(&self, org: &OrgWorker, with_clusters: bool) -> Discovery {
         let deadline = Instant::now() + self.query_timeout;
         let mut d = Discovery::default();
-        match org.client.projects(deadline).await {
+        let projects = tokio::time::timeout_at(deadline, org.client.projects(deadline))
+            .await
+            .unwrap_or(Err(AtlasError::Deadline(self.query_timeout)));
+        match projects {
             Ok(p) => d.projects = p,
             Err(e) => {
                 if e.reason() == Reason::Forbidden {
-                    self.report_forbidden(org, "projects", &e);
+                    self.report_forbidden(org, Endpoint::Projects, &e);
                 }
-                d.failed = Some((e.reason(), format!("discovering projects: {e}")));
+                let hint = if e.reason() == Reason::Forbidden {
+                    " (the Organization Member role is needed to list projects)"
+                } else {
+                    ""
+                };
+                d.failed = Some((e.reason(), format!("discovering projects: {e}{hint}")));
                 return d;
             }
         }
@@ -297,7 +312,11 @@ impl Refresher {
             let limit = &limit;
             async move {
                 let _permit = limit.acquire().await.ok();
-                (p.id.clone(), org.client.clusters(&p.id, deadline).await)
+                let listing =
+                    tokio::time::timeout_at(deadline, org.client.clusters(&p.id, deadline))
+                        .await
+                        .unwrap_or(Err(AtlasError::Deadline(self.query_timeout)));
+                (p.id.clone(), listing)
             }
         }))
         .await;
@@ -308,7 +327,7 @@ impl Refresher {
                     .extend(clusters.into_iter().map(|c| (c, project_id.clone()))),
                 Err(e) => {
                     if e.reason() == Reason::Forbidden {
-                        self.report_forbidden(org, "clusters", &e);
+                        self.report_forbidden(org, Endpoint::Clusters, &e);
                     }
                     d.failed = Some((
                         e.reason(),

@@ -629,7 +629,7 @@ impl AtlasClient {
     }
 
     /// A bearer token, fetched when none is cached or the cached one is about to expire.
-    async fn bearer(&self, force_new: bool) -> Result<String, AtlasError> {
+    async fn bearer(&self) -> Result<String, AtlasError> {
         let AuthState::OAuth {
             client_id,
             secret,
@@ -640,7 +640,6 @@ impl AtlasClient {
         };
         let mut cached = token.lock().await;
         if let Some((t, expires)) = cached.as_ref()
-            && !force_new
             && *expires > Instant::now()
         {
             return Ok(t.clone());
@@ -731,10 +730,12 @@ impl AtlasClient {
                 req = req.header(CONTENT_TYPE, JSON_MEDIA_TYPE).body(b.to_vec());
             }
             let mut sent_digest = false;
+            let mut sent_token = None;
             match &self.auth {
                 AuthState::OAuth { .. } => {
-                    let token = self.bearer(false).await?;
-                    req = req.bearer_auth(token);
+                    let token = self.bearer().await?;
+                    req = req.bearer_auth(&token);
+                    sent_token = Some(token);
                 }
                 AuthState::Digest {
                     user,
@@ -769,9 +770,14 @@ impl AtlasClient {
             if reply.status == 401 {
                 match &self.auth {
                     // A cached token may have been revoked: renew once, not in a loop.
-                    AuthState::OAuth { .. } if !renewed => {
+                    AuthState::OAuth { token, .. } if !renewed => {
                         renewed = true;
-                        self.bearer(true).await?;
+                        // Forget the refused token unless another request already replaced
+                        // it: concurrent 401s lead to one renewal, not one each.
+                        let mut cached = token.lock().await;
+                        if cached.as_ref().map(|(t, _)| t) == sent_token.as_ref() {
+                            *cached = None;
+                        }
                         continue;
                     }
                     AuthState::Digest { challenge, .. } if challenges < 3 => {
@@ -813,7 +819,14 @@ impl AtlasClient {
         loop {
             match f().await {
                 Err(e) if e.is_retryable() && attempt < MAX_RETRIES => {
-                    let delay = backoff(self.settings.poll_interval, attempt, MAX_POLL_DELAY);
+                    let mut delay = backoff(self.settings.poll_interval, attempt, MAX_POLL_DELAY);
+                    if let AtlasError::RateLimited {
+                        retry_after: Some(wait),
+                        ..
+                    } = &e
+                    {
+                        delay = delay.max(*wait);
+                    }
                     if Instant::now() + delay >= deadline {
                         return Err(e);
                     }
