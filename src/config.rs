@@ -358,6 +358,9 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// Source of the current time.
     pub clock: Clock,
+    /// Name resolution for Atlas requests; `None` is the system resolver. Tests inject
+    /// failures here without touching the network.
+    pub resolver: Option<Arc<dyn reqwest::dns::Resolve>>,
 }
 
 impl fmt::Debug for Config {
@@ -830,6 +833,7 @@ impl Config {
             requests_per_minute: flags.requests_per_minute,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             clock: system_clock(),
+            resolver: None,
         })
     }
 }

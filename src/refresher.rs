@@ -42,6 +42,8 @@ struct MonthKey {
 
 struct OrgWorker {
     config: OrgConfig,
+    /// This org's queries in [`Published::slots`].
+    slots: std::ops::Range<usize>,
     client: AtlasClient,
     forbidden_reported: AtomicBool,
 }
@@ -73,7 +75,7 @@ struct QueryData {
 /// Runs the queries and publishes snapshots.
 pub struct Refresher {
     orgs: Vec<OrgWorker>,
-    slots: Vec<Slot>,
+    published: std::sync::Mutex<Published>,
     cell: Arc<SnapshotCell>,
     metrics: Arc<SelfMetrics>,
     clock: Clock,
@@ -82,7 +84,21 @@ pub struct Refresher {
     semaphore: Semaphore,
     closed_months: moka::sync::Cache<MonthKey, MonthSeries>,
     refresh_help: String,
+}
+
+/// The last good data of every query, and the count of publications.
+struct Published {
+    slots: Vec<Slot>,
     generation: u64,
+}
+
+/// Adapts a shared resolver to reqwest's `dns_resolver`, which wants a sized type.
+struct SharedResolver(Arc<dyn reqwest::dns::Resolve>);
+
+impl reqwest::dns::Resolve for SharedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        self.0.resolve(name)
+    }
 }
 
 /// The refresh interval in the short human form used in HELP text: `1h`, `30m`, `90s`.
@@ -101,7 +117,11 @@ impl Refresher {
         metrics: Arc<SelfMetrics>,
         cell: Arc<SnapshotCell>,
     ) -> Result<Refresher, AtlasError> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(resolver) = &config.resolver {
+            http = http.dns_resolver(Arc::new(SharedResolver(resolver.clone())));
+        }
+        let http = http
             .user_agent(concat!("atlas-cost-exporter/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             // Outbound requests go to the configured base URL only: no redirects elsewhere.
@@ -130,6 +150,7 @@ impl Refresher {
                 &org.credentials,
                 metrics.clone(),
             )?;
+            let first_slot = slots.len();
             for q in &org.queries {
                 metrics.init_query(&q.name, &org.id);
                 slots.push(Slot {
@@ -139,6 +160,7 @@ impl Refresher {
             }
             orgs.push(OrgWorker {
                 config: org.clone(),
+                slots: first_slot..slots.len(),
                 client,
                 forbidden_reported: AtomicBool::new(false),
             });
@@ -146,7 +168,10 @@ impl Refresher {
         let refresh_help = human_interval(config.refresh_interval);
         let refresher = Refresher {
             orgs,
-            slots,
+            published: std::sync::Mutex::new(Published {
+                slots,
+                generation: 0,
+            }),
             cell,
             metrics,
             clock: config.clock.clone(),
@@ -157,14 +182,31 @@ impl Refresher {
                 .time_to_live(CLOSED_MONTH_TTL)
                 .build(),
             refresh_help,
-            generation: 0,
         };
-        refresher.publish();
+        refresher.publish(
+            &refresher
+                .published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
         Ok(refresher)
     }
 
     /// Refreshes now, then every interval, until `cancel` turns true or its sender goes.
-    pub async fn run(mut self, mut cancel: watch::Receiver<bool>) {
+    ///
+    /// Each org runs on its own schedule: a slow or failing org never delays the others, and
+    /// each org's refresh is published whole as soon as it is done.
+    pub async fn run(self, cancel: watch::Receiver<bool>) {
+        let this = &self;
+        futures_util::future::join_all(
+            self.orgs
+                .iter()
+                .map(|org| this.org_loop(org, cancel.clone())),
+        )
+        .await;
+    }
+
+    async fn org_loop(&self, org: &OrgWorker, mut cancel: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(self.interval);
         // Delay, not Burst: a slow refresh must not be followed by catch-up refreshes.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -177,21 +219,30 @@ impl Refresher {
                 return;
             }
             tokio::select! {
-                () = self.refresh_once() => {}
+                () = self.refresh_and_publish(org) => {}
                 _ = cancel.changed() => return,
             }
         }
     }
 
-    /// Runs every query once and publishes the result.
-    pub async fn refresh_once(&mut self) {
+    /// Runs every query of every org once, publishing each org as it finishes.
+    pub async fn refresh_once(&self) {
+        futures_util::future::join_all(self.orgs.iter().map(|org| self.refresh_and_publish(org)))
+            .await;
+    }
+
+    async fn refresh_and_publish(&self, org: &OrgWorker) {
         let now = (self.clock)();
         let started = std::time::Instant::now();
-        let per_org =
-            futures_util::future::join_all(self.orgs.iter().map(|org| self.refresh_org(org, now)))
-                .await;
+        let outcomes = self.refresh_org(org, now).await;
         let finished = (self.clock)();
-        for (slot, outcome) in self.slots.iter_mut().zip(per_org.into_iter().flatten()) {
+        // std Mutex: held to update the slots and build the snapshot, never across an await.
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slots = &mut published.slots[org.slots.clone()];
+        for (slot, outcome) in slots.iter_mut().zip(outcomes) {
             let status = &mut slot.status;
             status.attempted = true;
             status.last_attempt = Some(finished);
@@ -212,25 +263,32 @@ impl Refresher {
                 }
             }
         }
-        self.generation += 1;
-        self.publish();
+        let up = slots.iter().filter(|s| s.status.up).count();
+        published.generation += 1;
+        self.publish(&published);
+        drop(published);
         tracing::info!(
+            org_id = %org.config.id,
             duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            up = self.slots.iter().filter(|s| s.status.up).count(),
-            queries = self.slots.len(),
+            up,
+            queries = org.slots.len(),
             "refresh published"
         );
     }
 
-    fn publish(&self) {
+    fn publish(&self, published: &Published) {
         let current = Month::containing((self.clock)());
-        let all: Vec<&CostSeries> = self.slots.iter().flat_map(|s| s.series.iter()).collect();
+        let all: Vec<&CostSeries> = published
+            .slots
+            .iter()
+            .flat_map(|s| s.series.iter())
+            .collect();
         let costs = encode_costs(&all, current, &self.refresh_help);
         self.cell.store(Snapshot {
-            statuses: self.slots.iter().map(|s| s.status.clone()).collect(),
+            statuses: published.slots.iter().map(|s| s.status.clone()).collect(),
             costs,
             refresh: self.refresh_help.clone(),
-            generation: self.generation,
+            generation: published.generation,
         });
     }
 

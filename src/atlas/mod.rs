@@ -267,56 +267,55 @@ struct Reply {
     body: Bytes,
 }
 
-/// The per-org request budget: a token bucket plus the "not before" time of a 429.
+/// The per-org request budget: at most `limit` requests in any 60 seconds (a sliding window,
+/// so no burst can exceed it), and no request before the time a 429 named.
 struct RateGate {
     state: Mutex<GateState>,
-    per_second: f64,
-    capacity: f64,
+    limit: usize,
 }
 
 struct GateState {
-    tokens: f64,
-    updated: Instant,
+    /// Start times of the requests of the last 60 seconds, oldest first.
+    sent: std::collections::VecDeque<Instant>,
     not_before: Option<Instant>,
 }
 
+const RATE_WINDOW: Duration = Duration::from_secs(60);
+
 impl RateGate {
     fn new(per_minute: u32) -> RateGate {
-        let capacity = f64::from(per_minute);
         RateGate {
             state: Mutex::new(GateState {
-                tokens: capacity,
-                updated: Instant::now(),
+                sent: std::collections::VecDeque::new(),
                 not_before: None,
             }),
-            per_second: capacity / 60.0,
-            capacity,
+            limit: usize::try_from(per_minute.max(1)).unwrap_or(usize::MAX),
         }
     }
 
-    /// Waits until a request may go out, then takes one token.
+    /// Waits until a request may go out, and counts it.
     async fn acquire(&self) {
         loop {
-            let wait = {
+            let wait_until = {
                 // std Mutex: the critical section has no await.
                 let mut s = self
                     .state
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let now = Instant::now();
-                let elapsed = now.saturating_duration_since(s.updated).as_secs_f64();
-                s.tokens = (s.tokens + elapsed * self.per_second).min(self.capacity);
-                s.updated = now;
-                match s.not_before {
-                    Some(t) if t > now => t - now,
-                    _ if s.tokens >= 1.0 => {
-                        s.tokens -= 1.0;
+                while s.sent.front().is_some_and(|t| *t + RATE_WINDOW <= now) {
+                    s.sent.pop_front();
+                }
+                match (s.not_before, s.sent.front()) {
+                    (Some(t), _) if t > now => t,
+                    (_, Some(oldest)) if s.sent.len() >= self.limit => *oldest + RATE_WINDOW,
+                    _ => {
+                        s.sent.push_back(now);
                         return;
                     }
-                    _ => Duration::from_secs_f64((1.0 - s.tokens) / self.per_second),
                 }
             };
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep_until(wait_until).await;
         }
     }
 
@@ -1076,4 +1075,75 @@ impl AtlasClient {
 /// Whether a query can run with what discovery found, for groupings that need ids.
 pub fn group_needs_ids(group_by: GroupBy) -> bool {
     matches!(group_by, GroupBy::Projects | GroupBy::Clusters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With a budget of 5 a minute, the sixth request waits until the first leaves the
+    /// 60-second window, and no 60-second window ever holds more than 5.
+    #[tokio::test(start_paused = true)]
+    async fn gate_never_exceeds_the_budget_in_any_minute() {
+        let gate = RateGate::new(5);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..12 {
+            gate.acquire().await;
+            times.push(Instant::now() - start);
+        }
+        assert!(times[..5].iter().all(|t| *t == Duration::ZERO));
+        assert_eq!(times[5], RATE_WINDOW);
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..].iter().filter(|u| **u < *t + RATE_WINDOW).count();
+            assert!(
+                in_window <= 5,
+                "{in_window} requests in the minute from {t:?}"
+            );
+        }
+    }
+
+    /// After a 429 with Retry-After, no request goes out before the named time.
+    #[tokio::test(start_paused = true)]
+    async fn gate_holds_requests_until_retry_after() {
+        let gate = RateGate::new(100);
+        let start = Instant::now();
+        gate.acquire().await;
+        gate.defer(Duration::from_secs(7));
+        gate.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(7));
+        // A shorter deferral does not shorten a longer one.
+        gate.defer(Duration::from_secs(3));
+        gate.defer(Duration::from_secs(1));
+        gate.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(10));
+    }
+
+    /// Backoff doubles per attempt up to the cap, with jitter between half and all of it.
+    #[test]
+    fn backoff_is_exponential_with_jitter() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(30);
+        for attempt in 0..8u32 {
+            let full = base.saturating_mul(1 << attempt).min(cap);
+            let samples: Vec<Duration> = (0..200).map(|_| backoff(base, attempt, cap)).collect();
+            assert!(
+                samples.iter().all(|d| *d >= full / 2 && *d <= full),
+                "attempt {attempt}"
+            );
+            let distinct: std::collections::HashSet<_> = samples.iter().collect();
+            assert!(distinct.len() > 10, "attempt {attempt}: jittered");
+        }
+    }
+
+    /// A token goes into a URL path only when it is URL-safe.
+    #[test]
+    fn tokens_must_be_url_safe() {
+        assert!(is_valid_token(
+            "4ABBE973862346D40F3AE859D4BE96E0F895764EB14EAB039E7B82F9D638C05C"
+        ));
+        for bad in ["", "../x", "a/b", "a?b", "a b", "%2e%2e"] {
+            assert!(!is_valid_token(bad), "{bad}");
+        }
+    }
 }

@@ -157,6 +157,81 @@ fn atlas_json(status: StatusCode, body: String) -> Response {
 
 fn fault_response(fault: &Fault) -> Response {
     match fault {
+        Fault::Delay(_) => atlas_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNEXPECTED_ERROR",
+            "delay",
+        ),
+        Fault::Trickle(every) => {
+            let every = *every;
+            let body =
+                br#"{"token":"0000000000000000000000000000000000000000000000000000000000000000"}"#;
+            let stream = futures_util::stream::unfold(0usize, move |i| async move {
+                if i >= body.len() {
+                    return None;
+                }
+                tokio::time::sleep(every).await;
+                Some((
+                    Ok::<Bytes, std::io::Error>(Bytes::from_static(&body[i..=i])),
+                    i + 1,
+                ))
+            });
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_TYPE))],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Fault::ResetMidBody => {
+            let stream = futures_util::stream::iter([
+                Ok::<Bytes, std::io::Error>(Bytes::from_static(
+                    br#"{"usageDetails":[{"usageAmount":1"#,
+                )),
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "simulated connection reset",
+                )),
+            ]);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_TYPE))],
+                Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Fault::Body {
+            status,
+            content_type,
+            body,
+        } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            let content_type = HeaderValue::from_str(content_type)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+            (status, [(header::CONTENT_TYPE, content_type)], body.clone()).into_response()
+        }
+        Fault::Huge(size) => {
+            const ROW: &[u8] = br#"{"organizationId":"000000000000000000000000","service":"Clusters","usageAmount":1.0,"usageDate":"2026-01-01"},"#;
+            let rows = (*size / ROW.len()).max(1);
+            let chunk_rows = (64 * 1024 / ROW.len()).max(1);
+            let chunk = Bytes::from(ROW.repeat(chunk_rows));
+            let head = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(
+                Bytes::from_static(b"{\"usageDetails\":["),
+            )]);
+            let body = futures_util::stream::iter(
+                (0..rows.div_ceil(chunk_rows)).map(move |_| Ok(chunk.clone())),
+            );
+            let tail = futures_util::stream::iter([Ok(Bytes::from_static(
+                br#"{"usageAmount":1.0,"usageDate":"2026-01-01"}]}"#,
+            ))]);
+            use futures_util::StreamExt as _;
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static(JSON_TYPE))],
+                Body::from_stream(head.chain(body).chain(tail)),
+            )
+                .into_response()
+        }
         Fault::Status(code) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let error_code = match status.as_u16() {
@@ -231,11 +306,28 @@ fn broken_response() -> Response {
 // ---------------------------------------------------------------- common checks
 
 impl Simulator {
-    /// Counts the request; the injected fault, if any.
-    fn begin(&self, endpoint: SimEndpoint) -> Option<Response> {
+    /// Counts and logs the request; answers the injected fault, if any (a delay is waited
+    /// out, then the request goes on).
+    async fn begin(&self, endpoint: SimEndpoint, org: Option<&str>) -> Option<Response> {
         self.inner.counts[endpoint.index()].fetch_add(1, Ordering::Relaxed);
-        let faults = self.inner.faults.lock().unwrap_or_else(|e| e.into_inner());
-        faults.get(&endpoint).map(fault_response)
+        {
+            let mut log = self.inner.log.lock().unwrap_or_else(|e| e.into_inner());
+            if log.len() >= super::LOG_LIMIT {
+                log.pop_front();
+            }
+            log.push_back(super::SimRequest {
+                at: Instant::now(),
+                endpoint,
+                org_id: org.map(str::to_owned),
+            });
+        }
+        match self.take_fault(endpoint, org)? {
+            Fault::Delay(d) => {
+                tokio::time::sleep(d).await;
+                None
+            }
+            fault => Some(fault_response(&fault)),
+        }
     }
 
     /// Bearer or Digest; otherwise a 401 with a Digest challenge.
@@ -344,7 +436,7 @@ fn find_org(data: &Dataset, org_id: &str) -> Result<usize, Rejected> {
 // ---------------------------------------------------------------- OAuth token
 
 async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(fault) = sim.begin(SimEndpoint::Token) {
+    if let Some(fault) = sim.begin(SimEndpoint::Token, None).await {
         return fault;
     }
     let oauth_error = |status: StatusCode, error: &str, description: &str| {
@@ -635,7 +727,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(fault) = sim.begin(SimEndpoint::Create) {
+    if let Some(fault) = sim.begin(SimEndpoint::Create, Some(&org_id)).await {
         return fault;
     }
     if let Err(resp) = sim.authorize(&method, &uri, &headers) {
@@ -820,7 +912,7 @@ async fn poll(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(fault) = sim.begin(SimEndpoint::Poll) {
+    if let Some(fault) = sim.begin(SimEndpoint::Poll, Some(&org_id)).await {
         return fault;
     }
     if let Err(resp) = sim.authorize(&method, &uri, &headers) {
@@ -852,7 +944,7 @@ async fn poll(
     let params = query_params(&uri);
     let envelope = wants_envelope(&params);
     let polls = query.polls.fetch_add(1, Ordering::Relaxed) + 1;
-    if polls <= sim.inner.config.polls_before_ready {
+    if polls <= sim.inner.polls_before_ready.load(Ordering::Relaxed) {
         let form = *sim
             .inner
             .not_ready
@@ -987,7 +1079,7 @@ async fn projects(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(fault) = sim.begin(SimEndpoint::Projects) {
+    if let Some(fault) = sim.begin(SimEndpoint::Projects, Some(&org_id)).await {
         return fault;
     }
     if let Err(resp) = sim.authorize(&method, &uri, &headers) {
@@ -1032,7 +1124,12 @@ async fn clusters(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(fault) = sim.begin(SimEndpoint::Clusters) {
+    let owner = {
+        let data = sim.dataset();
+        data.project_by_id(&group_id)
+            .and_then(|(o, _)| data.orgs.get(o).map(|org| org.id.clone()))
+    };
+    if let Some(fault) = sim.begin(SimEndpoint::Clusters, owner.as_deref()).await {
         return fault;
     }
     if let Err(resp) = sim.authorize(&method, &uri, &headers) {

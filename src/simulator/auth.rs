@@ -57,6 +57,14 @@ impl AuthState {
         token
     }
 
+    /// Forgets every issued token, as a revocation would.
+    pub fn revoke_tokens(&self) {
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Whether `token` was issued here and has not expired.
     pub fn token_live(&self, token: &str) -> bool {
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());

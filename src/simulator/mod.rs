@@ -183,9 +183,27 @@ impl SimEndpoint {
     }
 }
 
-/// An injected failure, answered to every request of an endpoint until cleared.
+/// An injected failure, answered to the requests of an endpoint until cleared (or for a set
+/// number of requests, see [`Simulator::fail_with`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
+    /// Wait this long before answering normally (late headers).
+    Delay(Duration),
+    /// 200 headers at once, then a body that trickles in one byte per interval.
+    Trickle(Duration),
+    /// 200 headers and the start of a body, then the connection breaks.
+    ResetMidBody,
+    /// This exact answer instead of the real one (bad JSON, odd CSV, ...).
+    Body {
+        /// HTTP status.
+        status: u16,
+        /// `Content-Type`.
+        content_type: String,
+        /// The body.
+        body: String,
+    },
+    /// A valid JSON result of about this many bytes, streamed: far larger than any real one.
+    Huge(usize),
     /// This status with an Atlas error body (`UNEXPECTED_ERROR` for 5xx, and so on).
     Status(u16),
     /// 429 `RATE_LIMITED` with `RateLimit-Limit: 100`, `RateLimit-Remaining: 0` and, when
@@ -198,6 +216,30 @@ pub enum Fault {
     Html(u16),
 }
 
+/// A fault in force: which endpoint, for which org (all when `None`), how many more times
+/// (until cleared when `None`).
+#[derive(Clone, Debug)]
+struct ActiveFault {
+    endpoint: SimEndpoint,
+    fault: Fault,
+    org: Option<String>,
+    remaining: Option<u32>,
+}
+
+/// One request the simulator received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimRequest {
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// Which endpoint.
+    pub endpoint: SimEndpoint,
+    /// The org it concerns (none for the token endpoint).
+    pub org_id: Option<String>,
+}
+
+/// Requests kept in the log: enough for any test, bounded for long demo runs.
+const LOG_LIMIT: usize = 100_000;
+
 /// Shared state of a running simulator.
 struct Inner {
     config: SimConfig,
@@ -207,7 +249,9 @@ struct Inner {
     data: Mutex<Arc<Dataset>>,
     not_ready: Mutex<NotReady>,
     ignore_envelope: AtomicBool,
-    faults: Mutex<HashMap<SimEndpoint, Fault>>,
+    faults: Mutex<Vec<ActiveFault>>,
+    log: Mutex<std::collections::VecDeque<SimRequest>>,
+    polls_before_ready: std::sync::atomic::AtomicU32,
     counts: [AtomicU64; 5],
     auth: auth::AuthState,
     queries: Mutex<HashMap<String, Arc<api::Query>>>,
@@ -234,7 +278,9 @@ impl Simulator {
                 base,
                 not_ready: Mutex::new(config.not_ready),
                 ignore_envelope: AtomicBool::new(config.ignore_envelope),
-                faults: Mutex::new(HashMap::new()),
+                faults: Mutex::new(Vec::new()),
+                log: Mutex::new(std::collections::VecDeque::new()),
+                polls_before_ready: std::sync::atomic::AtomicU32::new(config.polls_before_ready),
                 counts: Default::default(),
                 auth: auth::AuthState::default(),
                 queries: Mutex::new(HashMap::new()),
@@ -281,11 +327,27 @@ impl Simulator {
 
     /// Makes every request to `endpoint` answer `fault` until [`Simulator::clear_faults`].
     pub fn fail(&self, endpoint: SimEndpoint, fault: Fault) {
-        self.inner
-            .faults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(endpoint, fault);
+        self.fail_with(endpoint, fault, None, None);
+    }
+
+    /// Makes requests to `endpoint` answer `fault`: only those for `org` when given, and only
+    /// the next `times` of them when given. Replaces a fault set before for the same endpoint
+    /// and org.
+    pub fn fail_with(
+        &self,
+        endpoint: SimEndpoint,
+        fault: Fault,
+        org: Option<&str>,
+        times: Option<u32>,
+    ) {
+        let mut faults = self.inner.faults.lock().unwrap_or_else(|e| e.into_inner());
+        faults.retain(|f| !(f.endpoint == endpoint && f.org.as_deref() == org));
+        faults.push(ActiveFault {
+            endpoint,
+            fault,
+            org: org.map(str::to_owned),
+            remaining: times,
+        });
     }
 
     /// Removes all injected faults.
@@ -295,6 +357,45 @@ impl Simulator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
+    }
+
+    /// The fault that applies to this request, if any (and counts it down).
+    fn take_fault(&self, endpoint: SimEndpoint, org: Option<&str>) -> Option<Fault> {
+        let mut faults = self.inner.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let i = faults
+            .iter()
+            .position(|f| f.endpoint == endpoint && (f.org.is_none() || f.org.as_deref() == org))?;
+        let fault = faults[i].fault.clone();
+        if let Some(n) = faults[i].remaining.as_mut() {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                faults.remove(i);
+            }
+        }
+        Some(fault)
+    }
+
+    /// Every request received so far (the last 100,000), oldest first.
+    pub fn request_log(&self) -> Vec<SimRequest> {
+        self.inner
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets every OAuth token issued so far, as if they were revoked.
+    pub fn revoke_tokens(&self) {
+        self.inner.auth.revoke_tokens();
+    }
+
+    /// Sets how many polls of each query answer "not ready", from the next poll on.
+    pub fn set_polls_before_ready(&self, polls: u32) {
+        self.inner
+            .polls_before_ready
+            .store(polls, Ordering::Relaxed);
     }
 
     /// Requests received by `endpoint` so far, whatever their outcome (faults and auth

@@ -1,0 +1,779 @@
+//! The fault matrix: for each fault the simulator injects, the exporter keeps serving the last
+//! good values, shows the fault in `atlas_cost_query_up` and the error counter with the right
+//! `reason`, and recovers by itself once the fault clears.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atlas_cost_exporter::config::{Config, Credentials, GroupBy, ResultFormat, Secret};
+use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
+use common::*;
+
+fn default_queries() -> Vec<atlas_cost_exporter::config::QuerySpec> {
+    vec![
+        query("services", GroupBy::Services, 2),
+        query("projects", GroupBy::Projects, 2),
+        query("clusters", GroupBy::Clusters, 2),
+    ]
+}
+
+/// A configuration that refreshes often and gives up fast, so faults show quickly.
+fn fast(url: &str, orgs: Vec<atlas_cost_exporter::config::OrgConfig>) -> Config {
+    let mut c = config(url, orgs);
+    c.refresh_interval = Duration::from_millis(300);
+    c.request_timeout = Duration::from_secs(1);
+    c.query_timeout = Duration::from_secs(5);
+    c
+}
+
+struct Rig {
+    sim: Sim,
+    exporter: Exporter,
+    org: String,
+}
+
+async fn rig(
+    sim_config: SimConfig,
+    credentials: &Credentials,
+    tweak: impl FnOnce(&mut Config),
+) -> Rig {
+    let sim = start_sim(SimConfig {
+        orgs: 1,
+        ..sim_config
+    })
+    .await;
+    let org = sim.sim.dataset().orgs[0].id.clone();
+    let mut cfg = fast(&sim.url, orgs(&sim.sim, credentials, &default_queries()));
+    tweak(&mut cfg);
+    let exporter = Exporter::start(cfg).await;
+    exporter.wait_ready().await;
+    Rig { sim, exporter, org }
+}
+
+impl Rig {
+    /// Injects a fault with `inject`, checks that `query` goes down with `reason` while its
+    /// last good values stay, then clears the fault and checks that it comes back.
+    async fn fault_cycle(&self, query: &str, reason: &str, inject: impl FnOnce(&Rig)) {
+        self.fault_cycle_then(query, reason, inject, |r| r.sim.sim.clear_faults())
+            .await;
+    }
+
+    /// [`Rig::fault_cycle`] with a custom way to clear the fault.
+    async fn fault_cycle_then(
+        &self,
+        query: &str,
+        reason: &str,
+        inject: impl FnOnce(&Rig),
+        clear: impl FnOnce(&Rig),
+    ) {
+        let org = self.org.as_str();
+        let before = self
+            .exporter
+            .wait_for(&format!("{query} up before the fault"), |s| {
+                s.up(query, org) == Some(1.0)
+            })
+            .await;
+        let good = before.costs(query);
+        assert!(!good.is_empty(), "{query} has data before the fault");
+        let errors_before = before.errors(query, org, reason);
+        inject(self);
+        let failing = self
+            .exporter
+            .wait_for(&format!("{query} down with reason {reason}"), |s| {
+                s.up(query, org) == Some(0.0) && s.errors(query, org, reason) > errors_before
+            })
+            .await;
+        assert_eq!(
+            failing.costs(query),
+            good,
+            "{reason}: the last good values are served"
+        );
+        assert!(
+            failing
+                .value(
+                    "atlas_cost_query_data_age_seconds",
+                    &[("query", query), ("org_id", org)]
+                )
+                .is_some(),
+            "{reason}: the data age is shown"
+        );
+        clear(self);
+        let recovered = self
+            .exporter
+            .wait_for(&format!("{query} up again after {reason}"), |s| {
+                s.up(query, org) == Some(1.0)
+            })
+            .await;
+        assert_eq!(
+            recovered.costs(query),
+            good,
+            "{reason}: same data after recovery"
+        );
+    }
+}
+
+/// Which query a fault on each endpoint takes down.
+fn query_hit_by(endpoint: SimEndpoint) -> &'static str {
+    match endpoint {
+        SimEndpoint::Projects => "projects",
+        SimEndpoint::Clusters => "clusters",
+        SimEndpoint::Token | SimEndpoint::Create | SimEndpoint::Poll => "services",
+    }
+}
+
+async fn server_errors_on(endpoint: SimEndpoint) {
+    // Short-lived OAuth tokens, so the token endpoint is called on every refresh.
+    let rig = rig(
+        SimConfig {
+            token_expires_in: 1,
+            ..SimConfig::default()
+        },
+        &service_account(),
+        |_| {},
+    )
+    .await;
+    for code in [500, 502, 503, 504] {
+        rig.fault_cycle(query_hit_by(endpoint), "server_error", |r| {
+            r.sim.sim.fail(endpoint, Fault::Status(code));
+        })
+        .await;
+    }
+    rig.exporter.stop().await;
+}
+
+/// 500, 502, 503 and 504 from the token endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_on_token() {
+    server_errors_on(SimEndpoint::Token).await;
+}
+
+/// 500, 502, 503 and 504 from the create call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_on_create() {
+    server_errors_on(SimEndpoint::Create).await;
+}
+
+/// 500, 502, 503 and 504 from the poll call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_on_poll() {
+    server_errors_on(SimEndpoint::Poll).await;
+}
+
+/// 500, 502, 503 and 504 from project discovery: only the queries that need ids go down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_on_projects() {
+    server_errors_on(SimEndpoint::Projects).await;
+}
+
+/// 500, 502, 503 and 504 from cluster discovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_on_clusters() {
+    server_errors_on(SimEndpoint::Clusters).await;
+}
+
+/// A 429 with `Retry-After` holds every request to that org until the named time, and the
+/// query shows `reason="rate_limited"` until the limit lifts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_with_retry_after_holds_the_org() {
+    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let mut injected = std::time::Instant::now();
+    let mut cleared = injected;
+    rig.fault_cycle_then(
+        "services",
+        "rate_limited",
+        |r| {
+            injected = std::time::Instant::now();
+            r.sim.sim.fail(
+                SimEndpoint::Create,
+                Fault::RateLimited {
+                    retry_after: Some(1),
+                },
+            );
+        },
+        |r| {
+            cleared = std::time::Instant::now();
+            r.sim.sim.clear_faults();
+        },
+    )
+    .await;
+    let org_requests: Vec<_> = rig
+        .sim
+        .sim
+        .request_log()
+        .into_iter()
+        .filter(|r| {
+            r.org_id.as_deref() == Some(rig.org.as_str()) && r.at > injected && r.at < cleared
+        })
+        .collect();
+    let limited: Vec<_> = org_requests
+        .iter()
+        .filter(|r| r.endpoint == SimEndpoint::Create)
+        .collect();
+    assert!(limited.len() >= 2, "several creates met the 429");
+    // Each create was answered 429 with Retry-After: 1, and each of the org's three queries
+    // then waits at least that second before it creates again: at most three creates a
+    // second (the exact timing is unit-tested on the gate with a paused clock).
+    let span = limited[limited.len() - 1].at - limited[0].at;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bound = 3 * (span.as_secs_f64().ceil() as usize + 1);
+    assert!(
+        limited.len() <= bound,
+        "{} creates in {span:?} despite Retry-After: 1",
+        limited.len()
+    );
+    rig.exporter.stop().await;
+}
+
+/// A 429 without `Retry-After` (but with `RateLimit-*` headers) is retried with backoff and
+/// shows as `rate_limited`; it recovers once Atlas stops limiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_without_retry_after() {
+    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    for endpoint in [SimEndpoint::Create, SimEndpoint::Poll] {
+        rig.fault_cycle("services", "rate_limited", |r| {
+            r.sim
+                .sim
+                .fail(endpoint, Fault::RateLimited { retry_after: None });
+        })
+        .await;
+    }
+    rig.exporter.stop().await;
+}
+
+/// A revoked OAuth token is renewed once for all the org's queries, not once per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_token_is_renewed_once() {
+    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let org = rig.org.clone();
+    assert_eq!(
+        rig.sim.sim.requests(SimEndpoint::Token),
+        1,
+        "one token serves every refresh"
+    );
+    let polls = |s: &Samples| {
+        s.value("atlas_cost_query_polls_total", &[("query", "clusters")])
+            .unwrap_or(0.0)
+    };
+    let p0 = polls(&rig.exporter.samples().await);
+    // Every query of the next refresh meets a 401 with the old token at once.
+    rig.sim.sim.revoke_tokens();
+    let after = rig
+        .exporter
+        .wait_for("two more refreshes", |s| {
+            polls(s) >= p0 + 6.0 && s.up("clusters", &org) == Some(1.0)
+        })
+        .await;
+    for q in ["services", "projects", "clusters"] {
+        assert_eq!(after.errors(q, &org, "auth"), 0.0, "{q}");
+    }
+    assert_eq!(
+        rig.sim.sim.requests(SimEndpoint::Token),
+        2,
+        "one renewal, not a storm"
+    );
+    rig.exporter.stop().await;
+}
+
+/// The token endpoint itself answering 429 shows as `rate_limited` and recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_rate_limited() {
+    let rig = rig(
+        SimConfig {
+            token_expires_in: 1,
+            ..SimConfig::default()
+        },
+        &service_account(),
+        |_| {},
+    )
+    .await;
+    rig.fault_cycle("services", "rate_limited", |r| {
+        r.sim.sim.fail(
+            SimEndpoint::Token,
+            Fault::RateLimited {
+                retry_after: Some(1),
+            },
+        );
+    })
+    .await;
+    rig.exporter.stop().await;
+}
+
+/// A stale Digest nonce (`stale=true`) is answered with the new nonce: no `auth` error over
+/// many refreshes with nonces that expire between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_digest_nonce_is_not_bad_credentials() {
+    let rig = rig(
+        SimConfig {
+            nonce_ttl: Duration::from_millis(100),
+            ..SimConfig::default()
+        },
+        &api_key(),
+        |_| {},
+    )
+    .await;
+    let org = rig.org.clone();
+    let polls = |s: &Samples| {
+        s.value("atlas_cost_query_polls_total", &[("query", "services")])
+            .unwrap_or(0.0)
+    };
+    let p0 = polls(&rig.exporter.samples().await);
+    let s = rig
+        .exporter
+        .wait_for("several refreshes", |s| polls(s) >= p0 + 9.0)
+        .await;
+    for q in ["services", "projects", "clusters"] {
+        assert_eq!(s.errors(q, &org, "auth"), 0.0, "{q}");
+        assert_eq!(s.up(q, &org), Some(1.0), "{q}");
+    }
+    rig.exporter.stop().await;
+}
+
+/// A wrong API key fails with one clear `auth` error per query refresh: one challenge and one
+/// answer, no retry loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_api_key_fails_without_hammering() {
+    let sim = start_sim(SimConfig {
+        orgs: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let org = sim.sim.dataset().orgs[0].id.clone();
+    let wrong = Credentials::ApiKey {
+        public_key: "demopublic".to_owned(),
+        private_key: Secret::new("not-the-key"),
+    };
+    let exporter = Exporter::start(fast(
+        &sim.url,
+        orgs(&sim.sim, &wrong, &[query("services", GroupBy::Services, 1)]),
+    ))
+    .await;
+    let s = exporter
+        .wait_for("three failed refreshes", |s| {
+            s.errors("services", &org, "auth") >= 3.0
+        })
+        .await;
+    let failures = s.errors("services", &org, "auth");
+    let creates = sim.sim.requests(SimEndpoint::Create);
+    #[allow(clippy::cast_precision_loss)]
+    let per_failure = creates as f64 / failures;
+    assert!(
+        per_failure <= 2.5,
+        "{creates} create requests for {failures} failed refreshes"
+    );
+    assert_eq!(s.up("services", &org), Some(0.0));
+    exporter.stop().await;
+}
+
+/// Polls that stay "not ready" past the query deadline end with `reason="deadline"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_not_ready_past_the_deadline() {
+    let rig = rig(SimConfig::default(), &service_account(), |c| {
+        c.query_timeout = Duration::from_secs(1);
+    })
+    .await;
+    rig.fault_cycle_then(
+        "services",
+        "deadline",
+        |r| r.sim.sim.set_polls_before_ready(u32::MAX),
+        |r| r.sim.sim.set_polls_before_ready(2),
+    )
+    .await;
+    rig.exporter.stop().await;
+}
+
+/// A poll answered 404 or 400 (Atlas forgot the token) creates the query again, within the
+/// deadline, and the refresh succeeds with no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_query_token_is_created_again() {
+    let rig = rig(SimConfig::default(), &service_account(), |c| {
+        c.refresh_interval = Duration::from_secs(1);
+    })
+    .await;
+    let org = rig.org.clone();
+    for status in [404, 400] {
+        let creates = rig.sim.sim.requests(SimEndpoint::Create);
+        let polls = |s: &Samples| {
+            s.value("atlas_cost_query_polls_total", &[("query", "services")])
+                .unwrap_or(0.0)
+        };
+        let p0 = polls(&rig.exporter.samples().await);
+        rig.sim.sim.fail_with(
+            SimEndpoint::Poll,
+            Fault::Status(status),
+            Some(&org),
+            Some(1),
+        );
+        let s = rig
+            .exporter
+            .wait_for("a refresh past the expired token", |s| polls(s) >= p0 + 8.0)
+            .await;
+        for q in ["services", "projects", "clusters"] {
+            assert_eq!(s.up(q, &org), Some(1.0), "{status}: {q}");
+            assert_eq!(s.errors(q, &org, "client_error"), 0.0, "{status}: {q}");
+        }
+        assert!(
+            rig.sim.sim.requests(SimEndpoint::Create) >= creates + 4,
+            "{status}: the query was created again"
+        );
+    }
+    rig.exporter.stop().await;
+}
+
+/// Late headers and a trickling body hit the request timeout (`reason="timeout"`); the refresh
+/// does not hang, and the next one succeeds once Atlas is fast again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_answers_time_out() {
+    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    rig.fault_cycle("services", "timeout", |r| {
+        r.sim
+            .sim
+            .fail(SimEndpoint::Create, Fault::Delay(Duration::from_secs(3)));
+    })
+    .await;
+    rig.fault_cycle("services", "timeout", |r| {
+        r.sim.sim.fail(
+            SimEndpoint::Create,
+            Fault::Trickle(Duration::from_millis(100)),
+        );
+    })
+    .await;
+    rig.exporter.stop().await;
+}
+
+/// A connection reset in the middle of a body shows as `reason="transport"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_reset_mid_body() {
+    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    rig.fault_cycle("services", "transport", |r| {
+        r.sim.sim.fail(SimEndpoint::Create, Fault::ResetMidBody)
+    })
+    .await;
+    rig.exporter.stop().await;
+}
+
+/// A resolver that fails every lookup, as DNS does when it is down.
+struct FailingDns;
+
+impl reqwest::dns::Resolve for FailingDns {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_owned();
+        Box::pin(async move {
+            Err::<reqwest::dns::Addrs, Box<dyn std::error::Error + Send + Sync>>(
+                format!("simulated DNS failure for {name}").into(),
+            )
+        })
+    }
+}
+
+/// A DNS failure shows as `reason="transport"` and names the failure in the landing page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_failure_is_a_transport_error() {
+    let sim = start_sim(SimConfig {
+        orgs: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let org = sim.sim.dataset().orgs[0].id.clone();
+    let mut cfg = fast(
+        "http://atlas.example.test",
+        orgs(
+            &sim.sim,
+            &service_account(),
+            &[query("services", GroupBy::Services, 1)],
+        ),
+    );
+    cfg.resolver = Some(Arc::new(FailingDns));
+    let exporter = Exporter::start(cfg).await;
+    exporter.wait_ready().await;
+    let s = exporter.samples().await;
+    assert_eq!(s.up("services", &org), Some(0.0));
+    assert!(s.errors("services", &org, "transport") >= 1.0);
+    let landing = exporter.get("/", &[]).await.text().await.unwrap();
+    assert!(landing.contains("simulated DNS failure"), "{landing}");
+    exporter.stop().await;
+}
+
+/// A refused connection shows as `reason="transport"`; when Atlas comes up on that address,
+/// the exporter recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connection_then_recovery() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let sim = atlas_cost_exporter::simulator::Simulator::new(SimConfig {
+        orgs: 1,
+        ..SimConfig::default()
+    });
+    let org = sim.dataset().orgs[0].id.clone();
+    let cfg = fast(
+        &format!("http://{addr}"),
+        orgs(
+            &sim,
+            &service_account(),
+            &[query("services", GroupBy::Services, 1)],
+        ),
+    );
+    let exporter = Exporter::start(cfg).await;
+    exporter.wait_ready().await;
+    let s = exporter
+        .wait_for("transport errors", |s| {
+            s.errors("services", &org, "transport") >= 1.0
+        })
+        .await;
+    assert_eq!(s.up("services", &org), Some(0.0));
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(sim.clone().serve(listener, std::future::pending()));
+    exporter
+        .wait_for("recovery", |s| {
+            s.up("services", &org) == Some(1.0) && !s.costs("services").is_empty()
+        })
+        .await;
+    exporter.stop().await;
+}
+
+fn body(status: u16, content_type: &str, body: &str) -> Fault {
+    Fault::Body {
+        status,
+        content_type: content_type.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+const JSON: &str = "application/vnd.atlas.2023-01-01+json";
+const CSV: &str = "application/vnd.atlas.2023-01-01+csv";
+
+/// Bodies that are not a result (truncated, invalid, wrong-shaped JSON, HTML, a CSV without an
+/// amount column) fail the refresh with `reason="decode"` and keep the last good values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_bodies_fail_with_decode() {
+    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    for bad in [
+        body(200, JSON, r#"{"usageDetails":[{"usageAmount":1.5,"usageDa"#),
+        body(200, JSON, "{usageDetails: nope}"),
+        body(200, JSON, r#"{"results":[{"id":"x"}],"totalCount":1}"#),
+        body(
+            200,
+            JSON,
+            r#"{"status":200,"content":{"something":"else"}}"#,
+        ),
+        body(
+            200,
+            "text/html",
+            "<html><body><h1>Service Unavailable</h1></body></html>",
+        ),
+        Fault::Html(200),
+    ] {
+        rig.fault_cycle("services", "decode", |r| {
+            r.sim.sim.fail(SimEndpoint::Poll, bad)
+        })
+        .await;
+    }
+    rig.exporter.stop().await;
+}
+
+/// Rows with an amount that is a non-numeric string, null or NaN are skipped and counted as
+/// `invalid_row`; the valid rows (a numeric string, a negative amount) are served, unknown
+/// fields are ignored, and an empty result is served as empty, not as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_rows_are_counted_not_invented() {
+    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let org = rig.org.clone();
+    let current = rig.sim.sim.current_month();
+    let row = |amount: &str, service: &str| {
+        format!(
+            r#"{{"organizationId":"{org}","service":"{service}","usageAmount":{amount},"usageDate":"{}","surprise":{{"x":[1]}}}}"#,
+            current.first_day()
+        )
+    };
+    let bad = format!(
+        r#"{{"usageDetails":[{},{},{},{},{}],"extra":true}}"#,
+        row(r#""12.25""#, "Storage"),
+        row("-3.5", "Credits"),
+        row(r#""abc""#, "Backup"),
+        row("null", "Backup"),
+        row(r#""NaN""#, "Backup"),
+    );
+    let invalid_before = rig
+        .exporter
+        .samples()
+        .await
+        .errors("services", &org, "invalid_row");
+    rig.sim.sim.fail(SimEndpoint::Poll, body(200, JSON, &bad));
+    let s = rig
+        .exporter
+        .wait_for("the odd result served", |s| {
+            s.costs("services").len() == 2
+                && s.errors("services", &org, "invalid_row") >= invalid_before + 3.0
+        })
+        .await;
+    assert_eq!(s.up("services", &org), Some(1.0));
+    assert_eq!(
+        s.value(
+            "atlas_cost_usage_usd",
+            &[("query", "services"), ("atlas_service", "Storage")]
+        ),
+        Some(12.25)
+    );
+    assert_eq!(
+        s.value(
+            "atlas_cost_usage_usd",
+            &[("query", "services"), ("atlas_service", "Credits")]
+        ),
+        Some(-3.5)
+    );
+    assert!(
+        s.value(
+            "atlas_cost_usage_usd",
+            &[("query", "services"), ("atlas_service", "Backup")]
+        )
+        .is_none()
+    );
+
+    rig.sim
+        .sim
+        .fail(SimEndpoint::Poll, body(200, JSON, r#"{"usageDetails":[]}"#));
+    let s = rig
+        .exporter
+        .wait_for("the empty result served", |s| {
+            s.costs("services").is_empty()
+        })
+        .await;
+    assert_eq!(s.up("services", &org), Some(1.0));
+    assert_eq!(
+        s.value("atlas_cost_query_series", &[("query", "services")]),
+        Some(0.0)
+    );
+    rig.sim.sim.clear_faults();
+    rig.exporter
+        .wait_for("real data again", |s| s.costs("services").len() > 2)
+        .await;
+    rig.exporter.stop().await;
+}
+
+/// Odd CSV (a preamble, a BOM, CRLF, quoted commas, missing columns, a non-numeric amount) is
+/// read leniently; a CSV with no amount column is a `decode` error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_csv_is_read_leniently() {
+    let sim = start_sim(SimConfig {
+        orgs: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let org = sim.sim.dataset().orgs[0].id.clone();
+    let mut q = query("services", GroupBy::Services, 1);
+    q.format = ResultFormat::Csv;
+    let exporter = Exporter::start(fast(&sim.url, orgs(&sim.sim, &service_account(), &[q]))).await;
+    exporter.wait_ready().await;
+    let month = sim.sim.current_month().first_day();
+    let csv = format!(
+        "\u{feff}Organization: \"ACME, Inc.\"\r\n\r\nUsage Date, Service ,Organization Name,Usage Amount\r\n{month},Storage,\"ACME, Inc.\",\"1,234.50\"\r\n{month},Backup,\"ACME, Inc.\",n/a\r\n{month},Clusters\r\n"
+    );
+    sim.sim.fail(SimEndpoint::Poll, body(200, CSV, &csv));
+    let s = exporter
+        .wait_for("the odd CSV served", |s| s.costs("services").len() == 1)
+        .await;
+    assert_eq!(
+        s.value(
+            "atlas_cost_usage_usd",
+            &[("atlas_service", "Storage"), ("org_name", "ACME, Inc.")]
+        ),
+        Some(1234.5)
+    );
+    assert!(s.errors("services", &org, "invalid_row") >= 2.0);
+    sim.sim.fail(
+        SimEndpoint::Poll,
+        body(200, CSV, "Date,Service\r\n2026-01-01,Storage\r\n"),
+    );
+    exporter
+        .wait_for("decode error", |s| {
+            s.up("services", &org) == Some(0.0) && s.errors("services", &org, "decode") >= 1.0
+        })
+        .await;
+    exporter.stop().await;
+}
+
+/// A body far larger than any real answer is refused past the size cap (`reason="too_large"`)
+/// without being read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_is_refused() {
+    let rig = rig(SimConfig::default(), &service_account(), |c| {
+        c.max_response_bytes = 1024 * 1024;
+    })
+    .await;
+    rig.fault_cycle("services", "too_large", |r| {
+        r.sim
+            .sim
+            .fail(SimEndpoint::Poll, Fault::Huge(64 * 1024 * 1024));
+    })
+    .await;
+    rig.exporter.stop().await;
+}
+
+/// While one org hangs on a slow Atlas, the other org keeps refreshing on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_org_does_not_delay_a_healthy_one() {
+    let sim = start_sim(SimConfig {
+        orgs: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    let data = sim.sim.dataset();
+    let (stuck, healthy) = (data.orgs[0].id.clone(), data.orgs[1].id.clone());
+    let mut cfg = fast(
+        &sim.url,
+        orgs(
+            &sim.sim,
+            &service_account(),
+            &[query("services", GroupBy::Services, 1)],
+        ),
+    );
+    cfg.request_timeout = Duration::from_secs(60);
+    cfg.query_timeout = Duration::from_secs(120);
+    let exporter = Exporter::start(cfg).await;
+    exporter.wait_ready().await;
+    sim.sim.fail_with(
+        SimEndpoint::Create,
+        Fault::Delay(Duration::from_secs(60)),
+        Some(&stuck),
+        None,
+    );
+    let last = |s: &Samples, org: &str| {
+        s.value(
+            "atlas_cost_query_last_success_timestamp_seconds",
+            &[("query", "services"), ("org_id", org)],
+        )
+        .unwrap()
+    };
+    let start = exporter.samples().await;
+    // Wait until the stuck org's create is in flight, then watch the healthy one.
+    exporter
+        .wait_for("the stuck org's refresh to start", |_| {
+            sim.sim.request_log().iter().any(|r| {
+                r.endpoint == SimEndpoint::Create
+                    && r.org_id.as_deref() == Some(&stuck)
+                    && r.at.elapsed() < Duration::from_secs(5)
+            })
+        })
+        .await;
+    let mut healthy_times = vec![last(&start, &healthy)];
+    let mut s = start.clone();
+    while healthy_times.len() < 4 {
+        s = exporter
+            .wait_for("a new healthy refresh", |s| {
+                last(s, &healthy) > *healthy_times.last().unwrap()
+            })
+            .await;
+        healthy_times.push(last(&s, &healthy));
+    }
+    let stuck_since = last(&start, &stuck);
+    assert!(
+        last(&s, &stuck) <= stuck_since + 1.0,
+        "the stuck org has not refreshed"
+    );
+    assert_eq!(s.up("services", &healthy), Some(1.0));
+    exporter.stop().await;
+}
