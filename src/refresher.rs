@@ -16,10 +16,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::atlas::result::UsageRow;
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, Project, Reason};
+use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
 use crate::exposition::{CostSeries, encode_costs, push_label};
 use crate::metrics::{QueryLabels, SelfMetrics};
-use crate::month::Month;
+use crate::month::{Month, day_of_month};
 use crate::snapshot::{QueryStatus, Snapshot, SnapshotCell};
 
 /// How long a closed month stays cached before it is read again.
@@ -83,6 +84,7 @@ pub struct Refresher {
     closed_months: moka::sync::Cache<MonthKey, MonthSeries>,
     refresh_help: String,
     generation: u64,
+    budgets: Vec<Budget>,
 }
 
 /// The refresh interval in the short human form used in HELP text: `1h`, `30m`, `90s`.
@@ -158,6 +160,7 @@ impl Refresher {
                 .build(),
             refresh_help,
             generation: 0,
+            budgets: config.budgets.clone(),
         };
         refresher.publish();
         Ok(refresher)
@@ -223,9 +226,21 @@ impl Refresher {
     }
 
     fn publish(&self) {
-        let current = Month::containing((self.clock)());
+        let now = (self.clock)();
+        let current = Month::containing(now);
         let all: Vec<&CostSeries> = self.slots.iter().flat_map(|s| s.series.iter()).collect();
-        let costs = encode_costs(&all, current, &self.refresh_help);
+        let mut costs = encode_costs(&all, current, &self.refresh_help);
+        // Forecasts and budgets are computed here, once per refresh, never per scrape.
+        let mut derived = String::with_capacity(all.len() * 100 + 2048);
+        crate::budget::encode(
+            &mut derived,
+            &all,
+            current,
+            day_of_month(now),
+            &self.budgets,
+            self.interval.as_secs(),
+        );
+        costs.append_shared(&derived);
         self.cell.store(Snapshot {
             statuses: self.slots.iter().map(|s| s.status.clone()).collect(),
             costs,
