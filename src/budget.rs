@@ -59,22 +59,6 @@ pub struct Budget {
     pub matchers: Vec<(String, Regex)>,
 }
 
-impl PartialEq for Budget {
-    fn eq(&self, other: &Budget) -> bool {
-        let pats = |b: &Budget| {
-            b.matchers
-                .iter()
-                .map(|(l, r)| (l.clone(), r.as_str().to_owned()))
-                .collect::<Vec<_>>()
-        };
-        self.name == other.name
-            && self.amount_micros == other.amount_micros
-            && self.query == other.query
-            && self.scope == other.scope
-            && pats(self) == pats(other)
-    }
-}
-
 /// A budget as written in the YAML file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -303,11 +287,7 @@ pub fn encode(
     header(
         out,
         "atlas_cost_month_forecast_usd",
-        &format!(
-            "Forecast of the current UTC month's total in USD: month to date * days in month / days of data ({} of {} today; Atlas posts a day late)",
-            days_elapsed(day),
-            current.days()
-        ),
+        "Forecast of the current UTC month's total in USD: month to date * days in month / days of data (day of month - 1, at least 1: Atlas posts a day late)",
     );
     for s in series.iter().filter(|s| s.month == current) {
         let _ = write!(out, "atlas_cost_month_forecast_usd{{{}}} ", s.labels);
