@@ -361,6 +361,8 @@ pub struct Config {
     /// Name resolution for Atlas requests; `None` is the system resolver. Tests inject
     /// failures here without touching the network.
     pub resolver: Option<Arc<dyn reqwest::dns::Resolve>>,
+    /// Monthly budgets from the configuration file ([`crate::budget`]).
+    pub budgets: Vec<crate::budget::Budget>,
 }
 
 impl fmt::Debug for Config {
@@ -549,6 +551,8 @@ pub fn credentials_from_env(flags: &Flags, env: &dyn Env) -> Result<Credentials,
 struct FileConfig {
     #[serde(default)]
     orgs: Vec<FileOrg>,
+    #[serde(default)]
+    budgets: Vec<crate::budget::FileBudget>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -686,7 +690,10 @@ fn file_query(key: &str, q: FileQuery, default_months: u32) -> Result<QuerySpec,
     })
 }
 
-fn load_file(path: &Path, flags: &Flags, env: &dyn Env) -> Result<Vec<OrgConfig>, ConfigError> {
+/// The orgs of the file, and its budgets (validated once every org is known).
+type FileContents = (Vec<OrgConfig>, Vec<crate::budget::FileBudget>);
+
+fn load_file(path: &Path, flags: &Flags, env: &dyn Env) -> Result<FileContents, ConfigError> {
     let text = std::fs::read_to_string(path).or_else(|e| {
         err(format!(
             "--config.file: cannot read {}: {e}",
@@ -744,7 +751,7 @@ fn load_file(path: &Path, flags: &Flags, env: &dyn Env) -> Result<Vec<OrgConfig>
             queries,
         });
     }
-    Ok(orgs)
+    Ok((orgs, file.budgets))
 }
 
 impl Config {
@@ -797,9 +804,9 @@ impl Config {
                 "--atlas.org-id: {bad:?} is not an Atlas org id (24 lowercase hex characters)"
             ));
         }
-        let mut orgs = match &flags.config_file {
+        let (mut orgs, budgets) = match &flags.config_file {
             Some(path) => load_file(path, flags, env)?,
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         if !org_ids.is_empty() {
             let credentials = credentials_from_env(flags, env)?;
@@ -820,6 +827,7 @@ impl Config {
                  a --config.file with orgs, or --demo",
             );
         }
+        let budgets = crate::budget::validate(budgets, &orgs)?;
         Ok(Config {
             listen,
             telemetry_path: flags.telemetry_path.clone(),
@@ -834,6 +842,7 @@ impl Config {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             clock: system_clock(),
             resolver: None,
+            budgets,
         })
     }
 }

@@ -133,6 +133,19 @@ pub struct EncodedCosts {
     pub usage_series: usize,
 }
 
+impl EncodedCosts {
+    /// Appends families whose text reads the same in both formats (gauges without units),
+    /// such as the forecasts and budgets of [`crate::budget::encode`].
+    pub fn append_shared(&mut self, extra: &str) {
+        let mut body = Vec::with_capacity(self.text.len() + extra.len());
+        body.extend_from_slice(&self.text);
+        body.extend_from_slice(extra.as_bytes());
+        let body = bytes::Bytes::from(body);
+        self.text = body.clone();
+        self.openmetrics = body;
+    }
+}
+
 const USAGE: &str = "atlas_cost_usage_usd";
 const MTD: &str = "atlas_cost_month_to_date_usd";
 

@@ -15,8 +15,10 @@
 //! - [`server`]: `/metrics`, the landing page, `/healthz`, `/readyz`.
 //! - [`simulator`]: a built-in Atlas API simulator for `--demo`, tests and benchmarks.
 //! - [`month`]: UTC calendar months.
+//! - [`budget`]: month-end forecasts and budgets, computed when a refresh is published.
 
 pub mod atlas;
+pub mod budget;
 pub mod config;
 pub mod exposition;
 pub mod metrics;

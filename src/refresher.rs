@@ -16,10 +16,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::atlas::result::UsageRow;
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, Project, Reason};
+use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
 use crate::exposition::{CostSeries, encode_costs, push_label};
 use crate::metrics::{QueryLabels, SelfMetrics};
-use crate::month::Month;
+use crate::month::{Month, day_of_month};
 use crate::snapshot::{QueryStatus, Snapshot, SnapshotCell};
 
 /// How long a closed month stays cached before it is read again.
@@ -84,6 +85,7 @@ pub struct Refresher {
     semaphore: Semaphore,
     closed_months: moka::sync::Cache<MonthKey, MonthSeries>,
     refresh_help: String,
+    budgets: Vec<Budget>,
 }
 
 /// The last good data of every query, and the count of publications.
@@ -182,6 +184,7 @@ impl Refresher {
                 .time_to_live(CLOSED_MONTH_TTL)
                 .build(),
             refresh_help,
+            budgets: config.budgets.clone(),
         };
         refresher.publish(
             &refresher
@@ -277,13 +280,25 @@ impl Refresher {
     }
 
     fn publish(&self, published: &Published) {
-        let current = Month::containing((self.clock)());
+        let now = (self.clock)();
+        let current = Month::containing(now);
         let all: Vec<&CostSeries> = published
             .slots
             .iter()
             .flat_map(|s| s.series.iter())
             .collect();
-        let costs = encode_costs(&all, current, &self.refresh_help);
+        let mut costs = encode_costs(&all, current, &self.refresh_help);
+        // Forecasts and budgets are computed here, once per refresh, never per scrape.
+        let mut derived = String::with_capacity(all.len() * 100 + 2048);
+        crate::budget::encode(
+            &mut derived,
+            &all,
+            current,
+            day_of_month(now),
+            &self.budgets,
+            self.interval.as_secs(),
+        );
+        costs.append_shared(&derived);
         self.cell.store(Snapshot {
             statuses: published.slots.iter().map(|s| s.status.clone()).collect(),
             costs,

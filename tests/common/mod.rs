@@ -98,6 +98,7 @@ pub fn config(base_url: &str, orgs: Vec<OrgConfig>) -> Config {
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         clock: system_clock(),
         resolver: None,
+        budgets: Vec::new(),
     }
 }
 

@@ -1,0 +1,649 @@
+//! Month-end forecasts and monthly budgets, computed once per published refresh.
+//!
+//! The forecast of a series scales its month-to-date by the days of the month over the days
+//! of data Atlas has posted ([`forecast_micros`]). A [`Budget`] sums the month-to-date of the
+//! series of one query that match its scope, and is exported with its consumed and forecast
+//! ratios, so alert rules compare spend to budgets without hard-coded numbers.
+//!
+//! Everything here is encoded into the pre-built part of the exposition ([`encode`]): nothing
+//! is computed per scrape.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::config::{ConfigError, GroupBy, OrgConfig, is_atlas_id};
+use crate::exposition::{CostSeries, push_label, push_micros};
+use crate::month::Month;
+
+/// Labels a budget scope can name, in exposition order.
+pub const SCOPE_LABELS: [&str; 7] = [
+    "org_id",
+    "org_name",
+    "project_id",
+    "project_name",
+    "cluster_id",
+    "cluster_name",
+    "atlas_service",
+];
+
+/// Days of data behind the month-to-date on day `day` (1-based) of a month: Atlas posts a
+/// day's charges the next day, so on day `d` the data runs through day `d - 1`. On the 1st
+/// nothing of the month is posted yet; it counts as one day so the forecast stays defined
+/// (it equals the month-to-date times the days of the month, usually 0 then).
+pub fn days_elapsed(day: u32) -> u32 {
+    day.saturating_sub(1).max(1)
+}
+
+/// The month-end forecast of a month-to-date amount (micro-dollars) on day `day` of `month`:
+/// `mtd * days_in_month / days_elapsed(day)`, rounded toward zero to the micro-dollar.
+pub fn forecast_micros(mtd: i64, month: Month, day: u32) -> i64 {
+    let scaled = i128::from(mtd) * i128::from(month.days()) / i128::from(days_elapsed(day));
+    i64::try_from(scaled).unwrap_or(if mtd < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// A monthly budget over the cost series of one query.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    /// The `budget` label value.
+    pub name: String,
+    /// Amount per month, micro-dollars (> 0).
+    pub amount_micros: i64,
+    /// The `query` label of the series it sums.
+    pub query: String,
+    /// Exact `label = value` pairs a series must carry; exported as labels of the budget.
+    pub scope: Vec<(String, String)>,
+    /// Anchored regexes over label values (an absent label reads as ""), as in PromQL.
+    pub matchers: Vec<(String, Regex)>,
+}
+
+/// A budget as written in the YAML file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBudget {
+    name: String,
+    amount_usd: f64,
+    #[serde(default)]
+    query: Option<String>,
+    scope: FileScope,
+}
+
+/// The scope of a budget in the YAML file: exact label values and label matchers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileScope {
+    org_id: Option<String>,
+    org_name: Option<String>,
+    project_id: Option<String>,
+    project_name: Option<String>,
+    cluster_id: Option<String>,
+    cluster_name: Option<String>,
+    atlas_service: Option<String>,
+    #[serde(default, rename = "match")]
+    matchers: BTreeMap<String, String>,
+}
+
+impl FileScope {
+    fn exact(&self) -> Vec<(String, String)> {
+        [
+            ("org_id", &self.org_id),
+            ("org_name", &self.org_name),
+            ("project_id", &self.project_id),
+            ("project_name", &self.project_name),
+            ("cluster_id", &self.cluster_id),
+            ("cluster_name", &self.cluster_name),
+            ("atlas_service", &self.atlas_service),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+        .collect()
+    }
+}
+
+fn is_budget_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// The query a budget reads by default: the least detailed default query that carries every
+/// label of its scope (`clusters` for cluster labels, `projects` for project labels,
+/// `services` otherwise: the only one that holds org-level charges).
+fn default_query(labels: &[&str]) -> &'static str {
+    if labels.iter().any(|l| l.starts_with("cluster_")) {
+        GroupBy::Clusters.as_str()
+    } else if labels.iter().any(|l| l.starts_with("project_")) {
+        GroupBy::Projects.as_str()
+    } else {
+        GroupBy::Services.as_str()
+    }
+}
+
+/// Validates the budgets of the YAML file against the orgs and their queries.
+///
+/// # Errors
+/// A [`ConfigError`] naming the key, e.g. `budgets[0].amount_usd: ...`.
+pub fn validate(file: Vec<FileBudget>, orgs: &[OrgConfig]) -> Result<Vec<Budget>, ConfigError> {
+    let mut out: Vec<Budget> = Vec::with_capacity(file.len());
+    for (i, b) in file.into_iter().enumerate() {
+        let key = format!("budgets[{i}]");
+        let fail = |msg: String| Err(ConfigError(msg));
+        if !is_budget_name(&b.name) {
+            return fail(format!(
+                "{key}.name: {:?} must be 1 to 64 letters, digits, '_', '-' or '.'",
+                b.name
+            ));
+        }
+        if out.iter().any(|o| o.name == b.name) {
+            return fail(format!("{key}.name: {:?} is used twice", b.name));
+        }
+        if !(b.amount_usd.is_finite() && b.amount_usd > 0.0 && b.amount_usd < 1e12) {
+            return fail(format!(
+                "{key}.amount_usd: {} must be a positive number of USD per month",
+                b.amount_usd
+            ));
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        let amount_micros = (b.amount_usd * 1e6).round() as i64;
+        if amount_micros <= 0 {
+            return fail(format!(
+                "{key}.amount_usd: {} is below a micro-dollar",
+                b.amount_usd
+            ));
+        }
+        let scope = b.scope.exact();
+        if let Some((k, v)) = scope.iter().find(|(_, v)| v.is_empty()) {
+            return fail(format!("{key}.scope.{k}: {v:?} is empty"));
+        }
+        if let Some(org) = b.scope.org_id.as_ref().filter(|o| !is_atlas_id(o)) {
+            return fail(format!(
+                "{key}.scope.org_id: {org:?} is not an Atlas org id (24 lowercase hex characters)"
+            ));
+        }
+        let mut matchers = Vec::with_capacity(b.scope.matchers.len());
+        for (label, pattern) in &b.scope.matchers {
+            if !SCOPE_LABELS.contains(&label.as_str()) {
+                return fail(format!(
+                    "{key}.scope.match.{label}: not a cost label (one of {})",
+                    SCOPE_LABELS.join(", ")
+                ));
+            }
+            let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                ConfigError(format!(
+                    "{key}.scope.match.{label}: {pattern:?} is not a regex: {}",
+                    e.to_string().replace('\n', " ")
+                ))
+            })?;
+            matchers.push((label.clone(), re));
+        }
+        if scope.is_empty() && matchers.is_empty() {
+            return fail(format!(
+                "{key}.scope: empty; give org_id, project_name, cluster_name, atlas_service... or match"
+            ));
+        }
+        let labels: Vec<&str> = scope
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .chain(matchers.iter().map(|(k, _)| k.as_str()))
+            .collect();
+        let query = b.query.unwrap_or_else(|| default_query(&labels).to_owned());
+        let has_query = orgs
+            .iter()
+            .filter(|o| b.scope.org_id.as_ref().is_none_or(|id| *id == o.id))
+            .any(|o| o.queries.iter().any(|q| q.name == query));
+        if !has_query {
+            return fail(format!(
+                "{key}.query: no org in scope has a query named {query:?} (the default for this scope; name one with query:)"
+            ));
+        }
+        out.push(Budget {
+            name: b.name,
+            amount_micros,
+            query,
+            scope,
+            matchers,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a pre-rendered, escaped label string (`a="x",b="y\"z"`) back into pairs.
+fn parse_labels(s: &str) -> Vec<(&str, String)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some((name, after)) = rest.split_once("=\"") {
+        let name = name.trim_start_matches(',');
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => {}
+                },
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.push((name, value));
+        rest = &after[end..];
+    }
+    out
+}
+
+impl Budget {
+    fn matches(&self, labels: &[(&str, String)]) -> bool {
+        let get = |name: &str| {
+            labels
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        get("query") == self.query
+            && self.scope.iter().all(|(k, v)| get(k) == v)
+            && self.matchers.iter().all(|(k, re)| re.is_match(get(k)))
+    }
+
+    fn labels(&self) -> String {
+        let mut l = String::new();
+        push_label(&mut l, "budget", &self.name);
+        for (k, v) in &self.scope {
+            push_label(&mut l, k, v);
+        }
+        l
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+fn push_ratio(out: &mut String, name: &str, labels: &str, micros: i64, budget: i64) {
+    #[allow(clippy::cast_precision_loss)]
+    let ratio = micros as f64 / budget as f64;
+    let _ = writeln!(out, "{name}{{{labels}}} {ratio}");
+}
+
+/// Encodes, for the refresh published on day `day` of `current`: the month-end forecast and
+/// the previous month of every series, each budget with its ratios, and the refresh interval.
+/// The text reads the same in both exposition formats.
+pub fn encode(
+    out: &mut String,
+    series: &[&CostSeries],
+    current: Month,
+    day: u32,
+    budgets: &[Budget],
+    refresh_interval_secs: u64,
+) {
+    header(
+        out,
+        "atlas_cost_month_forecast_usd",
+        "Forecast of the current UTC month's total in USD: month to date * days in month / days of data (day of month - 1, at least 1: Atlas posts a day late)",
+    );
+    for s in series.iter().filter(|s| s.month == current) {
+        let _ = write!(out, "atlas_cost_month_forecast_usd{{{}}} ", s.labels);
+        push_micros(out, forecast_micros(s.micros, current, day));
+        out.push('\n');
+    }
+    let previous = current.plus(-1);
+    header(
+        out,
+        "atlas_cost_previous_month_usd",
+        "Usage of the previous UTC month in USD, with the labels of atlas_cost_month_to_date_usd (absent when --cost.months is 1)",
+    );
+    for s in series.iter().filter(|s| s.month == previous) {
+        let _ = write!(out, "atlas_cost_previous_month_usd{{{}}} ", s.labels);
+        push_micros(out, s.micros);
+        out.push('\n');
+    }
+    let current_series: Vec<(Vec<(&str, String)>, i64)> = if budgets.is_empty() {
+        Vec::new()
+    } else {
+        series
+            .iter()
+            .filter(|s| s.month == current)
+            .map(|s| (parse_labels(&s.labels), s.micros))
+            .collect()
+    };
+    let evaluated: Vec<(String, &Budget, Option<i64>)> = budgets
+        .iter()
+        .map(|b| {
+            let matched: Vec<i64> = current_series
+                .iter()
+                .filter(|(l, _)| b.matches(l))
+                .map(|(_, m)| *m)
+                .collect();
+            let mtd = (!matched.is_empty())
+                .then(|| matched.iter().fold(0i64, |a, m| a.saturating_add(*m)));
+            (b.labels(), b, mtd)
+        })
+        .collect();
+    header(
+        out,
+        "atlas_cost_budget_usd",
+        "Monthly budget in USD from the configuration file, labelled with its name and scope",
+    );
+    for (labels, b, _) in &evaluated {
+        let _ = write!(out, "atlas_cost_budget_usd{{{labels}}} ");
+        push_micros(out, b.amount_micros);
+        out.push('\n');
+    }
+    header(
+        out,
+        "atlas_cost_budget_consumed_ratio",
+        "Month to date of the budget's series over the budget (1 = all spent); absent while no series matches",
+    );
+    for (labels, b, mtd) in &evaluated {
+        if let Some(mtd) = mtd {
+            push_ratio(
+                out,
+                "atlas_cost_budget_consumed_ratio",
+                labels,
+                *mtd,
+                b.amount_micros,
+            );
+        }
+    }
+    header(
+        out,
+        "atlas_cost_budget_forecast_ratio",
+        "Month-end forecast of the budget's series over the budget (over 1 = on course to exceed it); absent while no series matches",
+    );
+    for (labels, b, mtd) in &evaluated {
+        if let Some(mtd) = mtd {
+            push_ratio(
+                out,
+                "atlas_cost_budget_forecast_ratio",
+                labels,
+                forecast_micros(*mtd, current, day),
+                b.amount_micros,
+            );
+        }
+    }
+    header(
+        out,
+        "atlas_cost_refresh_interval_seconds",
+        "The configured --refresh.interval, for staleness alerts",
+    );
+    let _ = writeln!(
+        out,
+        "atlas_cost_refresh_interval_seconds {refresh_interval_secs}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QuerySpec;
+
+    const ORG: &str = "5f1b2c3d4e5f6a7b8c9d0e1f";
+
+    fn month(y: i32, m: u32) -> Month {
+        Month::new(y, m).expect("valid month")
+    }
+
+    fn orgs() -> Vec<OrgConfig> {
+        vec![OrgConfig {
+            id: ORG.to_owned(),
+            credentials: crate::config::Credentials::ApiKey {
+                public_key: "p".to_owned(),
+                private_key: crate::config::Secret::new("k"),
+            },
+            queries: QuerySpec::defaults(3),
+        }]
+    }
+
+    fn parse(yaml: &str) -> Result<Vec<Budget>, String> {
+        let file: Vec<FileBudget> = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;
+        validate(file, &orgs()).map_err(|e| e.to_string())
+    }
+
+    /// On the 1st nothing of the month is posted: one day counts as elapsed, so the forecast
+    /// is the month-to-date times the days of the month (and 0 stays 0).
+    #[test]
+    fn forecast_on_the_first_day_counts_one_day() {
+        assert_eq!(days_elapsed(1), 1);
+        assert_eq!(forecast_micros(0, month(2026, 11), 1), 0);
+        assert_eq!(forecast_micros(2_000_000, month(2026, 11), 1), 60_000_000);
+        // The 2nd also has one day of data (the 1st, posted today).
+        assert_eq!(forecast_micros(2_000_000, month(2026, 11), 2), 60_000_000);
+    }
+
+    /// On the last day, data runs through the day before: 31 days over 30 in December.
+    #[test]
+    fn forecast_on_the_last_day_scales_by_one_missing_day() {
+        assert_eq!(days_elapsed(31), 30);
+        assert_eq!(
+            forecast_micros(300_000_000, month(2026, 12), 31),
+            310_000_000
+        );
+    }
+
+    /// February has 28 days, or 29 in a leap year; mid-month scales accordingly.
+    #[test]
+    fn forecast_in_february_knows_leap_years() {
+        // 2027-02-15: 14 days of data, 28 days in the month.
+        assert_eq!(
+            forecast_micros(140_000_000, month(2027, 2), 15),
+            280_000_000
+        );
+        // 2028-02-15: 29 days.
+        assert_eq!(
+            forecast_micros(140_000_000, month(2028, 2), 15),
+            290_000_000
+        );
+        // Last day of a leap February: 28 days of data.
+        assert_eq!(
+            forecast_micros(280_000_000, month(2028, 2), 29),
+            290_000_000
+        );
+    }
+
+    /// Negative amounts (credits) forecast symmetrically, rounded toward zero to the micro.
+    #[test]
+    fn forecast_keeps_micro_precision_and_sign() {
+        assert_eq!(forecast_micros(-10, month(2026, 11), 4), -100);
+        assert_eq!(forecast_micros(1, month(2026, 11), 8), 4); // 30/7 = 4.28...
+        assert_eq!(forecast_micros(i64::MAX, month(2026, 11), 1), i64::MAX);
+    }
+
+    /// The default query follows the most detailed label of the scope; `query:` overrides it.
+    #[test]
+    fn budgets_default_to_the_query_that_carries_their_labels() {
+        let b = parse(&format!(
+            "- {{name: org, amount_usd: 100, scope: {{org_id: {ORG}}}}}\n\
+             - {{name: proj, amount_usd: 100, scope: {{project_name: web}}}}\n\
+             - {{name: clu, amount_usd: 100.5, scope: {{match: {{cluster_name: 'prod-.*'}}}}}}\n\
+             - {{name: svc, amount_usd: 1, query: projects, scope: {{atlas_service: Storage}}}}\n"
+        ))
+        .expect("valid");
+        let q: Vec<_> = b.iter().map(|b| b.query.as_str()).collect();
+        assert_eq!(q, ["services", "projects", "clusters", "projects"]);
+        assert_eq!(b[2].amount_micros, 100_500_000);
+    }
+
+    /// Invalid budgets are refused with the key that is wrong.
+    #[test]
+    fn invalid_budgets_name_the_key() {
+        for (yaml, key) in [
+            (
+                "- {name: 'a b', amount_usd: 1, scope: {atlas_service: x}}",
+                "budgets[0].name:",
+            ),
+            (
+                "- {name: a, amount_usd: 0, scope: {atlas_service: x}}",
+                "budgets[0].amount_usd:",
+            ),
+            (
+                "- {name: a, amount_usd: -5, scope: {atlas_service: x}}",
+                "budgets[0].amount_usd:",
+            ),
+            (
+                "- {name: a, amount_usd: .nan, scope: {atlas_service: x}}",
+                "budgets[0].amount_usd:",
+            ),
+            ("- {name: a, amount_usd: 1, scope: {}}", "budgets[0].scope:"),
+            (
+                "- {name: a, amount_usd: 1, scope: {org_id: nothex}}",
+                "budgets[0].scope.org_id:",
+            ),
+            (
+                "- {name: a, amount_usd: 1, scope: {match: {cluster_name: '('}}}",
+                "budgets[0].scope.match.cluster_name:",
+            ),
+            (
+                "- {name: a, amount_usd: 1, scope: {match: {month: '.*'}}}",
+                "budgets[0].scope.match.month:",
+            ),
+            (
+                "- {name: a, amount_usd: 1, query: nope, scope: {atlas_service: x}}",
+                "budgets[0].query:",
+            ),
+            (
+                "- {name: a, amount_usd: 1, scope: {atlas_service: x}}\n- {name: a, amount_usd: 1, scope: {atlas_service: y}}",
+                "budgets[1].name:",
+            ),
+            (
+                "- {name: a, amount_usd: 1, scope: {project_name: ''}}",
+                "budgets[0].scope.project_name:",
+            ),
+        ] {
+            let msg = parse(yaml).expect_err(yaml);
+            assert!(msg.starts_with(key), "{yaml}: {msg}");
+        }
+        let unknown =
+            parse("- {name: a, amount_usd: 1, scope: {cluster: x}}").expect_err("unknown key");
+        assert!(unknown.contains("cluster"), "{unknown}");
+    }
+
+    fn series(labels: &[(&str, &str)], month: Month, micros: i64) -> CostSeries {
+        let mut l = String::new();
+        for (k, v) in labels {
+            push_label(&mut l, k, v);
+        }
+        CostSeries {
+            labels: l,
+            month,
+            micros,
+        }
+    }
+
+    /// Escaped label values read back as they were.
+    #[test]
+    fn rendered_labels_parse_back() {
+        let s = series(
+            &[("query", "q"), ("project_name", "a\"b\\c\nd,e=\"f")],
+            month(2026, 1),
+            0,
+        );
+        assert_eq!(
+            parse_labels(&s.labels),
+            vec![
+                ("query", "q".to_owned()),
+                ("project_name", "a\"b\\c\nd,e=\"f".to_owned())
+            ]
+        );
+    }
+
+    /// A budget sums the current month of its query's matching series only, and its ratios
+    /// and the forecasts print exactly; a budget that matches nothing has no ratios.
+    #[test]
+    fn budgets_and_forecasts_encode_exactly() {
+        let nov = month(2026, 11);
+        let s = [
+            series(
+                &[
+                    ("query", "clusters"),
+                    ("org_id", ORG),
+                    ("cluster_name", "prod-a"),
+                    ("atlas_service", "Clusters"),
+                ],
+                nov,
+                30_000_000,
+            ),
+            series(
+                &[
+                    ("query", "clusters"),
+                    ("org_id", ORG),
+                    ("cluster_name", "prod-b"),
+                    ("atlas_service", "Backup"),
+                ],
+                nov,
+                10_000_000,
+            ),
+            series(
+                &[
+                    ("query", "clusters"),
+                    ("org_id", ORG),
+                    ("cluster_name", "dev"),
+                    ("atlas_service", "Clusters"),
+                ],
+                nov,
+                5_000_000,
+            ),
+            series(
+                &[
+                    ("query", "services"),
+                    ("org_id", ORG),
+                    ("atlas_service", "Clusters"),
+                ],
+                nov,
+                99_000_000,
+            ),
+            series(
+                &[
+                    ("query", "clusters"),
+                    ("org_id", ORG),
+                    ("cluster_name", "prod-a"),
+                    ("atlas_service", "Clusters"),
+                ],
+                nov.plus(-1),
+                70_000_000,
+            ),
+        ];
+        let refs: Vec<&CostSeries> = s.iter().collect();
+        let budgets = parse(&format!(
+            "- {{name: prod, amount_usd: 80, scope: {{org_id: {ORG}, match: {{cluster_name: 'prod-.*'}}}}}}\n\
+             - {{name: none, amount_usd: 5, scope: {{cluster_name: gone}}}}\n"
+        ))
+        .expect("valid");
+        let mut out = String::new();
+        // 2026-11-11: 10 days of data, 30 days in November.
+        encode(&mut out, &refs, nov, 11, &budgets, 3600);
+        let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    r#"atlas_cost_month_forecast_usd{{query="clusters",org_id="{ORG}",cluster_name="prod-a",atlas_service="Clusters"}} 90"#
+                ),
+                format!(
+                    r#"atlas_cost_month_forecast_usd{{query="clusters",org_id="{ORG}",cluster_name="prod-b",atlas_service="Backup"}} 30"#
+                ),
+                format!(
+                    r#"atlas_cost_month_forecast_usd{{query="clusters",org_id="{ORG}",cluster_name="dev",atlas_service="Clusters"}} 15"#
+                ),
+                format!(
+                    r#"atlas_cost_month_forecast_usd{{query="services",org_id="{ORG}",atlas_service="Clusters"}} 297"#
+                ),
+                format!(
+                    r#"atlas_cost_previous_month_usd{{query="clusters",org_id="{ORG}",cluster_name="prod-a",atlas_service="Clusters"}} 70"#
+                ),
+                format!(r#"atlas_cost_budget_usd{{budget="prod",org_id="{ORG}"}} 80"#),
+                r#"atlas_cost_budget_usd{budget="none",cluster_name="gone"} 5"#.to_owned(),
+                format!(r#"atlas_cost_budget_consumed_ratio{{budget="prod",org_id="{ORG}"}} 0.5"#),
+                format!(r#"atlas_cost_budget_forecast_ratio{{budget="prod",org_id="{ORG}"}} 1.5"#),
+                "atlas_cost_refresh_interval_seconds 3600".to_owned(),
+            ]
+        );
+    }
+}
