@@ -97,6 +97,7 @@ pub fn config(base_url: &str, orgs: Vec<OrgConfig>) -> Config {
         requests_per_minute: 60_000,
         max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         clock: system_clock(),
+        web: None,
     }
 }
 
