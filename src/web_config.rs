@@ -336,6 +336,9 @@ pub struct BasicAuth {
     dummy_hash: String,
     // std Mutex: held for one set lookup or insert, never across an .await.
     cache: Mutex<HashSet<[u8; 32]>>,
+    // bcrypt runs at once: one per core. A flood of wrong passwords then queues here instead
+    // of filling the blocking thread pool, and cached scrapes skip the queue.
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for BasicAuth {
@@ -371,16 +374,30 @@ impl BasicAuth {
             users: users.into_iter().collect(),
             dummy_hash,
             cache: Mutex::new(HashSet::new()),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            )),
         })
+    }
+
+    /// The hash to check `user` against, and whether the user exists.
+    fn hash_of(&self, user: &str) -> (&str, bool) {
+        match self.users.get(user) {
+            Some(h) => (h.as_str(), true),
+            None => (self.dummy_hash.as_str(), false),
+        }
+    }
+
+    /// Whether `user` and `password` passed [`BasicAuth::verify`] before: cheap, no bcrypt.
+    pub fn is_cached(&self, user: &str, password: &str) -> bool {
+        let (hash, known) = self.hash_of(user);
+        known && self.cache_lock().contains(&cache_key(user, password, hash))
     }
 
     /// Whether `user` and `password` match a configured user. CPU-bound (one bcrypt run when
     /// not cached): call it off the async runtime.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let (hash, known) = match self.users.get(user) {
-            Some(h) => (h.as_str(), true),
-            None => (self.dummy_hash.as_str(), false),
-        };
+        let (hash, known) = self.hash_of(user);
         let key = cache_key(user, password, hash);
         if known && self.cache_lock().contains(&key) {
             return true;
@@ -439,11 +456,21 @@ pub async fn require_basic_auth(
     next: Next,
 ) -> Response {
     let ok = match basic_credentials(request.headers().get(AUTHORIZATION)) {
-        Some((user, password)) => {
-            tokio::task::spawn_blocking(move || auth.verify(&user, &password))
+        Some((user, password)) if auth.is_cached(&user, &password) => true,
+        Some((user, password)) => match auth.bcrypt_slots.clone().acquire_owned().await {
+            Ok(slot) => {
+                let auth = auth.clone();
+                // The slot moves into the task: a client that hangs up does not free it
+                // while its bcrypt run goes on.
+                tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    auth.verify(&user, &password)
+                })
                 .await
                 .unwrap_or(false)
-        }
+            }
+            Err(_) => false,
+        },
         None => false,
     };
     if ok {
@@ -738,9 +765,12 @@ mod tests {
         .expect("valid");
         let auth = c.basic_auth().expect("auth on");
         assert!(!auth.verify("alice", "wrong"));
+        assert!(!auth.is_cached("alice", "s3cret"));
         assert!(auth.verify("alice", "s3cret"));
+        assert!(auth.is_cached("alice", "s3cret"));
         assert!(auth.verify("alice", "s3cret"), "cached");
         assert!(!auth.verify("alice", "wrong"));
+        assert!(!auth.is_cached("alice", "wrong") && !auth.is_cached("bob", "s3cret"));
         assert!(!auth.verify("bob", "s3cret"));
         assert!(!auth.verify("", ""));
     }
