@@ -166,6 +166,9 @@ pub struct Flags {
     /// YAML file for several orgs, per-org credentials and custom queries.
     #[arg(long = "config.file", env = "ATLAS_EXPORTER_CONFIG_FILE")]
     pub config_file: Option<PathBuf>,
+    /// Web configuration file (exporter-toolkit format): TLS and basic auth.
+    #[arg(long = "web.config.file", env = "ATLAS_EXPORTER_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Start the built-in Atlas simulator on loopback and export its data; no account needed.
     #[arg(long = "demo", env = "ATLAS_EXPORTER_DEMO")]
     pub demo: bool,
@@ -363,6 +366,8 @@ pub struct Config {
     pub resolver: Option<Arc<dyn reqwest::dns::Resolve>>,
     /// Monthly budgets from the configuration file ([`crate::budget`]).
     pub budgets: Vec<crate::budget::Budget>,
+    /// TLS and basic auth of the exporter's own endpoints (`--web.config.file`).
+    pub web: Option<Arc<crate::web_config::WebConfig>>,
 }
 
 impl fmt::Debug for Config {
@@ -374,6 +379,7 @@ impl fmt::Debug for Config {
             .field("orgs", &self.orgs)
             .field("refresh_interval", &self.refresh_interval)
             .field("concurrency", &self.concurrency)
+            .field("web", &self.web)
             .finish_non_exhaustive()
     }
 }
@@ -821,6 +827,12 @@ impl Config {
                 });
             }
         }
+        let web = match &flags.web_config_file {
+            Some(path) => Some(Arc::new(
+                crate::web_config::WebConfig::load(path).map_err(|e| ConfigError(e.to_string()))?,
+            )),
+            None => None,
+        };
         if orgs.is_empty() {
             return err(
                 "--atlas.org-id: no org to export; give --atlas.org-id (or MONGODB_ATLAS_ORG_ID), \
@@ -843,6 +855,7 @@ impl Config {
             clock: system_clock(),
             resolver: None,
             budgets,
+            web,
         })
     }
 }

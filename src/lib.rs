@@ -13,6 +13,7 @@
 //! - [`exposition`]: text 0.0.4 and OpenMetrics encoding, escaping, format negotiation.
 //! - [`metrics`]: the exporter's own counters and histograms.
 //! - [`server`]: `/metrics`, the landing page, `/healthz`, `/readyz`.
+//! - [`web_config`]: TLS and basic auth for the exporter's own endpoints (`--web.config.file`).
 //! - [`simulator`]: a built-in Atlas API simulator for `--demo`, tests and benchmarks.
 //! - [`month`]: UTC calendar months.
 //! - [`budget`]: month-end forecasts and budgets, computed when a refresh is published.
@@ -27,6 +28,7 @@ pub mod refresher;
 pub mod server;
 pub mod simulator;
 pub mod snapshot;
+pub mod web_config;
 
 use std::sync::Arc;
 
@@ -70,10 +72,34 @@ pub async fn run(
         telemetry_path: config.telemetry_path.clone(),
         clock: config.clock.clone(),
     }));
-    tracing::info!(address = %listener.local_addr()?, orgs = config.orgs.len(), "listening");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let web = config.web.as_deref();
+    let app = match web.and_then(web_config::WebConfig::basic_auth) {
+        Some(auth) => app.layer(axum::middleware::from_fn_with_state(
+            auth,
+            web_config::require_basic_auth,
+        )),
+        None => app,
+    };
+    let tls = web.and_then(web_config::WebConfig::tls);
+    tracing::info!(
+        address = %listener.local_addr()?,
+        orgs = config.orgs.len(),
+        tls = tls.is_some(),
+        basic_auth = web.is_some_and(|w| w.basic_auth().is_some()),
+        "listening"
+    );
+    let served = match tls {
+        Some(tls) => {
+            axum::serve(web_config::TlsListener::new(listener, tls), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    };
     let _ = cancel.send(true);
     let _ = refresh_task.await;
     served.map_err(RunError::Io)

@@ -99,6 +99,7 @@ pub fn config(base_url: &str, orgs: Vec<OrgConfig>) -> Config {
         clock: system_clock(),
         resolver: None,
         budgets: Vec::new(),
+        web: None,
     }
 }
 
