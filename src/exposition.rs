@@ -8,6 +8,8 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use bytes::Bytes;
+
 use crate::metrics::SelfMetrics;
 use crate::month::Month;
 use crate::snapshot::Snapshot;
@@ -122,28 +124,47 @@ pub struct CostSeries {
     pub micros: i64,
 }
 
-/// The cost families, encoded in both formats (without `# EOF`).
+/// The cost families of one refresh, encoded once: the same bytes serve both formats (they
+/// are gauges without units), and a compressed copy serves gzip scrapes.
 #[derive(Clone, Debug, Default)]
 pub struct EncodedCosts {
-    /// Text format 0.0.4.
-    pub text: bytes::Bytes,
-    /// OpenMetrics.
-    pub openmetrics: bytes::Bytes,
+    /// The exposition text of the cost families (no `# EOF`).
+    pub body: Bytes,
+    /// `body` as raw DEFLATE from an empty window, ending on a sync flush: it can be spliced
+    /// into any gzip stream after other data that ends on a sync flush.
+    pub deflated: Bytes,
+    /// CRC-32 of `body`, for the gzip trailer.
+    pub crc: u32,
     /// Series in `atlas_cost_usage_usd`.
     pub usage_series: usize,
 }
 
 impl EncodedCosts {
-    /// Appends families whose text reads the same in both formats (gauges without units),
-    /// such as the forecasts and budgets of [`crate::budget::encode`].
-    pub fn append_shared(&mut self, extra: &str) {
-        let mut body = Vec::with_capacity(self.text.len() + extra.len());
-        body.extend_from_slice(&self.text);
-        body.extend_from_slice(extra.as_bytes());
-        let body = bytes::Bytes::from(body);
-        self.text = body.clone();
-        self.openmetrics = body;
+    /// Freezes the text of the cost families and compresses it, once per refresh.
+    pub fn seal(text: String, usage_series: usize) -> EncodedCosts {
+        let body = Bytes::from(text);
+        let deflated = Bytes::from(deflate_sync(&body, flate2::Compression::default()));
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&body);
+        EncodedCosts {
+            body,
+            deflated,
+            crc: crc.finalize(),
+            usage_series,
+        }
     }
+}
+
+/// Raw DEFLATE of `data` from an empty window, ending on a sync flush (no final block).
+fn deflate_sync(data: &[u8], level: flate2::Compression) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::with_capacity(data.len() / 4 + 64), level);
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    // flush() is a DEFLATE sync flush: everything out, byte-aligned, stream left open.
+    let _ = encoder.flush();
+    std::mem::take(encoder.get_mut())
 }
 
 const USAGE: &str = "atlas_cost_usage_usd";
@@ -154,13 +175,18 @@ fn family_header(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} gauge");
 }
 
-/// Encodes every cost series: `atlas_cost_usage_usd` for every month and
+/// Appends every cost series to `out`: `atlas_cost_usage_usd` for every month and
 /// `atlas_cost_month_to_date_usd` for `current` only. Both formats read the same for
-/// gauges, so the body is built once and shared.
-pub fn encode_costs(series: &[&CostSeries], current: Month, refresh: &str) -> EncodedCosts {
-    let mut out = String::with_capacity(series.len() * 200 + 1024);
+/// gauges, so the text is built once and shared. Returns the number of usage series.
+pub fn encode_costs(
+    out: &mut String,
+    series: &[&CostSeries],
+    current: Month,
+    refresh: &str,
+) -> usize {
+    out.reserve(series.len() * 200 + 1024);
     family_header(
-        &mut out,
+        out,
         USAGE,
         &format!(
             "Atlas Cost Explorer usage per calendar month (UTC) in USD; credits for customers on a sales contract. Cached: refreshed every {refresh}, see atlas_cost_query_data_age_seconds"
@@ -168,11 +194,11 @@ pub fn encode_costs(series: &[&CostSeries], current: Month, refresh: &str) -> En
     );
     for s in series {
         let _ = write!(out, "{USAGE}{{{},month=\"{}\"}} ", s.labels, s.month);
-        push_micros(&mut out, s.micros);
+        push_micros(out, s.micros);
         out.push('\n');
     }
     family_header(
-        &mut out,
+        out,
         MTD,
         &format!(
             "Atlas Cost Explorer usage of the current UTC month so far, in USD (credits on a sales contract). Atlas posts charges a day late. Cached: refreshed every {refresh}"
@@ -180,15 +206,10 @@ pub fn encode_costs(series: &[&CostSeries], current: Month, refresh: &str) -> En
     );
     for s in series.iter().filter(|s| s.month == current) {
         let _ = write!(out, "{MTD}{{{}}} ", s.labels);
-        push_micros(&mut out, s.micros);
+        push_micros(out, s.micros);
         out.push('\n');
     }
-    let bytes = bytes::Bytes::from(out);
-    EncodedCosts {
-        text: bytes.clone(),
-        openmetrics: bytes,
-        usage_series: series.len(),
-    }
+    series.len()
 }
 
 /// Rewrites prometheus-client's OpenMetrics output as text 0.0.4: no `# UNIT` or `# EOF`,
@@ -303,40 +324,188 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
     );
 }
 
-/// Renders a whole scrape body: self metrics, then the pre-encoded cost series, then
-/// `# EOF` for OpenMetrics.
+/// A scrape answer: the small per-scrape parts and the shared cost bytes, sent in order
+/// without being copied into one buffer. Its exact length is known, so it is sent with a
+/// `Content-Length`.
+#[derive(Debug, Default)]
+pub struct ScrapeBody {
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl ScrapeBody {
+    fn push(&mut self, chunk: Bytes) {
+        self.remaining += chunk.len() as u64;
+        self.chunks.push_back(chunk);
+    }
+
+    /// The whole body in one buffer (tests and benchmarks).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunks.iter().flat_map(|c| c.iter().copied()).collect()
+    }
+}
+
+impl http_body::Body for ScrapeBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let Some(chunk) = &next {
+            self.remaining -= chunk.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// The gzip member header: no name, no timestamp, unknown OS.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
+/// An empty final DEFLATE block with fixed codes: ends the stream.
+const DEFLATE_END: [u8; 2] = [0x03, 0x00];
+
+/// Renders a scrape: the self metrics (the only per-scrape encoding, proportional to the
+/// number of queries), then the pre-encoded cost series, then `# EOF` for OpenMetrics. With
+/// `gzip`, the pre-compressed cost bytes are spliced into one gzip stream between the
+/// compressed per-scrape parts, and the CRC is combined: no series is touched per scrape.
 pub fn render(
     snapshot: &Snapshot,
     metrics: &SelfMetrics,
     now: SystemTime,
     format: Format,
-) -> Vec<u8> {
-    let mut head = String::with_capacity(8192);
+    gzip: bool,
+) -> ScrapeBody {
+    let mut head = String::with_capacity(16 * 1024);
     render_state(&mut head, snapshot, now);
-    let mut registry = String::with_capacity(8192);
+    let mut registry = String::with_capacity(16 * 1024);
     let _ = metrics.encode_openmetrics(&mut registry);
-    let costs = match format {
-        Format::Text => {
-            openmetrics_to_text(&registry, &mut head);
-            &snapshot.costs.text
-        }
-        Format::OpenMetrics => {
-            head.push_str(&registry);
-            &snapshot.costs.openmetrics
-        }
-    };
-    let mut body = Vec::with_capacity(head.len() + costs.len() + 8);
-    body.extend_from_slice(head.as_bytes());
-    body.extend_from_slice(costs);
-    if format == Format::OpenMetrics {
-        body.extend_from_slice(b"# EOF\n");
+    match format {
+        Format::Text => openmetrics_to_text(&registry, &mut head),
+        Format::OpenMetrics => head.push_str(&registry),
     }
+    let tail: &[u8] = match format {
+        Format::Text => b"",
+        Format::OpenMetrics => b"# EOF\n",
+    };
+    let costs = &snapshot.costs;
+    let mut body = ScrapeBody::default();
+    if !gzip {
+        body.push(Bytes::from(head));
+        body.push(costs.body.clone());
+        if !tail.is_empty() {
+            body.push(Bytes::from_static(tail));
+        }
+        return body;
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(head.as_bytes());
+    crc.combine(&crc32fast::Hasher::new_with_initial_len(
+        costs.crc,
+        costs.body.len() as u64,
+    ));
+    crc.update(tail);
+    let total = head.len() + costs.body.len() + tail.len();
+    let mut first = Vec::with_capacity(head.len() / 3 + 64);
+    first.extend_from_slice(&GZIP_HEADER);
+    first.extend_from_slice(&deflate_sync(head.as_bytes(), flate2::Compression::fast()));
+    let mut last = deflate_sync(tail, flate2::Compression::fast());
+    last.extend_from_slice(&DEFLATE_END);
+    last.extend_from_slice(&crc.finalize().to_le_bytes());
+    // ISIZE is the length modulo 2^32, as RFC 1952 defines it.
+    #[allow(clippy::cast_possible_truncation)]
+    last.extend_from_slice(&(total as u32).to_le_bytes());
+    body.push(Bytes::from(first));
+    body.push(costs.deflated.clone());
+    body.push(Bytes::from(last));
     body
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snapshot_with_costs(n: usize) -> Snapshot {
+        let month = Month::new(2026, 11).expect("valid");
+        let series: Vec<CostSeries> = (0..n)
+            .map(|i| {
+                let mut labels = String::new();
+                push_label(&mut labels, "query", "clusters");
+                push_label(&mut labels, "cluster_name", &format!("c{i} \"q\""));
+                CostSeries {
+                    labels,
+                    month,
+                    micros: i64::try_from(i).expect("small") * 1_010_000,
+                }
+            })
+            .collect();
+        let refs: Vec<&CostSeries> = series.iter().collect();
+        let mut text = String::new();
+        let usage = encode_costs(&mut text, &refs, month, "1h");
+        Snapshot {
+            statuses: vec![crate::snapshot::QueryStatus::pending(
+                "clusters",
+                "5f1b2c3d4e5f6a7b8c9d0e1f",
+            )],
+            costs: EncodedCosts::seal(text, usage),
+            refresh: "1h".to_owned(),
+            generation: 1,
+        }
+    }
+
+    /// A gzip scrape, built by splicing the pre-compressed cost bytes between per-scrape
+    /// parts, is one valid gzip stream (CRC and length checked by the decoder) whose content
+    /// is exactly the uncompressed scrape, in both formats.
+    #[test]
+    fn spliced_gzip_decodes_to_the_plain_body() {
+        use std::io::Read as _;
+        let snapshot = snapshot_with_costs(5000);
+        let metrics = SelfMetrics::new("1h");
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        for format in [Format::Text, Format::OpenMetrics] {
+            let plain = render(&snapshot, &metrics, now, format, false).to_vec();
+            let gz = render(&snapshot, &metrics, now, format, true).to_vec();
+            assert!(gz.len() * 5 < plain.len(), "{format:?}: compressed");
+            let mut decoded = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut decoded)
+                .expect("valid gzip with a correct CRC and length");
+            assert_eq!(decoded, plain, "{format:?}");
+            // One member only: nothing follows the trailer.
+            let mut decoder = flate2::bufread::GzDecoder::new(&gz[..]);
+            std::io::copy(&mut decoder, &mut std::io::sink()).expect("decodes");
+            assert!(
+                decoder.into_inner().is_empty(),
+                "{format:?}: a single gzip member"
+            );
+        }
+        let om = render(&snapshot, &metrics, now, Format::OpenMetrics, false).to_vec();
+        assert!(om.ends_with(b"\n# EOF\n"));
+    }
+
+    /// The body announces its exact length, so it is sent with a Content-Length.
+    #[test]
+    fn scrape_body_has_an_exact_size() {
+        use http_body::Body as _;
+        let snapshot = snapshot_with_costs(10);
+        let body = render(
+            &snapshot,
+            &SelfMetrics::new("1h"),
+            SystemTime::UNIX_EPOCH,
+            Format::Text,
+            true,
+        );
+        assert_eq!(body.size_hint().exact(), Some(body.to_vec().len() as u64));
+    }
 
     /// A project named `a"b\c` followed by a newline is escaped, not emitted raw.
     #[test]

@@ -18,7 +18,7 @@ use crate::atlas::result::UsageRow;
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, Project, Reason};
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
-use crate::exposition::{CostSeries, encode_costs, push_label};
+use crate::exposition::{CostSeries, EncodedCosts, encode_costs, push_label};
 use crate::metrics::{QueryLabels, SelfMetrics};
 use crate::month::{Month, day_of_month};
 use crate::snapshot::{QueryStatus, Snapshot, SnapshotCell};
@@ -287,18 +287,18 @@ impl Refresher {
             .iter()
             .flat_map(|s| s.series.iter())
             .collect();
-        let mut costs = encode_costs(&all, current, &self.refresh_help);
+        let mut text = String::new();
+        let usage_series = encode_costs(&mut text, &all, current, &self.refresh_help);
         // Forecasts and budgets are computed here, once per refresh, never per scrape.
-        let mut derived = String::with_capacity(all.len() * 100 + 2048);
         crate::budget::encode(
-            &mut derived,
+            &mut text,
             &all,
             current,
             day_of_month(now),
             &self.budgets,
             self.interval.as_secs(),
         );
-        costs.append_shared(&derived);
+        let costs = EncodedCosts::seal(text, usage_series);
         self.cell.store(Snapshot {
             statuses: published.slots.iter().map(|s| s.status.clone()).collect(),
             costs,

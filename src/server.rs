@@ -2,7 +2,6 @@
 //! `/readyz`. Nothing here calls Atlas: every handler reads the published snapshot.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -49,27 +48,19 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
             .and_then(|v: &HeaderValue| v.to_str().ok())
     };
     let format = exposition::negotiate(header(ACCEPT));
+    let gzip = exposition::accepts_gzip(header(ACCEPT_ENCODING));
     let snapshot = state.cell.load();
-    let body = exposition::render(&snapshot, &state.metrics, (state.clock)(), format);
+    let body = exposition::render(&snapshot, &state.metrics, (state.clock)(), format, gzip);
     let mut response_headers = HeaderMap::new();
     response_headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
     response_headers.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
-    if exposition::accepts_gzip(header(ACCEPT_ENCODING)) {
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(body.len() / 8),
-            flate2::Compression::fast(),
-        );
-        if enc.write_all(&body).is_ok()
-            && let Ok(gz) = enc.finish()
-        {
-            response_headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            return (response_headers, gz).into_response();
-        }
+    if gzip {
+        response_headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    (response_headers, body).into_response()
+    (response_headers, axum::body::Body::new(body)).into_response()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {

@@ -510,13 +510,6 @@ async fn failing_atlas_keeps_last_values_and_shows_staleness() {
     exporter.wait_ready().await;
     let before = exporter.samples().await;
     let good = before.costs("services");
-    let last_success = before
-        .value(
-            "atlas_cost_query_last_success_timestamp_seconds",
-            &[("query", "services")],
-        )
-        .unwrap();
-
     sim.sim.fail(SimEndpoint::Create, Fault::Status(503));
     let failing = exporter
         .wait_for("up=0 with a server_error", |s| {
@@ -524,13 +517,12 @@ async fn failing_atlas_keeps_last_values_and_shows_staleness() {
         })
         .await;
     assert_eq!(failing.costs("services"), good, "last good values are kept");
-    assert_eq!(
-        failing.value(
+    let last_success = failing
+        .value(
             "atlas_cost_query_last_success_timestamp_seconds",
-            &[("query", "services")]
-        ),
-        Some(last_success)
-    );
+            &[("query", "services")],
+        )
+        .unwrap();
     let aged = exporter
         .wait_for("data age past 1s", |s| {
             s.value(
@@ -541,6 +533,14 @@ async fn failing_atlas_keeps_last_values_and_shows_staleness() {
         })
         .await;
     assert_eq!(aged.costs("services"), good);
+    assert_eq!(
+        aged.value(
+            "atlas_cost_query_last_success_timestamp_seconds",
+            &[("query", "services")]
+        ),
+        Some(last_success),
+        "failed refreshes do not count as successes"
+    );
     let landing = exporter.get("/", &[]).await.text().await.unwrap();
     assert!(
         landing.contains("failing") && landing.contains("503"),
