@@ -1,0 +1,97 @@
+//! Outbound requests: an HTTP proxy from the environment is honoured (the real binary, so the
+//! real environment handling is what runs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use atlas_cost_exporter::simulator::{SimConfig, SimCredentials, SimEndpoint};
+use common::*;
+
+/// Kills the child process when the test ends, even on panic.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With `HTTP_PROXY` set, every Atlas request goes through the proxy: the base URL names a
+/// host that does not exist, and data still arrives, through the proxy only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_from_the_environment_is_honoured() {
+    // The simulator doubles as the forward proxy: a plain-HTTP proxy receives the request in
+    // absolute form and the simulator routes it by its path.
+    let sim = start_sim(SimConfig {
+        orgs: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let org = sim.sim.dataset().orgs[0].id.clone();
+    let creds = SimCredentials::demo();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = std::env::temp_dir().join(format!("atlas-outbound-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!("orgs:\n  - id: {org}\n    queries:\n      - name: services\n        group_by: services\n        months: 1\n"),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_atlas-cost-exporter"))
+        .env_clear()
+        .env("HTTP_PROXY", &sim.url)
+        .env("MONGODB_ATLAS_CLIENT_ID", &creds.client_id)
+        .env("MONGODB_ATLAS_CLIENT_SECRET", &creds.client_secret)
+        .args([
+            "--atlas.base-url",
+            "http://atlas.example.test",
+            "--config.file",
+            config.to_str().unwrap(),
+            "--atlas.poll-interval",
+            "50ms",
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Kill(child);
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..600 {
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            && r.status() == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the exporter became ready");
+    let body = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let s = Samples(parse(&body, "text"));
+    assert_eq!(s.up("services", &org), Some(1.0), "{body}");
+    assert!(!s.costs("services").is_empty());
+    assert!(sim.sim.requests(SimEndpoint::Token) >= 1);
+    assert!(sim.sim.requests(SimEndpoint::Create) >= 1);
+}
