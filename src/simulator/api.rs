@@ -330,6 +330,23 @@ impl Simulator {
         }
     }
 
+    /// What every Atlas API handler does first: count and log the request, answer an injected
+    /// fault, check authentication, then negotiate the media type among `allowed`.
+    async fn admit(
+        &self,
+        endpoint: SimEndpoint,
+        org: Option<&str>,
+        request: (&Method, &Uri, &HeaderMap),
+        allowed: &[&'static str],
+    ) -> Result<&'static str, Response> {
+        let (method, uri, headers) = request;
+        if let Some(fault) = self.begin(endpoint, org).await {
+            return Err(fault);
+        }
+        self.authorize(method, uri, headers).map_err(|r| *r)?;
+        negotiate(headers, allowed).map_err(|r| *r)
+    }
+
     /// Bearer or Digest; otherwise a 401 with a Digest challenge.
     fn authorize(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Rejected> {
         let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
@@ -727,14 +744,16 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(fault) = sim.begin(SimEndpoint::Create, Some(&org_id)).await {
-        return fault;
-    }
-    if let Err(resp) = sim.authorize(&method, &uri, &headers) {
-        return *resp;
-    }
-    if let Err(resp) = negotiate(&headers, &[JSON_TYPE]) {
-        return *resp;
+    if let Err(resp) = sim
+        .admit(
+            SimEndpoint::Create,
+            Some(&org_id),
+            (&method, &uri, &headers),
+            &[JSON_TYPE],
+        )
+        .await
+    {
+        return resp;
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -912,15 +931,17 @@ async fn poll(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(fault) = sim.begin(SimEndpoint::Poll, Some(&org_id)).await {
-        return fault;
-    }
-    if let Err(resp) = sim.authorize(&method, &uri, &headers) {
-        return *resp;
-    }
-    let media = match negotiate(&headers, &[JSON_TYPE, CSV_TYPE]) {
+    let media = match sim
+        .admit(
+            SimEndpoint::Poll,
+            Some(&org_id),
+            (&method, &uri, &headers),
+            &[JSON_TYPE, CSV_TYPE],
+        )
+        .await
+    {
         Ok(m) => m,
-        Err(resp) => return *resp,
+        Err(resp) => return resp,
     };
     let org = match find_org(&sim.dataset(), &org_id) {
         Ok(o) => o,
@@ -1079,14 +1100,16 @@ async fn projects(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(fault) = sim.begin(SimEndpoint::Projects, Some(&org_id)).await {
-        return fault;
-    }
-    if let Err(resp) = sim.authorize(&method, &uri, &headers) {
-        return *resp;
-    }
-    if let Err(resp) = negotiate(&headers, &[JSON_TYPE]) {
-        return *resp;
+    if let Err(resp) = sim
+        .admit(
+            SimEndpoint::Projects,
+            Some(&org_id),
+            (&method, &uri, &headers),
+            &[JSON_TYPE],
+        )
+        .await
+    {
+        return resp;
     }
     let data = sim.dataset();
     let org = match find_org(&data, &org_id) {
@@ -1129,14 +1152,16 @@ async fn clusters(
         data.project_by_id(&group_id)
             .and_then(|(o, _)| data.orgs.get(o).map(|org| org.id.clone()))
     };
-    if let Some(fault) = sim.begin(SimEndpoint::Clusters, owner.as_deref()).await {
-        return fault;
-    }
-    if let Err(resp) = sim.authorize(&method, &uri, &headers) {
-        return *resp;
-    }
-    if let Err(resp) = negotiate(&headers, &CLUSTER_TYPES) {
-        return *resp;
+    if let Err(resp) = sim
+        .admit(
+            SimEndpoint::Clusters,
+            owner.as_deref(),
+            (&method, &uri, &headers),
+            &CLUSTER_TYPES,
+        )
+        .await
+    {
+        return resp;
     }
     let data = sim.dataset();
     let not_found = |code: &str| {
