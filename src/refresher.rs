@@ -356,7 +356,7 @@ impl Refresher {
         let mut d = Discovery::default();
         let projects = tokio::time::timeout_at(deadline, org.client.projects(deadline))
             .await
-            .unwrap_or(Err(AtlasError::Deadline(self.query_timeout)));
+            .unwrap_or_else(|_| Err(self.deadline_error(org)));
         match projects {
             Ok(p) => d.projects = p,
             Err(e) => {
@@ -388,7 +388,7 @@ impl Refresher {
                 let listing =
                     tokio::time::timeout_at(deadline, org.client.clusters(&p.id, deadline))
                         .await
-                        .unwrap_or(Err(AtlasError::Deadline(self.query_timeout)));
+                        .unwrap_or_else(|_| Err(self.deadline_error(org)));
                 (p.id.clone(), listing)
             }
         }))
@@ -415,6 +415,18 @@ impl Refresher {
             .map(|(c, p)| (c.id.clone(), (c.name.clone(), p.clone())))
             .collect();
         d
+    }
+
+    /// Why a query ran out of time: still held by a 429's `Retry-After`, or simply not done.
+    fn deadline_error(&self, org: &OrgWorker) -> AtlasError {
+        if org.client.rate_limited() {
+            AtlasError::RateLimited {
+                endpoint: Endpoint::Create,
+                retry_after: None,
+            }
+        } else {
+            AtlasError::Deadline(self.query_timeout)
+        }
     }
 
     async fn refresh_query(
@@ -514,18 +526,22 @@ impl Refresher {
             }
         }
         let deadline = Instant::now() + self.query_timeout;
-        let (parsed, _stats) = org
-            .client
-            .run_query(
+        // The client keeps to the deadline itself; this also bounds the waits it cannot see
+        // into (a long Retry-After, a server that never answers), so a refresh never hangs.
+        let (parsed, _stats) = tokio::time::timeout_at(
+            deadline,
+            org.client.run_query(
                 spec,
                 &projects,
                 &clusters,
                 fetch_from,
                 current.plus(1),
                 deadline,
-            )
-            .await
-            .map_err(|e| (e.reason(), e.to_string()))?;
+            ),
+        )
+        .await
+        .unwrap_or_else(|_| Err(self.deadline_error(org)))
+        .map_err(|e| (e.reason(), e.to_string()))?;
         if parsed.invalid_rows > 0 {
             self.metrics.count_error(
                 &spec.name,

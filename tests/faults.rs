@@ -228,6 +228,63 @@ async fn rate_limit_with_retry_after_holds_the_org() {
     rig.exporter.stop().await;
 }
 
+/// A `Retry-After` longer than the query deadline ends the refresh at once with
+/// `reason="rate_limited"`, and no request goes to the org while it holds, refresh after
+/// refresh; the other org is not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_retry_after_holds_the_org_across_refreshes() {
+    let sim = start_sim(SimConfig {
+        orgs: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    let data = sim.sim.dataset();
+    let (held, free) = (data.orgs[0].id.clone(), data.orgs[1].id.clone());
+    let exporter = Exporter::start(fast(
+        &sim.url,
+        orgs(
+            &sim.sim,
+            &service_account(),
+            &[query("services", GroupBy::Services, 1)],
+        ),
+    ))
+    .await;
+    exporter.wait_ready().await;
+    sim.sim.fail_with(
+        SimEndpoint::Create,
+        Fault::RateLimited {
+            retry_after: Some(3600),
+        },
+        Some(&held),
+        None,
+    );
+    let creates_to = |org: &str| {
+        sim.sim
+            .request_log()
+            .iter()
+            .filter(|r| r.endpoint == SimEndpoint::Create && r.org_id.as_deref() == Some(org))
+            .count()
+    };
+    let (before, free_before) = (creates_to(&held), creates_to(&free));
+    let s = exporter
+        .wait_for("three rate-limited refreshes", |s| {
+            s.errors("services", &held, "rate_limited") >= 3.0
+        })
+        .await;
+    assert_eq!(s.up("services", &held), Some(0.0));
+    assert_eq!(
+        creates_to(&held),
+        before + 1,
+        "only the create that met the 429"
+    );
+    assert_eq!(s.up("services", &free), Some(1.0));
+    assert!(
+        creates_to(&free) > before + 3,
+        "the other org keeps refreshing"
+    );
+    exporter.stop().await;
+}
+
 /// A 429 without `Retry-After` (but with `RateLimit-*` headers) is retried with backoff and
 /// shows as `rate_limited`; it recovers once Atlas stops limiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

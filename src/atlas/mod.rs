@@ -319,6 +319,15 @@ impl RateGate {
         }
     }
 
+    /// The time a 429 named, while it is still ahead.
+    fn held_until(&self) -> Option<Instant> {
+        let s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.not_before.filter(|t| *t > Instant::now())
+    }
+
     /// No request to this org before `now + delay`.
     fn defer(&self, delay: Duration) {
         let mut s = self
@@ -542,6 +551,11 @@ impl AtlasClient {
     /// The org this client serves.
     pub fn org_id(&self) -> &str {
         &self.org_id
+    }
+
+    /// Whether Atlas's last 429 still holds every request to this org.
+    pub fn rate_limited(&self) -> bool {
+        self.gate.held_until().is_some()
     }
 
     /// Sends one request and reads its body within the size cap, recording metrics.
