@@ -55,10 +55,10 @@ async fn main() -> ExitCode {
     }
     let flags = &cli.flags;
     let config = if flags.demo {
-        // The demo needs no org or credentials: the simulator provides both.
+        // The demo needs no org or credentials: the simulator provides both. A
+        // --config.file still applies for its budgets; its orgs are replaced.
         let mut demo_flags = flags.clone();
         demo_flags.org_ids = vec!["000000000000000000000000".to_owned()];
-        demo_flags.config_file = None;
         let env = std::collections::HashMap::from([
             ("MONGODB_ATLAS_CLIENT_ID", "demo"),
             ("MONGODB_ATLAS_CLIENT_SECRET", "demo"),
