@@ -9,8 +9,11 @@
 # (benches/peers/series_from_exposition.py); nginx serves that scrape byte for byte.
 #
 # Usage: benches/scrape.sh [--smoke] [--sizes "10000 100000"] [--duration 10s]
-#                          [--connections 16] [--threads 2] [--markdown FILE]
+#                          [--peer-duration 30s] [--connections 16] [--threads 2] [--markdown FILE]
 #   --smoke: 1000 series, 1 s runs (a check that everything starts and answers).
+#   --peer-duration: wrk duration for the Go and Python peers (default: --duration). At 100k
+#     series one round of 16 concurrent scrapes takes them more than 10 s: give them 30 s or
+#     more, or wrk completes no request at all.
 # Prints requests/s, p50/p99 latency, response size and peak RSS (VmHWM; nginx: master and
 # workers summed) per server, and each ratio against nginx and against the best peer.
 # Installs wrk, nginx, Go and client_golang (apt) and prometheus-client (pip) when missing.
@@ -20,6 +23,7 @@ ROOT=$PWD
 
 SIZES="10000 100000"
 DURATION=10s
+PEER_DURATION=
 CONNECTIONS=16
 THREADS=2
 MARKDOWN=
@@ -28,10 +32,11 @@ while [ $# -gt 0 ]; do
         --smoke) SIZES=1000; DURATION=1s ;;
         --sizes) SIZES=$2; shift ;;
         --duration) DURATION=$2; shift ;;
+        --peer-duration) PEER_DURATION=$2; shift ;;
         --connections) CONNECTIONS=$2; shift ;;
         --threads) THREADS=$2; shift ;;
         --markdown) MARKDOWN=$2; shift ;;
-        *) echo "usage: $0 [--smoke] [--sizes \"10000 100000\"] [--duration 10s] [--connections 16] [--threads 2] [--markdown FILE]" >&2; exit 2 ;;
+        *) echo "usage: $0 [--smoke] [--sizes \"10000 100000\"] [--duration 10s] [--peer-duration 30s] [--connections 16] [--threads 2] [--markdown FILE]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -122,17 +127,17 @@ RESULTS=$WORK/results.tsv
 
 # run_wrk NAME N ENC URL PIDS...: one wrk run, one line of results.
 run_wrk() {
-    local name=$1 n=$2 enc=$3 url=$4; shift 4
+    local name=$1 n=$2 enc=$3 url=$4 duration=$5; shift 5
     local hdr=() out rps p50 p99 errors size cenc
     [ "$enc" = gzip ] && hdr=(-H 'Accept-Encoding: gzip')
     size=$(curl -s "${hdr[@]}" -o /dev/null -w '%{size_download}' "$url")
     cenc=$(curl -s "${hdr[@]}" -D - -o /dev/null "$url" | tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding" {print $2}')
-    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 30s --latency "${hdr[@]}" "$url")
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 120s --latency "${hdr[@]}" "$url")
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
     p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
     p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
     errors=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' <<<"$out")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$enc" "$name" "$rps" "$p50" "$p99" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$enc" "$name" "$duration" "$rps" "$p50" "$p99" \
         "$size" "${cenc:-identity}" "${errors:-none}" >>"$RESULTS"
     log "$name n=$n $enc: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${size} B (${cenc:-identity}) ${errors}"
 }
@@ -208,10 +213,10 @@ EOF
     NG_PIDS=("$NG_PID" $(pgrep -P "$NG_PID" || true))
 
     for enc in identity gzip; do
-        run_wrk exporter "$N" "$enc" "http://127.0.0.1:$EXP_PORT/metrics"
-        run_wrk go "$N" "$enc" "http://127.0.0.1:$GO_PORT/metrics"
-        run_wrk python "$N" "$enc" "http://127.0.0.1:$PY_PORT/metrics"
-        run_wrk nginx "$N" "$enc" "http://127.0.0.1:$NG_PORT/metrics"
+        run_wrk exporter "$N" "$enc" "http://127.0.0.1:$EXP_PORT/metrics" "$DURATION"
+        run_wrk go "$N" "$enc" "http://127.0.0.1:$GO_PORT/metrics" "${PEER_DURATION:-$DURATION}"
+        run_wrk python "$N" "$enc" "http://127.0.0.1:$PY_PORT/metrics" "${PEER_DURATION:-$DURATION}"
+        run_wrk nginx "$N" "$enc" "http://127.0.0.1:$NG_PORT/metrics" "$DURATION"
     done
     printf '%s\tRSS\texporter\t%s\n' "$N" "$(vmhwm "$EXP_PID")" >>"$RESULTS"
     printf '%s\tRSS\tgo\t%s\n' "$N" "$(vmhwm "$GO_PID")" >>"$RESULTS"
@@ -222,7 +227,7 @@ done
 
 # ---------------------------------------------------------------- report
 report() {
-    echo "Scrape benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, loopback; commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty')"
+    echo "Scrape benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (peers: ${PEER_DURATION:-$DURATION}) --latency, loopback; commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty')"
     echo
     python3 - "$RESULTS" <<'EOF'
 import sys
@@ -235,22 +240,22 @@ for line in open(sys.argv[1], encoding="utf-8"):
     if f[1] == "RSS":
         rss[int(f[0])][f[2]] = int(f[3])
     else:
-        runs[(int(f[0]), f[1])][f[2]] = (float(f[3] or 0), float(f[4] or 0), float(f[5] or 0), int(f[6]), f[7], f[8])
+        runs[(int(f[0]), f[1])][f[2]] = (float(f[4] or 0), float(f[5] or 0), float(f[6] or 0), int(f[7]), f[8], f[9], f[3])
 
 PEERS = ("go", "python")
 def ratio(a, b):
     return f"{a / b:.2f}x" if b else "n/a"
 
-print("| series | Accept-Encoding | server | req/s | p50 ms | p99 ms | bytes/response (encoding) | req/s vs nginx | req/s vs best peer | p99 vs nginx | errors |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| series | Accept-Encoding | server | wrk -d | req/s | p50 ms | p99 ms | bytes/response (encoding) | req/s vs nginx | req/s vs best peer | p99 vs nginx | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (n, enc), by in sorted(runs.items()):
     nginx = by.get("nginx")
-    best = max((by[p] for p in PEERS if p in by), key=lambda r: r[0], default=None)
+    best = max((by[p] for p in PEERS if p in by and by[p][0] > 0), key=lambda r: r[0], default=None)
     for server in ("exporter", "go", "python", "nginx"):
         if server not in by:
             continue
-        rps, p50, p99, size, cenc, errors = by[server]
-        print(f"| {n} | {enc} | {server} | {rps:.1f} | {p50:.2f} | {p99:.2f} | {size} ({cenc}) | "
+        rps, p50, p99, size, cenc, errors, duration = by[server]
+        print(f"| {n} | {enc} | {server} | {duration} | {rps:.1f} | {p50:.2f} | {p99:.2f} | {size} ({cenc}) | "
               f"{ratio(rps, nginx[0]) if nginx else 'n/a'} | {ratio(rps, best[0]) if best else 'n/a'} | "
               f"{ratio(p99, nginx[2]) if nginx else 'n/a'} | {errors.strip()} |")
 print()
