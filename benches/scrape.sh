@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Scrape benchmark: the same series, label names and values served by
+#   exporter  this exporter (release build) against `atlas-cost-exporter simulate --series N`
+#   go        client_golang (Debian's package), const gauges from a custom collector per scrape
+#   python    prometheus_client (PyPI), GaugeMetricFamily from a custom collector per scrape
+#   nginx     the exporter's scrape as a static file, gzip_static on: the physical limit
+# driven by wrk on loopback, with and without `Accept-Encoding: gzip`.
+# The peers' series come from one text 0.0.4 scrape of the exporter
+# (benches/peers/series_from_exposition.py); nginx serves that scrape byte for byte.
+#
+# Usage: benches/scrape.sh [--smoke] [--sizes "10000 100000"] [--duration 10s]
+#                          [--peer-duration 30s] [--connections 16] [--threads 2] [--markdown FILE]
+#   --smoke: 1000 series, 1 s runs (a check that everything starts and answers).
+#   --peer-duration: wrk duration for the Go and Python peers (default: --duration). At 100k
+#     series one round of 16 concurrent scrapes takes them more than 10 s: give them 30 s or
+#     more, or wrk completes no request at all.
+# Prints requests/s, p50/p99 latency, response size and peak RSS (VmHWM; nginx: master and
+# workers summed) per server, and each ratio against nginx and against the best peer.
+# Installs wrk, nginx, Go and client_golang (apt) and prometheus-client (pip) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SIZES="10000 100000"
+DURATION=10s
+PEER_DURATION=
+CONNECTIONS=16
+THREADS=2
+MARKDOWN=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) SIZES=1000; DURATION=1s ;;
+        --sizes) SIZES=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --peer-duration) PEER_DURATION=$2; shift ;;
+        --connections) CONNECTIONS=$2; shift ;;
+        --threads) THREADS=$2; shift ;;
+        --markdown) MARKDOWN=$2; shift ;;
+        *) echo "usage: $0 [--smoke] [--sizes \"10000 100000\"] [--duration 10s] [--peer-duration 30s] [--connections 16] [--threads 2] [--markdown FILE]" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+log() { echo "scrape.sh: $*" >&2; }
+
+# ---------------------------------------------------------------- dependencies
+GOPATH_PKG=/usr/share/gocode
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
+[ -d "$GOPATH_PKG/src/github.com/prometheus/client_golang" ] || missing+=(golang-github-prometheus-client-golang-dev)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check 'prometheus-client==0.26.0'
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+# ---------------------------------------------------------------- builds
+log "building the exporter (release)"
+cargo build --release --locked --quiet --bin atlas-cost-exporter --example sim_orgs
+BIN=$ROOT/target/release/atlas-cost-exporter
+SIM_ORGS=$ROOT/target/release/examples/sim_orgs
+
+WORK=$(mktemp -d /tmp/scrape-bench.XXXXXX)
+chmod 755 "$WORK"   # nginx workers run as another user
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    if [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+log "building the client_golang peer from Debian's packaged source (GOPATH mode, offline)"
+(cd "$ROOT/benches/peers" && GO111MODULE=off GOPATH=$GOPATH_PKG GOFLAGS= GOCACHE=$WORK/gocache \
+    go build -o "$WORK/go_server" go_server.go)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits until URL answers 200 (bounded).
+wait_200() {
+    local url=$1 limit=${2:-300}
+    for _ in $(seq 1 "$limit"); do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)" = 200 ]; then return 0; fi
+        sleep 0.5
+    done
+    log "timed out waiting for $url"; return 1
+}
+
+# Waits until something answers HTTP at URL, whatever the status (bounded).
+wait_listening() {
+    local url=$1 limit=${2:-300}
+    for _ in $(seq 1 "$limit"); do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' "$url" || true)" != 000 ]; then return 0; fi
+        sleep 0.2
+    done
+    log "timed out waiting for $url"; return 1
+}
+
+# VmHWM of a pid (and of its children for nginx), in KiB.
+vmhwm() {
+    local total=0 pid kib
+    for pid in "$@"; do
+        kib=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        total=$((total + ${kib:-0}))
+    done
+    echo "$total"
+}
+
+# wrk's latency ("1.23ms", "456.00us", "1.20s", "1.00m") in milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+        printf "%.2f", n }'
+}
+
+RESULTS=$WORK/results.tsv
+: >"$RESULTS"
+
+# run_wrk NAME N ENC URL PIDS...: one wrk run, one line of results.
+run_wrk() {
+    local name=$1 n=$2 enc=$3 url=$4 duration=$5; shift 5
+    local hdr=() out rps p50 p99 errors size cenc
+    [ "$enc" = gzip ] && hdr=(-H 'Accept-Encoding: gzip')
+    size=$(curl -s "${hdr[@]}" -o /dev/null -w '%{size_download}' "$url")
+    cenc=$(curl -s "${hdr[@]}" -D - -o /dev/null "$url" | tr -d '\r' | awk -F': ' 'tolower($1)=="content-encoding" {print $2}')
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" --timeout 120s --latency "${hdr[@]}" "$url")
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    errors=$(awk '/Socket errors|Non-2xx/ {printf "%s ", $0}' <<<"$out")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$enc" "$name" "$duration" "$rps" "$p50" "$p99" \
+        "$size" "${cenc:-identity}" "${errors:-none}" >>"$RESULTS"
+    log "$name n=$n $enc: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${size} B (${cenc:-identity}) ${errors}"
+}
+
+for N in $SIZES; do
+    D=$WORK/$N
+    mkdir -p "$D/www"
+    chmod 755 "$D" "$D/www"
+    SIM_PORT=$(free_port); EXP_PORT=$(free_port)
+    log "n=$N: simulator and exporter"
+    "$BIN" --log.level warn simulate --series "$N" --listen "127.0.0.1:$SIM_PORT" \
+        --polls-before-ready 1 2>"$D/sim.log" &
+    SIM_PID=$!; PIDS+=("$SIM_PID")
+    {
+        echo "orgs:"
+        for org in $("$SIM_ORGS" "$N" | tr ',' ' '); do
+            printf '  - id: %s\n    queries:\n      - {name: clusters, group_by: clusters, months: 18}\n' "$org"
+        done
+    } >"$D/config.yml"
+    wait_listening "http://127.0.0.1:$SIM_PORT/" 600
+    MONGODB_ATLAS_CLIENT_ID=mdb_sa_id_demo MONGODB_ATLAS_CLIENT_SECRET=mdb_sa_sk_demo \
+        "$BIN" --web.listen-address "127.0.0.1:$EXP_PORT" \
+        --atlas.base-url "http://127.0.0.1:$SIM_PORT" --config.file "$D/config.yml" \
+        --atlas.poll-interval 100ms --atlas.requests-per-minute 100000 --log.level warn \
+        2>"$D/exporter.log" &
+    EXP_PID=$!; PIDS+=("$EXP_PID")
+    wait_200 "http://127.0.0.1:$EXP_PORT/readyz" 600
+    # The simulator is not needed any more (the next refresh is an hour away).
+    kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true
+
+    curl -s -H 'Accept: text/plain;version=0.0.4' "http://127.0.0.1:$EXP_PORT/metrics" >"$D/www/metrics"
+    gzip -6 -k -f "$D/www/metrics"
+    chmod 644 "$D/www/metrics" "$D/www/metrics.gz"
+    series=$(grep -c '^atlas_cost_usage_usd{' "$D/www/metrics" || true)
+    log "n=$N: scrape of $(wc -c <"$D/www/metrics") B, $series usage series"
+    python3 "$ROOT/benches/peers/series_from_exposition.py" "$D/www/metrics" "$D/series.json"
+
+    GO_PORT=$(free_port); PY_PORT=$(free_port); NG_PORT=$(free_port)
+    "$WORK/go_server" -series "$D/series.json" -listen "127.0.0.1:$GO_PORT" 2>"$D/go.log" &
+    GO_PID=$!; PIDS+=("$GO_PID")
+    python3 "$ROOT/benches/peers/python_server.py" "$D/series.json" "$PY_PORT" 2>"$D/python.log" &
+    PY_PID=$!; PIDS+=("$PY_PID")
+    cat >"$D/nginx.conf" <<EOF
+daemon off;
+worker_processes auto;
+error_log $D/nginx.error.log warn;
+pid $D/nginx.pid;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path $D/ngx_client;
+    proxy_temp_path $D/ngx_proxy;
+    fastcgi_temp_path $D/ngx_fastcgi;
+    uwsgi_temp_path $D/ngx_uwsgi;
+    scgi_temp_path $D/ngx_scgi;
+    types { }
+    default_type "text/plain; version=0.0.4; charset=utf-8";
+    server {
+        listen 127.0.0.1:$NG_PORT;
+        root $D/www;
+        location = /metrics { gzip_static on; }
+    }
+}
+EOF
+    "$NGINX" -c "$D/nginx.conf" 2>"$D/nginx.stderr" &
+    NG_PID=$!; PIDS+=("$NG_PID")
+    wait_200 "http://127.0.0.1:$GO_PORT/metrics" 600
+    wait_200 "http://127.0.0.1:$PY_PORT/metrics" 600
+    wait_200 "http://127.0.0.1:$NG_PORT/metrics" 60
+    NG_PIDS=("$NG_PID" $(pgrep -P "$NG_PID" || true))
+
+    for enc in identity gzip; do
+        run_wrk exporter "$N" "$enc" "http://127.0.0.1:$EXP_PORT/metrics" "$DURATION"
+        run_wrk go "$N" "$enc" "http://127.0.0.1:$GO_PORT/metrics" "${PEER_DURATION:-$DURATION}"
+        run_wrk python "$N" "$enc" "http://127.0.0.1:$PY_PORT/metrics" "${PEER_DURATION:-$DURATION}"
+        run_wrk nginx "$N" "$enc" "http://127.0.0.1:$NG_PORT/metrics" "$DURATION"
+    done
+    printf '%s\tRSS\texporter\t%s\n' "$N" "$(vmhwm "$EXP_PID")" >>"$RESULTS"
+    printf '%s\tRSS\tgo\t%s\n' "$N" "$(vmhwm "$GO_PID")" >>"$RESULTS"
+    printf '%s\tRSS\tpython\t%s\n' "$N" "$(vmhwm "$PY_PID")" >>"$RESULTS"
+    printf '%s\tRSS\tnginx\t%s\n' "$N" "$(vmhwm "${NG_PIDS[@]}")" >>"$RESULTS"
+    for pid in "$EXP_PID" "$GO_PID" "$PY_PID" "$NG_PID"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+done
+
+# ---------------------------------------------------------------- report
+report() {
+    echo "Scrape benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (peers: ${PEER_DURATION:-$DURATION}) --latency, loopback; commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty')"
+    echo
+    python3 - "$RESULTS" <<'EOF'
+import sys
+from collections import defaultdict
+
+runs = defaultdict(dict)   # (n, enc) -> server -> (rps, p50, p99, size, cenc, errors)
+rss = defaultdict(dict)    # n -> server -> KiB
+for line in open(sys.argv[1], encoding="utf-8"):
+    f = line.rstrip("\n").split("\t")
+    if f[1] == "RSS":
+        rss[int(f[0])][f[2]] = int(f[3])
+    else:
+        runs[(int(f[0]), f[1])][f[2]] = (float(f[4] or 0), float(f[5] or 0), float(f[6] or 0), int(f[7]), f[8], f[9], f[3])
+
+PEERS = ("go", "python")
+def ratio(a, b):
+    return f"{a / b:.2f}x" if b else "n/a"
+
+print("| series | Accept-Encoding | server | wrk -d | req/s | p50 ms | p99 ms | bytes/response (encoding) | req/s vs nginx | req/s vs best peer | p99 vs nginx | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for (n, enc), by in sorted(runs.items()):
+    nginx = by.get("nginx")
+    best = max((by[p] for p in PEERS if p in by and by[p][0] > 0), key=lambda r: r[0], default=None)
+    for server in ("exporter", "go", "python", "nginx"):
+        if server not in by:
+            continue
+        rps, p50, p99, size, cenc, errors, duration = by[server]
+        print(f"| {n} | {enc} | {server} | {duration} | {rps:.1f} | {p50:.2f} | {p99:.2f} | {size} ({cenc}) | "
+              f"{ratio(rps, nginx[0]) if nginx else 'n/a'} | {ratio(rps, best[0]) if best else 'n/a'} | "
+              f"{ratio(p99, nginx[2]) if nginx else 'n/a'} | {errors.strip()} |")
+print()
+print("| series | server | peak RSS (VmHWM) | vs best (lowest) peer |")
+print("|---|---|---|---|")
+for n, by in sorted(rss.items()):
+    best = min((by[p] for p in PEERS if p in by), default=0)
+    for server in ("exporter", "go", "python", "nginx"):
+        if server in by:
+            print(f"| {n} | {server} | {by[server] / 1024:.1f} MiB | {ratio(by[server], best)} |")
+EOF
+}
+report
+if [ -n "$MARKDOWN" ]; then report >"$MARKDOWN"; fi
