@@ -3,9 +3,9 @@
 //! BENCHMARKS-SCALE.md.
 //!
 //! ```sh
-//! cargo run --release --example scale_bench -- large [projects] [clusters/project] [services] [months]
+//! cargo run --release --example scale_bench -- large [projects] [clusters/project] [services] [months] [json|csv]
 //! cargo run --release --example scale_bench -- top20 [projects] [clusters/project] [services] [months]
-//! cargo run --release --example scale_bench -- orgs [orgs] [projects/org] [clusters/project]
+//! cargo run --release --example scale_bench -- orgs [orgs] [projects/org] [clusters/project] [concurrency]
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -15,7 +15,6 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use atlas_cost_exporter::config::{Cli, Config, ProcessEnv};
-use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{GroupBy, SimConfig, SimCredentials, SimEndpoint, Simulator};
 use clap::Parser as _;
 
@@ -163,6 +162,8 @@ async fn large(args: &[String], top: bool) {
         arg(args, 5, 18),
     );
     let months = u32::try_from(m).unwrap();
+    // JSON answers of more than ~1M rows pass the 256 MiB answer cap: `csv` is about half.
+    let format = args.get(6).map_or("json", String::as_str);
     let (sim, url) = start_sim(SimConfig {
         orgs: 1,
         projects_per_org: p,
@@ -185,7 +186,7 @@ async fn large(args: &[String], top: bool) {
         ("", "")
     };
     let yaml = format!(
-        "orgs:\n  - id: {org}\n    queries:\n      - {{name: services, group_by: services, months: {m}}}\n      - name: projects\n        group_by: projects\n        months: {m}\n{projects_controls}      - name: clusters\n        group_by: clusters\n        months: {m}\n{clusters_controls}"
+        "orgs:\n  - id: {org}\n    queries:\n      - {{name: services, group_by: services, months: {m}}}\n      - name: projects\n        group_by: projects\n        months: {m}\n{projects_controls}      - name: clusters\n        group_by: clusters\n        months: {m}\n        format: {format}\n{clusters_controls}"
     );
     // Discovery lists every project's clusters: with Atlas's 100 requests a minute that alone
     // takes projects/100 minutes; the budget is lifted here to time the exporter itself.
@@ -207,6 +208,12 @@ async fn large(args: &[String], top: bool) {
     let (latency, body) = run.scrape(5).await;
     let (peak, rss) = rss_kib(run.child.id());
     let (series, per_query) = usage(&body);
+    for line in body.lines().filter(|l| {
+        l.starts_with("atlas_cost_query_up{") && l.ends_with(" 0")
+            || l.starts_with("atlas_cost_query_refresh_errors_total{") && !l.ends_with(" 0")
+    }) {
+        eprintln!("problem: {line}");
+    }
     let current = sim.current_month();
     let start = current.plus(-(i64::from(months) - 1));
     let atlas_cents =
@@ -225,7 +232,7 @@ async fn large(args: &[String], top: bool) {
         .to_owned();
     let requests = sim.request_log().len();
     println!(
-        "| {} | {p}x{c}x{s}x{m} | {} clusters, {} usage series ({} in `clusters`, {pq_series} in `projects`; shed {shed}) | refresh {:.1}s | peak RSS {} MiB (during refresh {} MiB), RSS after {} MiB | {:.0} B/series (RSS/series) | scrape {:.0} ms, {} MiB body | `clusters` total {} = Atlas {} : {} | {requests} requests |",
+        "| {} | {p}x{c}x{s}x{m} ({format}) | {} clusters, {} usage series ({} in `clusters`, {pq_series} in `projects`; shed {shed}) | refresh {:.1}s | peak RSS {} MiB (during refresh {} MiB), RSS after {} MiB | {:.0} B/series (RSS/series) | scrape {:.0} ms, {} MiB body | `clusters` total {} = Atlas {} : {} | {requests} requests |",
         if top { "top-20" } else { "no controls" },
         p * c,
         series,
@@ -258,6 +265,7 @@ async fn large(args: &[String], top: bool) {
 
 async fn many_orgs(args: &[String]) {
     let (orgs, p, c) = (arg(args, 2, 200), arg(args, 3, 5), arg(args, 4, 4));
+    let concurrency = arg(args, 5, 4).to_string();
     let (sim, url) = start_sim(SimConfig {
         orgs,
         projects_per_org: p,
@@ -276,7 +284,7 @@ async fn many_orgs(args: &[String]) {
             "--atlas.poll-interval",
             "100ms",
             "--refresh.concurrency",
-            "4",
+            &concurrency,
         ],
         None,
     )
@@ -309,12 +317,11 @@ async fn many_orgs(args: &[String]) {
         .filter(|r| r.endpoint == SimEndpoint::Token)
         .count();
     println!(
-        "| {orgs} orgs x {p} projects x {c} clusters, 3 months | refresh {:.1}s (concurrency 4, 100 req/min/org) | {series} usage series | peak RSS {} MiB | {} requests, most per org per 60 s: {worst} (budget 100) | token requests: {tokens} |",
+        "| {orgs} orgs x {p} projects x {c} clusters, 3 months | refresh {:.1}s (concurrency {concurrency}, 100 req/min/org) | {series} usage series | peak RSS {} MiB | {} requests, most per org per 60 s: {worst} (budget 100) | token requests: {tokens} |",
         refresh.as_secs_f64(),
         peak / 1024,
         log.len(),
     );
-    let _ = Month::containing(std::time::SystemTime::now());
 }
 
 fn main() {
