@@ -261,6 +261,49 @@ async fn one_orgs_rate_limit_storm_does_not_delay_another() {
     exporter.stop().await;
 }
 
+/// Queries and discovery together stay within `--refresh.concurrency` across every org:
+/// with three orgs, slow answers and a bound of 2, Atlas never sees more than 2 requests at
+/// once (discovery alone used to open 4 listings per org).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_stay_within_the_concurrency_bound() {
+    let sim = start_sim(SimConfig {
+        orgs: 3,
+        projects_per_org: 6,
+        ..SimConfig::default()
+    })
+    .await;
+    for endpoint in [
+        SimEndpoint::Projects,
+        SimEndpoint::Clusters,
+        SimEndpoint::Create,
+    ] {
+        sim.sim
+            .fail(endpoint, Fault::Delay(Duration::from_millis(30)));
+    }
+    let mut cfg = config(
+        &sim.url,
+        orgs(
+            &sim.sim,
+            &service_account(),
+            &[
+                query("services", GroupBy::Services, 1),
+                query("clusters", GroupBy::Clusters, 1),
+            ],
+        ),
+    );
+    cfg.concurrency = 2;
+    let exporter = Exporter::start(cfg).await;
+    exporter.wait_ready().await;
+    let s = exporter.samples().await;
+    for org in &sim.sim.dataset().orgs {
+        assert_eq!(s.up("clusters", &org.id), Some(1.0));
+    }
+    assert!(sim.sim.requests(SimEndpoint::Clusters) >= 18);
+    let max = sim.sim.max_in_flight();
+    assert!((1..=2).contains(&max), "{max} requests in flight at once");
+    exporter.stop().await;
+}
+
 /// Two HA replicas with the same configuration serve identical cost series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_serve_identical_series() {
