@@ -169,6 +169,21 @@ pub struct Flags {
     /// Web configuration file (exporter-toolkit format): TLS and basic auth.
     #[arg(long = "web.config.file", env = "ATLAS_EXPORTER_WEB_CONFIG_FILE")]
     pub web_config_file: Option<PathBuf>,
+    /// Number of replicas that split the orgs between them (see --shard.index).
+    #[arg(
+        long = "shard.count",
+        env = "ATLAS_EXPORTER_SHARD_COUNT",
+        default_value_t = 1
+    )]
+    pub shard_count: u32,
+    /// This replica's shard, 0 to --shard.count - 1: it exports the orgs whose id hashes
+    /// (FNV-1a) to it.
+    #[arg(
+        long = "shard.index",
+        env = "ATLAS_EXPORTER_SHARD_INDEX",
+        default_value_t = 0
+    )]
+    pub shard_index: u32,
     /// Start the built-in Atlas simulator on loopback and export its data; no account needed.
     #[arg(long = "demo", env = "ATLAS_EXPORTER_DEMO")]
     pub demo: bool,
@@ -281,6 +296,8 @@ pub struct QuerySpec {
     pub services: Vec<String>,
     /// Atlas's `includePartialMatches`.
     pub include_partial_matches: bool,
+    /// Cardinality controls ([`crate::controls`]); the default keeps every series.
+    pub controls: crate::controls::Controls,
 }
 
 impl QuerySpec {
@@ -301,6 +318,7 @@ impl QuerySpec {
             clusters: Vec::new(),
             services: Vec::new(),
             include_partial_matches: false,
+            controls: crate::controls::Controls::default(),
         })
         .collect()
     }
@@ -600,6 +618,8 @@ struct FileQuery {
     services: Vec<String>,
     #[serde(default)]
     include_partial_matches: bool,
+    #[serde(default)]
+    controls: Option<crate::controls::FileControls>,
 }
 
 fn file_secret(
@@ -693,6 +713,10 @@ fn file_query(key: &str, q: FileQuery, default_months: u32) -> Result<QuerySpec,
         clusters: q.clusters,
         services: q.services,
         include_partial_matches: q.include_partial_matches,
+        controls: match q.controls {
+            Some(c) => crate::controls::Controls::from_file(key, c, months)?,
+            None => crate::controls::Controls::default(),
+        },
     })
 }
 
@@ -840,6 +864,9 @@ impl Config {
             );
         }
         let budgets = crate::budget::validate(budgets, &orgs)?;
+        let shard = crate::fleet::Shard::new(flags.shard_count, flags.shard_index)?;
+        // Budgets are validated against every org first: the same file serves every shard.
+        orgs.retain(|o| shard.owns(&o.id));
         Ok(Config {
             listen,
             telemetry_path: flags.telemetry_path.clone(),

@@ -17,11 +17,16 @@
 //! - [`simulator`]: a built-in Atlas API simulator for `--demo`, tests and benchmarks.
 //! - [`month`]: UTC calendar months.
 //! - [`budget`]: month-end forecasts and budgets, computed when a refresh is published.
+//! - [`controls`]: per-query cardinality controls (allow/deny, minimum, top N, series limit)
+//!   that fold series into `(other)` with exact totals.
+//! - [`fleet`]: many orgs and replicas: sharding, refresh phases, shared OAuth tokens.
 
 pub mod atlas;
 pub mod budget;
 pub mod config;
+pub mod controls;
 pub mod exposition;
+pub mod fleet;
 pub mod metrics;
 pub mod month;
 pub mod refresher;

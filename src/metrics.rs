@@ -8,6 +8,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -71,6 +72,9 @@ pub struct SelfMetrics {
     pub api_requests: Family<RequestLabels, Counter>,
     /// Duration of requests to Atlas.
     pub api_request_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    /// Series folded into `(other)` by a query's `max_series`, last successful refresh.
+    /// A gauge of configured (query, org) pairs only, so no label set can linger.
+    pub series_shed: Family<QueryLabels, Gauge>,
 }
 
 fn poll_histogram() -> Histogram {
@@ -100,6 +104,7 @@ impl SelfMetrics {
         let polls = Family::<QueryLabels, Counter>::default();
         let refresh_errors = Family::<ErrorLabels, Counter>::default();
         let api_requests = Family::<RequestLabels, Counter>::default();
+        let series_shed = Family::<QueryLabels, Gauge>::default();
         registry.register_with_unit(
             "atlas_cost_query_poll_latency",
             format!("Time from creating a Cost Explorer query to its result being ready (queries run every {refresh})"),
@@ -133,8 +138,14 @@ impl SelfMetrics {
             Unit::Seconds,
             api_request_duration.clone(),
         );
+        registry.register(
+            "atlas_cost_query_series_shed",
+            "Series of the query folded into (other) series by its max_series control in its last successful refresh (0 without a limit)",
+            series_shed.clone(),
+        );
         SelfMetrics {
             registry,
+            series_shed,
             poll_latency,
             refresh_duration,
             polls,
@@ -154,6 +165,7 @@ impl SelfMetrics {
         let _ = self.polls.get_or_create(&labels);
         let _ = self.poll_latency.get_or_create(&labels);
         let _ = self.refresh_duration.get_or_create(&labels);
+        let _ = self.series_shed.get_or_create(&labels);
         for reason in Reason::ALL {
             let _ = self.refresh_errors.get_or_create(&ErrorLabels {
                 query: query.to_owned(),
@@ -170,6 +182,16 @@ impl SelfMetrics {
                 endpoint: endpoint.as_str(),
             });
         }
+    }
+
+    /// Sets how many series a query's series limit folded in its last successful refresh.
+    pub fn set_series_shed(&self, query: &str, org_id: &str, shed: u64) {
+        self.series_shed
+            .get_or_create(&QueryLabels {
+                query: query.to_owned(),
+                org_id: org_id.to_owned(),
+            })
+            .set(i64::try_from(shed).unwrap_or(i64::MAX));
     }
 
     /// Counts one failure (or skipped rows) of a query.

@@ -18,7 +18,8 @@ use crate::atlas::result::UsageRow;
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, Project, Reason};
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
-use crate::exposition::{CostSeries, EncodedCosts, encode_costs, push_label};
+use crate::controls::{Level, SeriesKey};
+use crate::exposition::{CostSeries, EncodedCosts, encode_costs};
 use crate::metrics::{QueryLabels, SelfMetrics};
 use crate::month::{Month, day_of_month};
 use crate::snapshot::{QueryStatus, Snapshot, SnapshotCell};
@@ -28,8 +29,9 @@ const CLOSED_MONTH_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Cluster listings in flight at once per org during discovery.
 const DISCOVERY_CONCURRENCY: usize = 4;
 
-/// One closed month of one query, aggregated: `(labels, micros)` pairs.
-type MonthSeries = Arc<Vec<(String, i64)>>;
+/// One closed month of one query, aggregated and with the month's controls applied:
+/// `(labels, micros)` pairs.
+type MonthSeries = Arc<Vec<(SeriesKey, i64)>>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct MonthKey {
@@ -47,6 +49,8 @@ struct OrgWorker {
     slots: std::ops::Range<usize>,
     client: AtlasClient,
     forbidden_reported: AtomicBool,
+    /// Queries whose series limit was already reported in the log (once each).
+    shed_reported: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What discovery found for one org during one refresh.
@@ -71,6 +75,8 @@ struct Slot {
 struct QueryData {
     series: Vec<CostSeries>,
     invalid_rows: u64,
+    /// Series folded into `(other)` by the query's series limit.
+    shed: u64,
 }
 
 /// Runs the queries and publishes snapshots.
@@ -82,6 +88,7 @@ pub struct Refresher {
     clock: Clock,
     interval: Duration,
     query_timeout: Duration,
+    request_timeout: Duration,
     semaphore: Semaphore,
     closed_months: moka::sync::Cache<MonthKey, MonthSeries>,
     refresh_help: String,
@@ -128,6 +135,9 @@ impl Refresher {
             .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
             // Outbound requests go to the configured base URL only: no redirects elsewhere.
             .redirect(reqwest::redirect::Policy::none())
+            // Requests in flight are bounded by --refresh.concurrency (discovery included):
+            // keep no more idle connections than that.
+            .pool_max_idle_per_host(config.concurrency)
             .build()
             .map_err(|e| AtlasError::Transport {
                 endpoint: Endpoint::Token,
@@ -144,14 +154,18 @@ impl Refresher {
         let mut orgs = Vec::with_capacity(config.orgs.len());
         let mut slots = Vec::new();
         metrics.init_endpoints();
+        let mut tokens = crate::fleet::TokenCaches::default();
         for org in &config.orgs {
-            let client = AtlasClient::new(
+            let mut client = AtlasClient::new(
                 http.clone(),
                 settings.clone(),
                 &org.id,
                 &org.credentials,
                 metrics.clone(),
             )?;
+            if let Some(cache) = tokens.cache_for(&org.credentials) {
+                client = client.with_token_cache(cache);
+            }
             let first_slot = slots.len();
             for q in &org.queries {
                 metrics.init_query(&q.name, &org.id);
@@ -165,6 +179,7 @@ impl Refresher {
                 slots: first_slot..slots.len(),
                 client,
                 forbidden_reported: AtomicBool::new(false),
+                shed_reported: std::sync::Mutex::default(),
             });
         }
         let refresh_help = human_interval(config.refresh_interval);
@@ -179,6 +194,7 @@ impl Refresher {
             clock: config.clock.clone(),
             interval: config.refresh_interval,
             query_timeout: config.query_timeout,
+            request_timeout: config.request_timeout,
             semaphore: Semaphore::new(config.concurrency),
             closed_months: moka::sync::Cache::builder()
                 .time_to_live(CLOSED_MONTH_TTL)
@@ -209,14 +225,17 @@ impl Refresher {
         .await;
     }
 
+    /// The first refresh runs at once; later ones on the org's own phase within the
+    /// interval ([`crate::fleet::second_refresh`]), so many orgs do not refresh together.
     async fn org_loop(&self, org: &OrgWorker, mut cancel: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(self.interval);
-        // Delay, not Burst: a slow refresh must not be followed by catch-up refreshes.
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let second = Instant::now() + crate::fleet::second_refresh(&org.config.id, self.interval);
+        let mut ticker: Option<tokio::time::Interval> = None;
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = cancel.changed() => return,
+            if let Some(ticker) = ticker.as_mut() {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = cancel.changed() => return,
+                }
             }
             if *cancel.borrow() {
                 return;
@@ -224,6 +243,12 @@ impl Refresher {
             tokio::select! {
                 () = self.refresh_and_publish(org) => {}
                 _ = cancel.changed() => return,
+            }
+            if ticker.is_none() {
+                let mut t = tokio::time::interval_at(second, self.interval);
+                // Delay, not Burst: a slow refresh must not be followed by catch-up refreshes.
+                t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                ticker = Some(t);
             }
         }
     }
@@ -256,6 +281,8 @@ impl Refresher {
                     status.last_error = None;
                     status.series = data.series.len();
                     status.invalid_rows = data.invalid_rows;
+                    self.metrics
+                        .set_series_shed(&status.query, &status.org_id, data.shed);
                     slot.series = Arc::new(data.series);
                 }
                 Err((reason, message)) => {
@@ -354,9 +381,13 @@ impl Refresher {
     async fn discover(&self, org: &OrgWorker, with_clusters: bool) -> Discovery {
         let deadline = Instant::now() + self.query_timeout;
         let mut d = Discovery::default();
-        let projects = tokio::time::timeout_at(deadline, org.client.projects(deadline))
-            .await
-            .unwrap_or_else(|_| Err(self.deadline_error(org)));
+        // Discovery takes permits of the same semaphore as queries: requests in flight stay
+        // within --refresh.concurrency across every org.
+        let permit = self.semaphore.acquire().await.ok();
+        let projects = self
+            .bounded(org, deadline, org.client.projects(deadline))
+            .await;
+        drop(permit);
         match projects {
             Ok(p) => d.projects = p,
             Err(e) => {
@@ -385,10 +416,10 @@ impl Refresher {
             let limit = &limit;
             async move {
                 let _permit = limit.acquire().await.ok();
-                let listing =
-                    tokio::time::timeout_at(deadline, org.client.clusters(&p.id, deadline))
-                        .await
-                        .unwrap_or_else(|_| Err(self.deadline_error(org)));
+                let _global = self.semaphore.acquire().await.ok();
+                let listing = self
+                    .bounded(org, deadline, org.client.clusters(&p.id, deadline))
+                    .await;
                 (p.id.clone(), listing)
             }
         }))
@@ -415,6 +446,21 @@ impl Refresher {
             .map(|(c, p)| (c.id.clone(), (c.name.clone(), p.clone())))
             .collect();
         d
+    }
+
+    /// Runs a client call under its deadline. The client keeps to the deadline itself, but a
+    /// request it started just before may run one request timeout past it; beyond that, this
+    /// bounds the waits the client cannot see into (a long Retry-After, a server that never
+    /// answers), so a refresh never hangs.
+    async fn bounded<T>(
+        &self,
+        org: &OrgWorker,
+        deadline: Instant,
+        call: impl Future<Output = Result<T, AtlasError>>,
+    ) -> Result<T, AtlasError> {
+        tokio::time::timeout_at(deadline + self.request_timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(self.deadline_error(org)))
     }
 
     /// Why a query ran out of time: still held by a 429's `Retry-After`, or simply not done.
@@ -495,6 +541,7 @@ impl Refresher {
             return Ok(QueryData {
                 series: Vec::new(),
                 invalid_rows: 0,
+                shed: 0,
             });
         }
 
@@ -526,22 +573,21 @@ impl Refresher {
             }
         }
         let deadline = Instant::now() + self.query_timeout;
-        // The client keeps to the deadline itself; this also bounds the waits it cannot see
-        // into (a long Retry-After, a server that never answers), so a refresh never hangs.
-        let (parsed, _stats) = tokio::time::timeout_at(
-            deadline,
-            org.client.run_query(
-                spec,
-                &projects,
-                &clusters,
-                fetch_from,
-                current.plus(1),
+        let (parsed, _stats) = self
+            .bounded(
+                org,
                 deadline,
-            ),
-        )
-        .await
-        .unwrap_or_else(|_| Err(self.deadline_error(org)))
-        .map_err(|e| (e.reason(), e.to_string()))?;
+                org.client.run_query(
+                    spec,
+                    &projects,
+                    &clusters,
+                    fetch_from,
+                    current.plus(1),
+                    deadline,
+                ),
+            )
+            .await
+            .map_err(|e| (e.reason(), e.to_string()))?;
         if parsed.invalid_rows > 0 {
             self.metrics.count_error(
                 &spec.name,
@@ -558,14 +604,14 @@ impl Refresher {
             );
         }
 
-        let mut fetched: BTreeMap<Month, BTreeMap<String, i64>> = BTreeMap::new();
+        let mut fetched: BTreeMap<Month, BTreeMap<SeriesKey, i64>> = BTreeMap::new();
         let mut outside = 0u64;
         for row in &parsed.rows {
             if row.month < fetch_from || row.month > current {
                 outside += 1;
                 continue;
             }
-            let labels = series_labels(&spec.name, &org.config.id, row, discovery);
+            let labels = series_labels(&org.config.id, row, discovery);
             let sum = fetched
                 .entry(row.month)
                 .or_default()
@@ -576,13 +622,14 @@ impl Refresher {
         if outside > 0 {
             tracing::debug!(org_id = %org.config.id, query = %spec.name, rows = outside, "ignored rows dated outside the requested months");
         }
+        let grouped = Level::grouped(spec.group_by);
         let mut by_month: BTreeMap<Month, MonthSeries> = cached;
         let mut m = fetch_from;
         while m <= current {
             let series: MonthSeries = Arc::new(
                 fetched
                     .remove(&m)
-                    .map(|s| s.into_iter().collect())
+                    .map(|s| spec.controls.apply_month(grouped, s).into_iter().collect())
                     .unwrap_or_default(),
             );
             if m < hot_from {
@@ -591,29 +638,72 @@ impl Refresher {
             by_month.insert(m, series);
             m = m.plus(1);
         }
-        let mut series: Vec<CostSeries> = by_month
-            .into_iter()
-            .flat_map(|(month, s)| {
-                s.iter()
-                    .map(move |(labels, micros)| CostSeries {
-                        labels: labels.clone(),
-                        month,
+        let mut shed = 0;
+        let mut series: Vec<CostSeries> = if spec.controls.max_series().is_some() {
+            let mut all: BTreeMap<(Month, SeriesKey), i64> = by_month
+                .iter()
+                .flat_map(|(month, s)| s.iter().map(|(k, v)| ((*month, k.clone()), *v)))
+                .collect();
+            shed = spec.controls.limit(grouped, &mut all);
+            all.into_iter()
+                .map(|((month, key), micros)| CostSeries {
+                    labels: key.render(&spec.name),
+                    month,
+                    micros,
+                })
+                .collect()
+        } else {
+            by_month
+                .iter()
+                .flat_map(|(month, s)| {
+                    s.iter().map(|(key, micros)| CostSeries {
+                        labels: key.render(&spec.name),
+                        month: *month,
                         micros: *micros,
                     })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+                })
+                .collect()
+        };
+        if shed > 0 {
+            let first = org
+                .shed_reported
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(spec.name.clone());
+            if first {
+                tracing::warn!(
+                    org_id = %org.config.id,
+                    query = %spec.name,
+                    max_series = spec.controls.max_series().unwrap_or(0),
+                    shed,
+                    "the query has more series than its max_series: the least expensive are \
+                     folded into (other) series (totals stay exact); see \
+                     atlas_cost_query_series_shed (logged once)"
+                );
+            }
+        }
         series.sort_unstable();
+        // A real name that reads "(other)" could meet a folded series: sum, so every label
+        // set appears once.
+        series.dedup_by(|b, a| {
+            if a.labels == b.labels && a.month == b.month {
+                a.micros = a.micros.saturating_add(b.micros);
+                true
+            } else {
+                false
+            }
+        });
         Ok(QueryData {
             series,
             invalid_rows: parsed.invalid_rows,
+            shed,
         })
     }
 }
 
 /// The label set of a row: what the row says, with names and parents filled from discovery
 /// where the row lacks them. Labels without a value are left out.
-fn series_labels(query: &str, org_id: &str, row: &UsageRow, d: &Discovery) -> String {
+fn series_labels(org_id: &str, row: &UsageRow, d: &Discovery) -> SeriesKey {
     let cluster = row.cluster_id.as_ref().and_then(|c| d.cluster_info.get(c));
     let project_id = row
         .project_id
@@ -627,20 +717,18 @@ fn series_labels(query: &str, org_id: &str, row: &UsageRow, d: &Discovery) -> St
         .cluster_name
         .as_deref()
         .or(cluster.map(|(n, _)| n.as_str()));
-    let mut l = String::with_capacity(160);
-    push_label(&mut l, "query", query);
-    push_label(&mut l, "org_id", row.org_id.as_deref().unwrap_or(org_id));
-    for (name, value) in [
-        ("org_name", row.org_name.as_deref()),
-        ("project_id", project_id),
-        ("project_name", project_name),
-        ("cluster_id", row.cluster_id.as_deref()),
-        ("cluster_name", cluster_name),
-        ("atlas_service", row.service.as_deref()),
-    ] {
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            push_label(&mut l, name, v);
-        }
-    }
-    l
+    SeriesKey::new([
+        Some(
+            row.org_id
+                .as_deref()
+                .filter(|o| !o.is_empty())
+                .unwrap_or(org_id),
+        ),
+        row.org_name.as_deref(),
+        project_id,
+        project_name,
+        row.cluster_id.as_deref(),
+        cluster_name,
+        row.service.as_deref(),
+    ])
 }

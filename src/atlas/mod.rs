@@ -351,9 +351,7 @@ enum AuthState {
     OAuth {
         client_id: String,
         secret: Secret,
-        // tokio Mutex: held across the token request so concurrent queries wait for one
-        // renewal instead of each fetching a token.
-        token: tokio::sync::Mutex<Option<(String, Instant)>>,
+        token: TokenCache,
     },
     Digest {
         user: String,
@@ -361,6 +359,22 @@ enum AuthState {
         challenge: Mutex<Option<Challenge>>,
         nc: std::sync::atomic::AtomicU32,
     },
+}
+
+/// A cached OAuth token and its renewal time. Clients that share one (orgs with the same
+/// service account, see [`crate::fleet::TokenCaches`]) share one token.
+#[derive(Clone, Default)]
+pub struct TokenCache(
+    // tokio Mutex: held across the token request so concurrent queries (of every org that
+    // shares the cache) wait for one renewal instead of each fetching a token.
+    Arc<tokio::sync::Mutex<Option<(String, Instant)>>>,
+);
+
+impl TokenCache {
+    /// Whether two caches are the same one.
+    pub fn same_as(&self, other: &TokenCache) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// A project found by discovery.
@@ -526,7 +540,7 @@ impl AtlasClient {
             } => AuthState::OAuth {
                 client_id: client_id.clone(),
                 secret: client_secret.clone(),
-                token: tokio::sync::Mutex::new(None),
+                token: TokenCache::default(),
             },
             Credentials::ApiKey {
                 public_key,
@@ -546,6 +560,15 @@ impl AtlasClient {
             auth,
             metrics,
         })
+    }
+
+    /// Makes this client use `cache` for its OAuth token (no effect with an API key).
+    #[must_use]
+    pub fn with_token_cache(mut self, cache: TokenCache) -> AtlasClient {
+        if let AuthState::OAuth { token, .. } = &mut self.auth {
+            *token = cache;
+        }
+        self
     }
 
     /// The org this client serves.
@@ -651,7 +674,7 @@ impl AtlasClient {
         else {
             return Err(AtlasError::InvalidId("no OAuth credentials".to_owned()));
         };
-        let mut cached = token.lock().await;
+        let mut cached = token.0.lock().await;
         if let Some((t, expires)) = cached.as_ref()
             && *expires > Instant::now()
         {
@@ -787,7 +810,7 @@ impl AtlasClient {
                         renewed = true;
                         // Forget the refused token unless another request already replaced
                         // it: concurrent 401s lead to one renewal, not one each.
-                        let mut cached = token.lock().await;
+                        let mut cached = token.0.lock().await;
                         if cached.as_ref().map(|(t, _)| t) == sent_token.as_ref() {
                             *cached = None;
                         }

@@ -87,7 +87,25 @@ pub fn router(sim: Simulator) -> Router {
         .route("/api/atlas/v2/orgs/{org_id}/groups", get(projects))
         .route("/api/atlas/v2/groups/{group_id}/clusters", get(clusters))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            track_in_flight,
+        ))
         .with_state(sim)
+}
+
+/// Counts requests between their arrival and their response headers, for
+/// [`Simulator::max_in_flight`].
+async fn track_in_flight(
+    State(sim): State<Simulator>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let now = sim.inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    sim.inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let resp = next.run(req).await;
+    sim.inner.in_flight.fetch_sub(1, Ordering::SeqCst);
+    resp
 }
 
 // ---------------------------------------------------------------- responses

@@ -253,6 +253,9 @@ struct Inner {
     log: Mutex<std::collections::VecDeque<SimRequest>>,
     polls_before_ready: std::sync::atomic::AtomicU32,
     counts: [AtomicU64; 5],
+    /// Requests between arrival and response headers, now and at most.
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
     auth: auth::AuthState,
     queries: Mutex<HashMap<String, Arc<api::Query>>>,
 }
@@ -282,6 +285,8 @@ impl Simulator {
                 log: Mutex::new(std::collections::VecDeque::new()),
                 polls_before_ready: std::sync::atomic::AtomicU32::new(config.polls_before_ready),
                 counts: Default::default(),
+                in_flight: AtomicU64::new(0),
+                max_in_flight: AtomicU64::new(0),
                 auth: auth::AuthState::default(),
                 queries: Mutex::new(HashMap::new()),
                 config,
@@ -373,6 +378,11 @@ impl Simulator {
             }
         }
         Some(fault)
+    }
+
+    /// The most requests that were in flight at once (arrived, response headers not yet sent).
+    pub fn max_in_flight(&self) -> u64 {
+        self.inner.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Every request received so far (the last 100,000), oldest first.

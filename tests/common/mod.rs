@@ -66,6 +66,7 @@ pub fn query(name: &str, group_by: GroupBy, months: u32) -> QuerySpec {
         clusters: Vec::new(),
         services: Vec::new(),
         include_partial_matches: false,
+        controls: Default::default(),
     }
 }
 

@@ -1,0 +1,429 @@
+//! Scale: cardinality controls end to end (exact totals with `(other)`), many orgs (one
+//! token per service account, per-org rate limits), sharding and identical HA replicas.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use atlas_cost_exporter::config::{Cli, Config, GroupBy, QuerySpec, env};
+use atlas_cost_exporter::controls::{Controls, FileControls};
+use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
+use clap::Parser as _;
+use common::*;
+
+fn controlled(name: &str, group_by: GroupBy, months: u32, yaml: &str) -> QuerySpec {
+    let file: FileControls = serde_norway::from_str(yaml).unwrap();
+    QuerySpec {
+        controls: Controls::from_file("test", file, months).unwrap(),
+        ..query(name, group_by, months)
+    }
+}
+
+fn org_ids(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{:024x}", 0x5f1b_0000 + i * 7919))
+        .collect()
+}
+
+/// Top 2 clusters per project: at most two named clusters and one `cluster_name="(other)"`
+/// (without `cluster_id` or `atlas_service`) per project and month, and the query's total is
+/// exactly Atlas's, to the cent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_n_folds_into_other_and_keeps_the_exact_total() {
+    let sim = start_sim(SimConfig {
+        orgs: 1,
+        projects_per_org: 3,
+        clusters_per_project: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    let org = sim.sim.dataset().orgs[0].id.clone();
+    let queries = [
+        query("clusters", GroupBy::Clusters, 3),
+        controlled("top2", GroupBy::Clusters, 3, "top: 2"),
+    ];
+    let exporter = Exporter::start(config(
+        &sim.url,
+        orgs(&sim.sim, &service_account(), &queries),
+    ))
+    .await;
+    exporter.wait_ready().await;
+    let s = exporter.samples().await;
+    assert_eq!(s.up("top2", &org), Some(1.0));
+    let (start, end) = window(sim.sim.current_month(), 3);
+    let atlas = sim.sim.dataset().total_cents_grouped(
+        &org,
+        start,
+        end,
+        atlas_cost_exporter::simulator::GroupBy::Clusters,
+        false,
+    );
+    assert_eq!(
+        s.total_cents("atlas_cost_usage_usd", "clusters", &org),
+        atlas
+    );
+    assert_eq!(s.total_cents("atlas_cost_usage_usd", "top2", &org), atlas);
+    let top2 = s.costs("top2");
+    let others: Vec<_> = top2
+        .keys()
+        .filter(|l| l.get("cluster_name").map(String::as_str) == Some("(other)"))
+        .collect();
+    assert_eq!(others.len(), 3 * 3, "one (other) per project and month");
+    for l in &others {
+        assert!(
+            !l.contains_key("cluster_id") && !l.contains_key("atlas_service"),
+            "{l:?}"
+        );
+        assert!(l.contains_key("project_id"), "parent labels stay: {l:?}");
+    }
+    let mut named: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+    for l in top2.keys().filter(|l| l.contains_key("cluster_id")) {
+        named
+            .entry((l["project_id"].clone(), l["month"].clone()))
+            .or_default()
+            .insert(l["cluster_id"].clone());
+    }
+    assert!(named.values().all(|c| c.len() == 2), "{named:?}");
+    assert!(top2.len() < s.costs("clusters").len());
+    exporter.stop().await;
+}
+
+/// A deny list folds the denied rows into `(other)` instead of dropping them: the denied
+/// service disappears as a label value, and the total is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_rows_fold_into_other_not_away() {
+    let sim = start_sim(SimConfig {
+        orgs: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let org = sim.sim.dataset().orgs[0].id.clone();
+    let queries = [controlled(
+        "nobackup",
+        GroupBy::Services,
+        2,
+        "deny: {atlas_service: 'Backup|Storage'}",
+    )];
+    let exporter = Exporter::start(config(
+        &sim.url,
+        orgs(&sim.sim, &service_account(), &queries),
+    ))
+    .await;
+    exporter.wait_ready().await;
+    let s = exporter.samples().await;
+    let costs = s.costs("nobackup");
+    let services: BTreeSet<&str> = costs.keys().map(|l| l["atlas_service"].as_str()).collect();
+    assert!(services.contains("(other)"), "{services:?}");
+    assert!(!services.contains("Backup") && !services.contains("Storage"));
+    let (start, end) = window(sim.sim.current_month(), 2);
+    assert_eq!(
+        s.total_cents("atlas_cost_usage_usd", "nobackup", &org),
+        sim.sim.dataset().total_cents(&org, start, end)
+    );
+    exporter.stop().await;
+}
+
+/// Over `max_series`, the least expensive series are shed into `(other)`: the query serves
+/// at most the limit, `atlas_cost_query_series_shed` counts what was folded, the total is
+/// exact, and promtool still finds the exposition clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_limit_sheds_into_other_and_is_counted() {
+    let sim = start_sim(SimConfig {
+        orgs: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let org = sim.sim.dataset().orgs[0].id.clone();
+    let queries = [
+        query("clusters", GroupBy::Clusters, 2),
+        controlled("capped", GroupBy::Clusters, 2, "max_series: 10"),
+    ];
+    let exporter = Exporter::start(config(
+        &sim.url,
+        orgs(&sim.sim, &service_account(), &queries),
+    ))
+    .await;
+    exporter.wait_ready().await;
+    let s = exporter.samples().await;
+    let labels = [("query", "capped"), ("org_id", org.as_str())];
+    let served = s.value("atlas_cost_query_series", &labels).unwrap();
+    assert!((1.0..=10.0).contains(&served), "{served}");
+    assert_eq!(s.costs("capped").len() as f64, served);
+    let shed = s.value("atlas_cost_query_series_shed", &labels).unwrap();
+    assert!(shed > 0.0, "{shed}");
+    assert_eq!(
+        s.value(
+            "atlas_cost_query_series_shed",
+            &[("query", "clusters"), ("org_id", org.as_str())]
+        ),
+        Some(0.0),
+        "a query without a limit sheds nothing, and says so"
+    );
+    assert_eq!(
+        s.total_cents("atlas_cost_usage_usd", "capped", &org),
+        s.total_cents("atlas_cost_usage_usd", "clusters", &org)
+    );
+    let check = promtool_check(&exporter.scrape_text().await);
+    assert!(check.trim().is_empty(), "promtool: {check}");
+    exporter.stop().await;
+}
+
+/// Several orgs that share one service account fetch one OAuth token between them, not one
+/// each (Atlas allows 100 live tokens per service account).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orgs_sharing_a_service_account_fetch_one_token() {
+    let sim = start_sim(SimConfig {
+        orgs: 5,
+        ..SimConfig::default()
+    })
+    .await;
+    let queries = [query("services", GroupBy::Services, 1)];
+    let exporter = Exporter::start(config(
+        &sim.url,
+        orgs(&sim.sim, &service_account(), &queries),
+    ))
+    .await;
+    exporter.wait_ready().await;
+    let s = exporter.samples().await;
+    for org in &sim.sim.dataset().orgs {
+        assert_eq!(s.up("services", &org.id), Some(1.0));
+    }
+    assert_eq!(sim.sim.requests(SimEndpoint::Token), 1);
+    exporter.stop().await;
+}
+
+/// One org under a 429 storm (every create refused, Retry-After 30s) backs off alone: the
+/// other org keeps refreshing, and only the limited org shows `rate_limited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_orgs_rate_limit_storm_does_not_delay_another() {
+    let sim = start_sim(SimConfig {
+        orgs: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    let data = sim.sim.dataset();
+    let (limited, healthy) = (data.orgs[0].id.clone(), data.orgs[1].id.clone());
+    let mut cfg = config(
+        &sim.url,
+        orgs(
+            &sim.sim,
+            &service_account(),
+            &[query("services", GroupBy::Services, 1)],
+        ),
+    );
+    cfg.refresh_interval = Duration::from_millis(300);
+    cfg.query_timeout = Duration::from_secs(120);
+    let exporter = Exporter::start(cfg).await;
+    exporter.wait_ready().await;
+    let injected = std::time::Instant::now();
+    sim.sim.fail_with(
+        SimEndpoint::Create,
+        Fault::RateLimited {
+            retry_after: Some(30),
+        },
+        Some(&limited),
+        None,
+    );
+    let last = |s: &Samples, org: &str| {
+        s.value(
+            "atlas_cost_query_last_success_timestamp_seconds",
+            &[("query", "services"), ("org_id", org)],
+        )
+        .unwrap()
+    };
+    exporter
+        .wait_for("the limited org to meet a 429", |_| {
+            sim.sim.request_log().iter().any(|r| {
+                r.endpoint == SimEndpoint::Create
+                    && r.org_id.as_deref() == Some(&limited)
+                    && r.at > injected
+            })
+        })
+        .await;
+    let mut s = exporter.samples().await;
+    let limited_since = last(&s, &limited);
+    for _ in 0..3 {
+        let before = last(&s, &healthy);
+        s = exporter
+            .wait_for("a new healthy refresh", |s| last(s, &healthy) > before)
+            .await;
+    }
+    assert_eq!(
+        last(&s, &limited),
+        limited_since,
+        "the limited org is held back"
+    );
+    assert_eq!(s.up("services", &healthy), Some(1.0));
+    assert_eq!(s.errors("services", &healthy, "rate_limited"), 0.0);
+    exporter.stop().await;
+}
+
+/// Queries and discovery together stay within `--refresh.concurrency` across every org:
+/// with three orgs, slow answers and a bound of 2, Atlas never sees more than 2 requests at
+/// once (discovery alone used to open 4 listings per org).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_stay_within_the_concurrency_bound() {
+    let sim = start_sim(SimConfig {
+        orgs: 3,
+        projects_per_org: 6,
+        ..SimConfig::default()
+    })
+    .await;
+    for endpoint in [
+        SimEndpoint::Projects,
+        SimEndpoint::Clusters,
+        SimEndpoint::Create,
+    ] {
+        sim.sim
+            .fail(endpoint, Fault::Delay(Duration::from_millis(30)));
+    }
+    let mut cfg = config(
+        &sim.url,
+        orgs(
+            &sim.sim,
+            &service_account(),
+            &[
+                query("services", GroupBy::Services, 1),
+                query("clusters", GroupBy::Clusters, 1),
+            ],
+        ),
+    );
+    cfg.concurrency = 2;
+    let exporter = Exporter::start(cfg).await;
+    exporter.wait_ready().await;
+    let s = exporter.samples().await;
+    for org in &sim.sim.dataset().orgs {
+        assert_eq!(s.up("clusters", &org.id), Some(1.0));
+    }
+    assert!(sim.sim.requests(SimEndpoint::Clusters) >= 18);
+    let max = sim.sim.max_in_flight();
+    assert!((1..=2).contains(&max), "{max} requests in flight at once");
+    exporter.stop().await;
+}
+
+/// Two HA replicas with the same configuration serve identical cost series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_serve_identical_series() {
+    let sim = start_sim(SimConfig::default()).await;
+    let queries = [
+        query("services", GroupBy::Services, 2),
+        controlled("top1", GroupBy::Clusters, 2, "top: 1"),
+    ];
+    let a = Exporter::start(config(
+        &sim.url,
+        orgs(&sim.sim, &service_account(), &queries),
+    ))
+    .await;
+    let b = Exporter::start(config(
+        &sim.url,
+        orgs(&sim.sim, &service_account(), &queries),
+    ))
+    .await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let (sa, sb) = (a.samples().await, b.samples().await);
+    for q in ["services", "top1"] {
+        assert!(!sa.costs(q).is_empty());
+        assert_eq!(sa.costs(q), sb.costs(q), "{q}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+fn flags(args: &[&str]) -> atlas_cost_exporter::config::Flags {
+    let mut argv = vec!["atlas-cost-exporter"];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).unwrap().flags
+}
+
+fn sa_env() -> HashMap<&'static str, &'static str> {
+    HashMap::from([
+        (env::CLIENT_ID, "mdb_sa_id_x"),
+        (env::CLIENT_SECRET, "s3cr3t"),
+    ])
+}
+
+/// Two replicas started with `--shard.count 2` and indexes 0 and 1 export every org of the
+/// same configuration exactly once between them.
+#[test]
+fn two_shards_export_each_org_exactly_once() {
+    let ids = org_ids(60);
+    let list = ids.join(",");
+    let shard = |i: &str| -> Vec<String> {
+        let f = flags(&[
+            "--atlas.org-id",
+            &list,
+            "--shard.count",
+            "2",
+            "--shard.index",
+            i,
+        ]);
+        Config::from_flags(&f, &sa_env())
+            .unwrap()
+            .orgs
+            .into_iter()
+            .map(|o| o.id)
+            .collect()
+    };
+    let (zero, one) = (shard("0"), shard("1"));
+    assert!(!zero.is_empty() && !one.is_empty());
+    let mut all: Vec<String> = zero.iter().chain(&one).cloned().collect();
+    all.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(all, want, "every org once, none twice");
+}
+
+/// A shard index not below the shard count is refused with one line naming the flag.
+#[test]
+fn shard_index_out_of_range_names_the_flag() {
+    let f = flags(&[
+        "--atlas.org-id",
+        &org_ids(1)[0],
+        "--shard.count",
+        "3",
+        "--shard.index",
+        "3",
+    ]);
+    let e = Config::from_flags(&f, &sa_env()).unwrap_err().to_string();
+    assert!(e.starts_with("--shard.index:"), "{e}");
+    assert!(!e.contains('\n'));
+}
+
+/// `controls:` in the YAML file is read, and a bad regex there is refused naming its key.
+#[test]
+fn yaml_controls_are_read_and_validated() {
+    let dir = std::env::temp_dir().join(format!("ace-scale-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yml");
+    let org = &org_ids(1)[0];
+    let write = |controls: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "orgs:\n  - id: {org}\n    queries:\n      - name: clusters\n        group_by: clusters\n        controls:\n{controls}"
+            ),
+        )
+        .unwrap();
+    };
+    write(
+        "          deny: {cluster_name: 'tmp-.*'}\n          top: 20\n          min_usd: 1.5\n          max_series: 5000\n",
+    );
+    let f = flags(&["--config.file", path.to_str().unwrap()]);
+    let cfg = Config::from_flags(&f, &sa_env()).unwrap();
+    let c = &cfg.orgs[0].queries[0].controls;
+    assert!(!c.is_empty());
+    assert_eq!(c.max_series(), Some(5000));
+    write("          deny: {cluster_name: 'tmp-('}\n");
+    let e = Config::from_flags(&f, &sa_env()).unwrap_err().to_string();
+    assert!(
+        e.starts_with("orgs[0].queries[0].controls.deny.cluster_name:"),
+        "{e}"
+    );
+    write("          nope: 1\n");
+    let e = Config::from_flags(&f, &sa_env()).unwrap_err().to_string();
+    assert!(e.contains("nope"), "{e}");
+}
