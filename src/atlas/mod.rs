@@ -21,7 +21,7 @@ use reqwest::header::{
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{Credentials, GroupBy, QuerySpec, ResultFormat, Secret, is_atlas_id};
+use crate::config::{Credentials, QuerySpec, ResultFormat, Secret, is_atlas_id};
 use crate::metrics::{EndpointLabels, QueryLabels, RequestLabels, SelfMetrics};
 use crate::month::Month;
 use auth::Challenge;
@@ -1107,11 +1107,6 @@ impl AtlasClient {
             detail: format!("query token expired {MAX_CREATES} times in a row"),
         })
     }
-}
-
-/// Whether a query can run with what discovery found, for groupings that need ids.
-pub fn group_needs_ids(group_by: GroupBy) -> bool {
-    matches!(group_by, GroupBy::Projects | GroupBy::Clusters)
 }
 
 #[cfg(test)]
