@@ -25,25 +25,10 @@ use atlas_cost_exporter::atlas::result::{self, Parsed, UsageRow};
 use atlas_cost_exporter::exposition::{self, CostSeries, Format};
 use atlas_cost_exporter::metrics::SelfMetrics;
 use atlas_cost_exporter::month::Month;
-use atlas_cost_exporter::simulator::{Dataset, SimConfig};
+use atlas_cost_exporter::simulator::{CSV_HEADER, Dataset, SimConfig};
 use atlas_cost_exporter::snapshot::{QueryStatus, Snapshot};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];
-
-/// The simulator's CSV header (`simulator::api::CSV_HEADER`, which is private).
-const CSV_HEADER: [&str; 11] = [
-    "Billed Date",
-    "Invoice Id",
-    "Organization Name",
-    "Organization ID",
-    "Project Name",
-    "Project Id",
-    "Cluster Name",
-    "Cluster Unique Id",
-    "Service",
-    "Usage Date",
-    "Usage Amount",
-];
 
 /// The simulator's data for about `n` series, and its current month.
 fn dataset(n: usize) -> (Dataset, Month) {

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+pub use api::CSV_HEADER;
 pub use data::{CLUSTER_SERVICES, Dataset, GroupBy, SimCluster, SimOrg, SimProject, UsageRecord};
 
 use crate::month::Month;
