@@ -186,7 +186,7 @@ async fn large(args: &[String], top: bool) {
         ("", "")
     };
     let yaml = format!(
-        "orgs:\n  - id: {org}\n    queries:\n      - {{name: services, group_by: services, months: {m}}}\n      - name: projects\n        group_by: projects\n        months: {m}\n{projects_controls}      - name: clusters\n        group_by: clusters\n        months: {m}\n        format: {format}\n{clusters_controls}"
+        "orgs:\n  - id: {org}\n    queries:\n      - {{name: services, months: {m}}}\n      - name: projects\n        group_by: projects\n        months: {m}\n{projects_controls}      - name: clusters\n        group_by: clusters\n        months: {m}\n        format: {format}\n{clusters_controls}"
     );
     // Discovery lists every project's clusters: with Atlas's 100 requests a minute that alone
     // takes projects/100 minutes; the budget is lifted here to time the exporter itself.

@@ -118,7 +118,7 @@ fn default_query(labels: &[&str]) -> &'static str {
     } else if labels.iter().any(|l| l.starts_with("project_")) {
         GroupBy::Projects.as_str()
     } else {
-        GroupBy::Services.as_str()
+        "services"
     }
 }
 

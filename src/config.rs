@@ -241,23 +241,40 @@ impl Credentials {
 }
 
 /// The Cost Explorer `groupBy` dimension.
+///
+/// The spec says of `groupBy`: "At least one filter value needs to be provided for a
+/// dimension to be used": `projects` needs project ids, `clusters` cluster ids, `services` a
+/// services list. [`GroupBy::Ungrouped`] sends no `groupBy` at all, which is how the one real
+/// request in public code got one row per service and month.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupBy {
-    /// One row per org (and service, and month).
+    /// No `groupBy`: one row per service and month (the default `services` query).
+    Ungrouped,
+    /// One row per org (and month); `organizations` holds the org's id.
     Organizations,
     /// One row per project; needs project ids (discovered when not configured).
     Projects,
     /// One row per cluster; needs cluster unique ids (discovered when not configured).
     Clusters,
-    /// One row per service.
+    /// One row per service; needs a `services` list.
     Services,
 }
 
 impl GroupBy {
-    /// The value Atlas expects in `groupBy`.
+    /// The value Atlas expects in `groupBy`; `None` for [`GroupBy::Ungrouped`], which sends
+    /// no `groupBy`.
+    pub fn atlas_value(self) -> Option<&'static str> {
+        match self {
+            GroupBy::Ungrouped => None,
+            other => Some(other.as_str()),
+        }
+    }
+
+    /// The name used in the configuration and in logs.
     pub fn as_str(self) -> &'static str {
         match self {
+            GroupBy::Ungrouped => "ungrouped",
             GroupBy::Organizations => "organizations",
             GroupBy::Projects => "projects",
             GroupBy::Clusters => "clusters",
@@ -304,7 +321,9 @@ impl QuerySpec {
     /// The three queries every org gets when the configuration names none.
     pub fn defaults(months: u32) -> Vec<QuerySpec> {
         [
-            ("services", GroupBy::Services),
+            // No groupBy: a `services` groupBy needs a fixed services list, and a service Atlas
+            // adds later would silently vanish from it.
+            ("services", GroupBy::Ungrouped),
             ("projects", GroupBy::Projects),
             ("clusters", GroupBy::Clusters),
         ]
@@ -328,7 +347,7 @@ impl QuerySpec {
         match self.group_by {
             GroupBy::Projects => self.projects.is_empty(),
             GroupBy::Clusters => self.clusters.is_empty(),
-            GroupBy::Organizations | GroupBy::Services => false,
+            GroupBy::Ungrouped | GroupBy::Organizations | GroupBy::Services => false,
         }
     }
 }
@@ -606,7 +625,8 @@ struct FileCredentials {
 #[serde(deny_unknown_fields)]
 struct FileQuery {
     name: String,
-    group_by: GroupBy,
+    #[serde(default)]
+    group_by: Option<GroupBy>,
     months: Option<u32>,
     #[serde(default)]
     format: ResultFormat,
@@ -704,9 +724,21 @@ fn file_query(key: &str, q: FileQuery, default_months: u32) -> Result<QuerySpec,
     if let Some(bad) = q.services.iter().find(|s| s.trim().is_empty()) {
         return err(format!("{key}.services: {bad:?} is not a service name"));
     }
+    let group_by = q.group_by.unwrap_or(GroupBy::Ungrouped);
+    if group_by == GroupBy::Ungrouped && q.group_by.is_some() {
+        return err(format!(
+            "{key}.group_by: ungrouped is written by leaving group_by out"
+        ));
+    }
+    if group_by == GroupBy::Services && q.services.is_empty() {
+        return err(format!(
+            "{key}.group_by: services needs a services list (Atlas refuses a groupBy without \
+             its filter); leave group_by out to get every service, one row per service and month"
+        ));
+    }
     Ok(QuerySpec {
         name: q.name,
-        group_by: q.group_by,
+        group_by,
         months,
         format: q.format,
         projects: q.projects,
@@ -1067,6 +1099,42 @@ mod tests {
             .expect_err("refused")
             .to_string();
         assert!(msg.contains("orgz"), "{msg}");
+    }
+
+    /// The default `services` query sends no `groupBy`; a YAML query without `group_by` does
+    /// the same, and `group_by: services` without a services list is refused at start-up:
+    /// Atlas needs at least one filter value for the dimension it groups by.
+    #[test]
+    fn a_groupby_without_its_filter_is_refused_and_the_default_sends_none() {
+        let defaults = QuerySpec::defaults(3);
+        assert_eq!(defaults[0].group_by, GroupBy::Ungrouped);
+        assert_eq!(defaults[0].group_by.atlas_value(), None);
+        assert_eq!(GroupBy::Projects.atlas_value(), Some("projects"));
+        let dir = std::env::temp_dir().join(format!("ace-yaml-groupby-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("config.yml");
+        let f = flags(&["--config.file", path.to_str().expect("utf-8 path")]);
+        std::fs::write(
+            &path,
+            format!(
+                "orgs:\n  - id: {ORG}\n    queries:\n      - name: s\n        group_by: services\n"
+            ),
+        )
+        .expect("write");
+        let msg = Config::from_flags(&f, &sa_env())
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            msg.starts_with("orgs[0].queries[0].group_by: services needs a services list"),
+            "{msg}"
+        );
+        std::fs::write(
+            &path,
+            format!("orgs:\n  - id: {ORG}\n    queries:\n      - name: s\n"),
+        )
+        .expect("write");
+        let cfg = Config::from_flags(&f, &sa_env()).expect("valid");
+        assert_eq!(cfg.orgs[0].queries[0].group_by, GroupBy::Ungrouped);
     }
 
     /// Listen addresses follow the Prometheus convention, including the bare `:port` form.

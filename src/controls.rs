@@ -93,7 +93,7 @@ impl Level {
         match group_by {
             GroupBy::Projects => Level::Project,
             GroupBy::Clusters => Level::Cluster,
-            GroupBy::Services | GroupBy::Organizations => Level::Service,
+            GroupBy::Ungrouped | GroupBy::Services | GroupBy::Organizations => Level::Service,
         }
     }
 

@@ -72,7 +72,7 @@ async fn forecasts_and_budgets_follow_the_month_to_date() {
             &sim.sim,
             &service_account(),
             &[
-                query("services", GroupBy::Services, 2),
+                query("services", GroupBy::Ungrouped, 2),
                 query("clusters", GroupBy::Clusters, 2),
             ],
         ),
@@ -185,7 +185,7 @@ fn budget_on_a_missing_query_is_refused() {
     std::fs::write(
         &path,
         format!(
-            "orgs:\n  - id: {org}\n    queries: [{{name: storage, group_by: services}}]\nbudgets:\n  - {{name: b, amount_usd: 10, scope: {{org_id: {org}}}}}\n"
+            "orgs:\n  - id: {org}\n    queries: [{{name: storage}}]\nbudgets:\n  - {{name: b, amount_usd: 10, scope: {{org_id: {org}}}}}\n"
         ),
     )
     .unwrap();

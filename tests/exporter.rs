@@ -15,7 +15,7 @@ use common::*;
 
 fn default_queries(months: u32) -> Vec<atlas_cost_exporter::config::QuerySpec> {
     vec![
-        query("services", GroupBy::Services, months),
+        query("services", GroupBy::Ungrouped, months),
         query("projects", GroupBy::Projects, months),
         query("clusters", GroupBy::Clusters, months),
     ]
@@ -142,7 +142,7 @@ async fn every_not_ready_form_is_waited_out() {
             orgs(
                 &sim.sim,
                 &service_account(),
-                &[query("services", GroupBy::Services, 3)],
+                &[query("services", GroupBy::Ungrouped, 3)],
             ),
         );
         cfg.request_timeout = Duration::from_millis(300);
@@ -502,7 +502,7 @@ async fn failing_atlas_keeps_last_values_and_shows_staleness() {
         orgs(
             &sim.sim,
             &service_account(),
-            &[query("services", GroupBy::Services, 2)],
+            &[query("services", GroupBy::Ungrouped, 2)],
         ),
     );
     cfg.refresh_interval = Duration::from_secs(1);
@@ -606,7 +606,11 @@ async fn wrong_credentials_fail_once_with_reason_auth() {
     };
     let exporter = Exporter::start(config(
         &sim.url,
-        orgs(&sim.sim, &wrong, &[query("services", GroupBy::Services, 1)]),
+        orgs(
+            &sim.sim,
+            &wrong,
+            &[query("services", GroupBy::Ungrouped, 1)],
+        ),
     ))
     .await;
     exporter.wait_ready().await;
@@ -672,7 +676,7 @@ async fn closed_months_are_not_read_again() {
         orgs(
             &sim.sim,
             &service_account(),
-            &[query("services", GroupBy::Services, 6)],
+            &[query("services", GroupBy::Ungrouped, 6)],
         ),
     );
     cfg.refresh_interval = Duration::from_secs(1);

@@ -15,7 +15,7 @@ use common::*;
 
 fn default_queries() -> Vec<atlas_cost_exporter::config::QuerySpec> {
     vec![
-        query("services", GroupBy::Services, 2),
+        query("services", GroupBy::Ungrouped, 2),
         query("projects", GroupBy::Projects, 2),
         query("clusters", GroupBy::Clusters, 2),
     ]
@@ -245,7 +245,7 @@ async fn long_retry_after_holds_the_org_across_refreshes() {
         orgs(
             &sim.sim,
             &service_account(),
-            &[query("services", GroupBy::Services, 1)],
+            &[query("services", GroupBy::Ungrouped, 1)],
         ),
     ))
     .await;
@@ -405,7 +405,11 @@ async fn wrong_api_key_fails_without_hammering() {
     };
     let exporter = Exporter::start(fast(
         &sim.url,
-        orgs(&sim.sim, &wrong, &[query("services", GroupBy::Services, 1)]),
+        orgs(
+            &sim.sim,
+            &wrong,
+            &[query("services", GroupBy::Ungrouped, 1)],
+        ),
     ))
     .await;
     let s = exporter
@@ -540,7 +544,7 @@ async fn dns_failure_is_a_transport_error() {
         orgs(
             &sim.sim,
             &service_account(),
-            &[query("services", GroupBy::Services, 1)],
+            &[query("services", GroupBy::Ungrouped, 1)],
         ),
     );
     cfg.resolver = Some(Arc::new(FailingDns));
@@ -571,7 +575,7 @@ async fn refused_connection_then_recovery() {
         orgs(
             &sim,
             &service_account(),
-            &[query("services", GroupBy::Services, 1)],
+            &[query("services", GroupBy::Ungrouped, 1)],
         ),
     );
     let exporter = Exporter::start(cfg).await;
@@ -721,7 +725,7 @@ async fn odd_csv_is_read_leniently() {
     })
     .await;
     let org = sim.sim.dataset().orgs[0].id.clone();
-    let mut q = query("services", GroupBy::Services, 1);
+    let mut q = query("services", GroupBy::Ungrouped, 1);
     q.format = ResultFormat::Csv;
     let exporter = Exporter::start(fast(&sim.url, orgs(&sim.sim, &service_account(), &[q]))).await;
     exporter.wait_ready().await;
@@ -785,7 +789,7 @@ async fn a_stuck_org_does_not_delay_a_healthy_one() {
         orgs(
             &sim.sim,
             &service_account(),
-            &[query("services", GroupBy::Services, 1)],
+            &[query("services", GroupBy::Ungrouped, 1)],
         ),
     );
     cfg.request_timeout = Duration::from_secs(60);

@@ -45,7 +45,7 @@ fn totals(body: &str) -> BTreeMap<(String, String), i64> {
 async fn concurrent_scrapes_never_see_a_torn_snapshot() {
     let sim = start_sim(SimConfig::default()).await;
     let queries = [
-        query("services", GroupBy::Services, 2),
+        query("services", GroupBy::Ungrouped, 2),
         query("clusters", GroupBy::Clusters, 2),
     ];
     let mut cfg = config(&sim.url, orgs(&sim.sim, &service_account(), &queries));

@@ -43,7 +43,7 @@ async fn proxy_from_the_environment_is_honoured() {
     let config = dir.join("config.yml");
     std::fs::write(
         &config,
-        format!("orgs:\n  - id: {org}\n    queries:\n      - name: services\n        group_by: services\n        months: 1\n"),
+        format!("orgs:\n  - id: {org}\n    queries:\n      - name: services\n        months: 1\n"),
     )
     .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_atlas-cost-exporter"))

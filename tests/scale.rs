@@ -103,7 +103,7 @@ async fn denied_rows_fold_into_other_not_away() {
     let org = sim.sim.dataset().orgs[0].id.clone();
     let queries = [controlled(
         "nobackup",
-        GroupBy::Services,
+        GroupBy::Ungrouped,
         2,
         "deny: {atlas_service: 'Backup|Storage'}",
     )];
@@ -180,7 +180,7 @@ async fn orgs_sharing_a_service_account_fetch_one_token() {
         ..SimConfig::default()
     })
     .await;
-    let queries = [query("services", GroupBy::Services, 1)];
+    let queries = [query("services", GroupBy::Ungrouped, 1)];
     let exporter = Exporter::start(config(
         &sim.url,
         orgs(&sim.sim, &service_account(), &queries),
@@ -211,7 +211,7 @@ async fn one_orgs_rate_limit_storm_does_not_delay_another() {
         orgs(
             &sim.sim,
             &service_account(),
-            &[query("services", GroupBy::Services, 1)],
+            &[query("services", GroupBy::Ungrouped, 1)],
         ),
     );
     cfg.refresh_interval = Duration::from_millis(300);
@@ -286,7 +286,7 @@ async fn requests_in_flight_stay_within_the_concurrency_bound() {
             &sim.sim,
             &service_account(),
             &[
-                query("services", GroupBy::Services, 1),
+                query("services", GroupBy::Ungrouped, 1),
                 query("clusters", GroupBy::Clusters, 1),
             ],
         ),
@@ -309,7 +309,7 @@ async fn requests_in_flight_stay_within_the_concurrency_bound() {
 async fn two_replicas_serve_identical_series() {
     let sim = start_sim(SimConfig::default()).await;
     let queries = [
-        query("services", GroupBy::Services, 2),
+        query("services", GroupBy::Ungrouped, 2),
         controlled("top1", GroupBy::Clusters, 2, "top: 1"),
     ];
     let a = Exporter::start(config(

@@ -69,7 +69,7 @@ async fn start(web: Arc<WebConfig>) -> (Sim, Exporter) {
         orgs(
             &sim.sim,
             &service_account(),
-            &[query("services", GroupBy::Services, 1)],
+            &[query("services", GroupBy::Ungrouped, 1)],
         ),
     );
     cfg.web = Some(web);

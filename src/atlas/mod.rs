@@ -58,16 +58,19 @@ pub enum Endpoint {
     Projects,
     /// `GET /api/atlas/v2/groups/{groupId}/clusters`.
     Clusters,
+    /// `GET /api/atlas/v2/groups/{groupId}/flexClusters`.
+    FlexClusters,
 }
 
 impl Endpoint {
     /// Every endpoint.
-    pub const ALL: [Endpoint; 5] = [
+    pub const ALL: [Endpoint; 6] = [
         Endpoint::Token,
         Endpoint::Create,
         Endpoint::Poll,
         Endpoint::Projects,
         Endpoint::Clusters,
+        Endpoint::FlexClusters,
     ];
 
     /// The label value.
@@ -78,6 +81,7 @@ impl Endpoint {
             Endpoint::Poll => "poll",
             Endpoint::Projects => "projects",
             Endpoint::Clusters => "clusters",
+            Endpoint::FlexClusters => "flex_clusters",
         }
     }
 }
@@ -441,7 +445,10 @@ struct UsageQuery<'a> {
     clusters: &'a [String],
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     services: &'a [String],
-    group_by: &'static str,
+    /// Left out for [`GroupBy::Ungrouped`](crate::config::GroupBy::Ungrouped): a `groupBy`
+    /// without its filter risks a 400.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_by: Option<&'static str>,
     include_partial_matches: bool,
 }
 
@@ -980,7 +987,7 @@ impl AtlasClient {
             projects,
             clusters,
             services: &spec.services,
-            group_by: spec.group_by.as_str(),
+            group_by: spec.group_by.atlas_value(),
             include_partial_matches: spec.include_partial_matches,
         })
         .map_err(|e| AtlasError::Decode {

@@ -612,8 +612,11 @@ fn parse_filter(body: &[u8], current: Month) -> Result<Filter, Rejected> {
             ),
         ));
     }
+    // No groupBy (or an empty one, as the opencost plugin sent): one row per service and
+    // month, as the one real answer in public code shows.
     let group_by = match obj.get("groupBy") {
-        None | Some(Value::Null) => GroupBy::Organizations,
+        None | Some(Value::Null) => GroupBy::Services,
+        Some(Value::String(v)) if v.is_empty() => GroupBy::Services,
         Some(v) => v.as_str().and_then(GroupBy::parse).ok_or_else(|| {
             field_error(
                 "INVALID_ENUM_VALUE",
@@ -660,6 +663,26 @@ fn parse_filter(body: &[u8], current: Month) -> Result<Filter, Rejected> {
         clusters: list("clusters", true)?,
         services: list("services", false)?,
     };
+    // "At least one filter value needs to be provided for a dimension to be used."
+    let explicit = obj
+        .get("groupBy")
+        .and_then(Value::as_str)
+        .is_some_and(|g| !g.is_empty());
+    if explicit && group_by == GroupBy::Services && filter.services.is_empty() {
+        return Err(field_error(
+            "VALIDATION_ERROR",
+            "services",
+            "Grouping by services needs at least one service in services.".to_string(),
+        ));
+    }
+    if group_by == GroupBy::Organizations && filter.organizations.is_empty() {
+        return Err(field_error(
+            "VALIDATION_ERROR",
+            "organizations",
+            "Grouping by organizations needs at least one organization id in organizations."
+                .to_string(),
+        ));
+    }
     if group_by == GroupBy::Projects && filter.projects.is_empty() {
         return Err(field_error(
             "VALIDATION_ERROR",

@@ -339,7 +339,7 @@ async fn query_is_not_ready_then_returns_exact_totals() {
     let org = data.orgs[0].id.clone();
     let (start_m, end_m) = (current().plus(-5), current().plus(1));
     let body = json!({"startDate": start_m.first_day(), "endDate": end_m.first_day(),
-                      "groupBy": "services"});
+                      "organizations": [org]});
     let query = create_token(&base, &token, &org, &body).await;
     for _ in 0..2 {
         let resp = poll(&base, &token, &org, &query, JSON_TYPE)
@@ -619,6 +619,19 @@ async fn create_validates_requests() {
         (
             org.as_str(),
             json!({"startDate": s, "endDate": e, "groupBy": "clusters", "projects": []}),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        // "At least one filter value needs to be provided for a dimension to be used."
+        (
+            org.as_str(),
+            json!({"startDate": s, "endDate": e, "groupBy": "services"}),
+            400,
+            "VALIDATION_ERROR",
+        ),
+        (
+            org.as_str(),
+            json!({"startDate": s, "endDate": e, "groupBy": "organizations"}),
             400,
             "VALIDATION_ERROR",
         ),
