@@ -17,6 +17,8 @@
 //! - [`simulator`]: a built-in Atlas API simulator for `--demo`, tests and benchmarks.
 //! - [`month`]: UTC calendar months.
 //! - [`budget`]: month-end forecasts and budgets, computed when a refresh is published.
+//! - [`remainder`]: the `(unattributed)` series that make the `projects` and `clusters`
+//!   queries add up to the org's total.
 //! - [`controls`]: per-query cardinality controls (allow/deny, minimum, top N, series limit)
 //!   that fold series into `(other)` with exact totals.
 //! - [`fleet`]: many orgs and replicas: sharding, refresh phases, shared OAuth tokens.
@@ -30,6 +32,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod month;
 pub mod refresher;
+pub mod remainder;
 pub mod server;
 pub mod simulator;
 pub mod snapshot;
@@ -111,11 +114,16 @@ pub async fn run(
 }
 
 /// Starts the built-in simulator on a loopback port and rewrites `config` to export its
-/// orgs with its demo credentials. Returns the simulator's address.
+/// orgs that `shard` owns (`--shard.count`/`--shard.index` split the demo's orgs as they
+/// split real ones), with its demo credentials. Returns the simulator's address.
 ///
 /// # Errors
 /// When no loopback port can be bound.
-pub async fn start_demo(config: &mut Config, months: u32) -> std::io::Result<std::net::SocketAddr> {
+pub async fn start_demo(
+    config: &mut Config,
+    months: u32,
+    shard: &fleet::Shard,
+) -> std::io::Result<std::net::SocketAddr> {
     let sim = simulator::Simulator::new(simulator::SimConfig::default());
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -126,6 +134,7 @@ pub async fn start_demo(config: &mut Config, months: u32) -> std::io::Result<std
     config.orgs = dataset
         .orgs
         .iter()
+        .filter(|o| shard.owns(&o.id))
         .map(|o| config::OrgConfig {
             id: o.id.clone(),
             credentials: Credentials::ServiceAccount {

@@ -75,7 +75,10 @@ async fn main() -> ExitCode {
         }
     };
     if demo {
-        match atlas_cost_exporter::start_demo(&mut config, flags.months).await {
+        // Validated with the rest of the configuration above.
+        let shard = atlas_cost_exporter::fleet::Shard::new(flags.shard_count, flags.shard_index)
+            .unwrap_or_default();
+        match atlas_cost_exporter::start_demo(&mut config, flags.months, &shard).await {
             Ok(addr) => {
                 tracing::info!(simulator = %addr, "demo mode: exporting the built-in Atlas simulator")
             }

@@ -5,7 +5,7 @@
 //! kept in a per-month cache (moka, 24 h time-to-live) and only the current and previous
 //! months are read on every refresh. Each query still costs at most one create per refresh.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,14 +14,15 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::atlas::result::UsageRow;
-use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, Project, Reason};
+use crate::atlas::result::{ParsedResult, UsageRow};
+use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, Reason};
 use crate::budget::Budget;
-use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
+use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec, is_atlas_id};
 use crate::controls::{Level, SeriesKey};
 use crate::exposition::{CostSeries, EncodedCosts, encode_costs};
 use crate::metrics::{QueryLabels, SelfMetrics};
 use crate::month::{Month, day_of_month};
+use crate::remainder::{Rollup, clusters_remainder, projects_remainder};
 use crate::snapshot::{QueryStatus, Snapshot, SnapshotCell};
 
 /// How long a closed month stays cached before it is read again.
@@ -37,10 +38,36 @@ type MonthSeries = Arc<Vec<(SeriesKey, i64)>>;
 struct MonthKey {
     org_id: String,
     query: String,
-    /// Hash of everything that shapes the answer besides the dates (grouping and filters,
-    /// discovered ids included): a change reads the closed months again.
+    /// Hash of the query's configuration (grouping, filters, controls): a change reads the
+    /// closed months again.
     shape: u64,
     month: Month,
+}
+
+/// A cached closed month and the ids its query filtered on.
+#[derive(Clone)]
+struct ClosedMonth {
+    /// Project and cluster ids sent, sorted: the month is good for any query whose ids are
+    /// among them, and is never replaced by one that covers fewer.
+    ids: Arc<Vec<String>>,
+    series: MonthSeries,
+}
+
+/// Whether every id of `ids` is in `sorted`.
+fn covers(sorted: &[String], ids: &[String]) -> bool {
+    ids.iter().all(|id| sorted.binary_search(id).is_ok())
+}
+
+/// Ids seen for one org, in a listing or in a result row. Deleted clusters and projects are
+/// billed in the months before their deletion, but no listing returns them: an id seen once
+/// stays in the queries' filters for as long as the process runs (nothing is kept across
+/// restarts; their spend then shows in the `(unattributed)` remainder).
+#[derive(Default)]
+struct KnownIds {
+    /// Project id -> name.
+    projects: BTreeMap<String, String>,
+    /// Cluster id -> (name, project id).
+    clusters: BTreeMap<String, (String, Option<String>)>,
 }
 
 struct OrgWorker {
@@ -51,29 +78,72 @@ struct OrgWorker {
     forbidden_reported: AtomicBool,
     /// Queries whose series limit was already reported in the log (once each).
     shed_reported: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Queries whose rows lacked their grouped dimension, already logged (once each).
+    dimension_reported: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Every project and cluster id seen (std Mutex: short sections, no await inside).
+    known: std::sync::Mutex<KnownIds>,
+    /// Each query's part in making the queries add up ([`crate::remainder`]).
+    roles: Vec<Role>,
 }
 
-/// What discovery found for one org during one refresh.
+/// What a query contributes to the remainders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// The org's total by service: ungrouped, unfiltered.
+    Total,
+    /// Grouped by discovered projects, unfiltered: gets a remainder.
+    Projects,
+    /// Grouped by discovered clusters, unfiltered: gets a remainder.
+    Clusters,
+    /// Anything else: no remainder (its filters make it a part of the total by design).
+    None,
+}
+
+impl Role {
+    fn of(spec: &QuerySpec) -> Role {
+        let unfiltered =
+            spec.projects.is_empty() && spec.clusters.is_empty() && spec.services.is_empty();
+        match spec.group_by {
+            _ if !unfiltered => Role::None,
+            GroupBy::Ungrouped => Role::Total,
+            GroupBy::Projects => Role::Projects,
+            GroupBy::Clusters => Role::Clusters,
+            GroupBy::Organizations | GroupBy::Services => Role::None,
+        }
+    }
+}
+
+/// What discovery found for one org during one refresh, with every id seen before.
 #[derive(Default)]
 struct Discovery {
-    projects: Vec<Project>,
-    /// Cluster id -> (cluster, project id).
-    clusters: Vec<(Cluster, String)>,
+    /// Project ids to query, sorted.
+    project_ids: Vec<String>,
+    /// Cluster ids (regular and Flex) to query, sorted.
+    cluster_ids: Vec<String>,
     project_names: HashMap<String, String>,
-    cluster_info: HashMap<String, (String, String)>,
-    /// Why project or cluster ids are missing, when they are.
-    failed: Option<(Reason, String)>,
+    /// Cluster id -> (name, project id).
+    cluster_info: HashMap<String, (String, Option<String>)>,
+    /// Why the project ids are missing, when they are.
+    projects_failed: Option<(Reason, String)>,
+    /// Why some cluster ids are missing, when they are: fails the queries grouped by
+    /// clusters only.
+    clusters_failed: Option<(Reason, String)>,
 }
 
 /// The data of a query from its last successful refresh.
 struct Slot {
     status: QueryStatus,
     series: Arc<Vec<CostSeries>>,
+    /// The query's data summed for the remainders.
+    rollup: Option<Arc<Rollup>>,
+    /// Its `(unattributed)` series, derived anew at each publication of its org.
+    remainder: Arc<Vec<CostSeries>>,
 }
 
 /// A successful query refresh.
 struct QueryData {
     series: Vec<CostSeries>,
+    rollup: Rollup,
     invalid_rows: u64,
     /// Series folded into `(other)` by the query's series limit.
     shed: u64,
@@ -90,7 +160,7 @@ pub struct Refresher {
     query_timeout: Duration,
     request_timeout: Duration,
     semaphore: Semaphore,
-    closed_months: moka::sync::Cache<MonthKey, MonthSeries>,
+    closed_months: moka::sync::Cache<MonthKey, ClosedMonth>,
     refresh_help: String,
     budgets: Vec<Budget>,
 }
@@ -172,6 +242,8 @@ impl Refresher {
                 slots.push(Slot {
                     status: QueryStatus::pending(&q.name, &org.id),
                     series: Arc::new(Vec::new()),
+                    rollup: None,
+                    remainder: Arc::new(Vec::new()),
                 });
             }
             orgs.push(OrgWorker {
@@ -180,6 +252,9 @@ impl Refresher {
                 client,
                 forbidden_reported: AtomicBool::new(false),
                 shed_reported: std::sync::Mutex::default(),
+                dimension_reported: std::sync::Mutex::default(),
+                known: std::sync::Mutex::default(),
+                roles: org.queries.iter().map(Role::of).collect(),
             });
         }
         let refresh_help = human_interval(config.refresh_interval);
@@ -262,7 +337,19 @@ impl Refresher {
     async fn refresh_and_publish(&self, org: &OrgWorker) {
         let now = (self.clock)();
         let started = std::time::Instant::now();
-        let outcomes = self.refresh_org(org, now).await;
+        // The months each query held data for: a result that is empty where data was is
+        // not believed.
+        let held: Vec<BTreeSet<Month>> = {
+            let published = self
+                .published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            published.slots[org.slots.clone()]
+                .iter()
+                .map(|s| s.series.iter().map(|c| c.month).collect())
+                .collect()
+        };
+        let outcomes = self.refresh_org(org, now, &held).await;
         let finished = (self.clock)();
         // std Mutex: held to update the slots and build the snapshot, never across an await.
         let mut published = self
@@ -284,6 +371,7 @@ impl Refresher {
                     self.metrics
                         .set_series_shed(&status.query, &status.org_id, data.shed);
                     slot.series = Arc::new(data.series);
+                    slot.rollup = Some(Arc::new(data.rollup));
                 }
                 Err((reason, message)) => {
                     status.up = false;
@@ -293,6 +381,7 @@ impl Refresher {
                 }
             }
         }
+        attach_remainders(&org.config.id, &org.roles, slots);
         let up = slots.iter().filter(|s| s.status.up).count();
         published.generation += 1;
         self.publish(&published);
@@ -312,7 +401,7 @@ impl Refresher {
         let all: Vec<&CostSeries> = published
             .slots
             .iter()
-            .flat_map(|s| s.series.iter())
+            .flat_map(|s| s.series.iter().chain(s.remainder.iter()))
             .collect();
         let mut text = String::new();
         let usage_series = encode_costs(&mut text, &all, current, &self.refresh_help);
@@ -338,6 +427,7 @@ impl Refresher {
         &self,
         org: &OrgWorker,
         now: SystemTime,
+        held: &[BTreeSet<Month>],
     ) -> Vec<Result<QueryData, (Reason, String)>> {
         let needs_projects = org.config.queries.iter().any(QuerySpec::needs_discovery);
         let needs_clusters = org
@@ -354,7 +444,8 @@ impl Refresher {
             org.config
                 .queries
                 .iter()
-                .map(|spec| self.refresh_query(org, spec, &discovery, now)),
+                .zip(held)
+                .map(|(spec, held)| self.refresh_query(org, spec, &discovery, now, held)),
         )
         .await
     }
@@ -388,8 +479,8 @@ impl Refresher {
             .bounded(org, deadline, org.client.projects(deadline))
             .await;
         drop(permit);
-        match projects {
-            Ok(p) => d.projects = p,
+        let projects = match projects {
+            Ok(p) => p,
             Err(e) => {
                 if e.reason() == Reason::Forbidden {
                     self.report_forbidden(org, Endpoint::Projects, &e);
@@ -399,53 +490,104 @@ impl Refresher {
                 } else {
                     ""
                 };
-                d.failed = Some((e.reason(), format!("discovering projects: {e}{hint}")));
+                d.projects_failed = Some((e.reason(), format!("discovering projects: {e}{hint}")));
+                d.clusters_failed.clone_from(&d.projects_failed);
                 return d;
             }
-        }
-        d.project_names = d
-            .projects
-            .iter()
-            .map(|p| (p.id.clone(), p.name.clone()))
-            .collect();
-        if !with_clusters {
-            return d;
-        }
-        let limit = Semaphore::new(DISCOVERY_CONCURRENCY);
-        let listings = futures_util::future::join_all(d.projects.iter().map(|p| {
-            let limit = &limit;
-            async move {
-                let _permit = limit.acquire().await.ok();
-                let _global = self.semaphore.acquire().await.ok();
-                let listing = self
-                    .bounded(org, deadline, org.client.clusters(&p.id, deadline))
-                    .await;
-                (p.id.clone(), listing)
-            }
-        }))
-        .await;
-        for (project_id, listing) in listings {
-            match listing {
-                Ok(clusters) => d
-                    .clusters
-                    .extend(clusters.into_iter().map(|c| (c, project_id.clone()))),
-                Err(e) => {
-                    if e.reason() == Reason::Forbidden {
-                        self.report_forbidden(org, Endpoint::Clusters, &e);
+        };
+        let mut clusters: Vec<(Cluster, String)> = Vec::new();
+        if with_clusters {
+            let limit = Semaphore::new(DISCOVERY_CONCURRENCY);
+            // Regular and Flex clusters: since January 2026 each has its own listing.
+            let listings = futures_util::future::join_all(projects.iter().flat_map(|p| {
+                [Endpoint::Clusters, Endpoint::FlexClusters].map(|endpoint| {
+                    let limit = &limit;
+                    async move {
+                        let _permit = limit.acquire().await.ok();
+                        let _global = self.semaphore.acquire().await.ok();
+                        let listing = match endpoint {
+                            Endpoint::FlexClusters => {
+                                self.bounded(
+                                    org,
+                                    deadline,
+                                    org.client.flex_clusters(&p.id, deadline),
+                                )
+                                .await
+                            }
+                            _ => {
+                                self.bounded(org, deadline, org.client.clusters(&p.id, deadline))
+                                    .await
+                            }
+                        };
+                        (endpoint, p.id.clone(), listing)
                     }
-                    d.failed = Some((
-                        e.reason(),
-                        format!("discovering the clusters of project {project_id}: {e}"),
-                    ));
+                })
+            }))
+            .await;
+            for (endpoint, project_id, listing) in listings {
+                match listing {
+                    Ok(found) => {
+                        clusters.extend(found.into_iter().map(|c| (c, project_id.clone())))
+                    }
+                    Err(e) => {
+                        if e.reason() == Reason::Forbidden {
+                            self.report_forbidden(org, endpoint, &e);
+                        }
+                        d.clusters_failed = Some((
+                            e.reason(),
+                            format!("discovering the {endpoint} of project {project_id}: {e}"),
+                        ));
+                    }
                 }
             }
         }
-        d.cluster_info = d
-            .clusters
-            .iter()
-            .map(|(c, p)| (c.id.clone(), (c.name.clone(), p.clone())))
-            .collect();
+        // Listed now, plus every id seen before: deleted clusters and projects keep the
+        // history they were billed for.
+        let mut known = org
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in projects {
+            known.projects.insert(p.id, p.name);
+        }
+        for (c, project_id) in clusters {
+            known.clusters.insert(c.id, (c.name, Some(project_id)));
+        }
+        d.project_ids = known.projects.keys().cloned().collect();
+        d.project_names = known.projects.clone().into_iter().collect();
+        if with_clusters {
+            d.cluster_ids = known.clusters.keys().cloned().collect();
+            d.cluster_info = known.clusters.clone().into_iter().collect();
+        }
         d
+    }
+
+    /// Remembers the project and cluster ids that result rows name.
+    fn learn_ids(org: &OrgWorker, rows: &[UsageRow]) {
+        let mut known = org
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for row in rows {
+            if let Some(p) = row.project_id.as_deref().filter(|p| is_atlas_id(p))
+                && !known.projects.contains_key(p)
+            {
+                known
+                    .projects
+                    .insert(p.to_owned(), row.project_name.clone().unwrap_or_default());
+            }
+            if let Some(c) = row.cluster_id.as_deref().filter(|c| is_atlas_id(c))
+                && !known.clusters.contains_key(c)
+            {
+                known.clusters.insert(
+                    c.to_owned(),
+                    (
+                        row.cluster_name.clone().unwrap_or_default(),
+                        row.project_id.clone().filter(|p| is_atlas_id(p)),
+                    ),
+                );
+            }
+        }
     }
 
     /// Runs a client call under its deadline. The client keeps to the deadline itself, but a
@@ -481,11 +623,12 @@ impl Refresher {
         spec: &QuerySpec,
         discovery: &Discovery,
         now: SystemTime,
+        held: &BTreeSet<Month>,
     ) -> Result<QueryData, (Reason, String)> {
         // The semaphore is never closed, so acquire only fails if it were; then run unbounded.
         let _permit = self.semaphore.acquire().await.ok();
         let started = std::time::Instant::now();
-        let result = self.run_query(org, spec, discovery, now).await;
+        let result = self.run_query(org, spec, discovery, now, held).await;
         self.metrics
             .refresh_duration
             .get_or_create(&QueryLabels {
@@ -505,52 +648,45 @@ impl Refresher {
         spec: &QuerySpec,
         discovery: &Discovery,
         now: SystemTime,
+        held: &BTreeSet<Month>,
     ) -> Result<QueryData, (Reason, String)> {
         let (projects, clusters): (Vec<String>, Vec<String>) = match spec.group_by {
             GroupBy::Projects if spec.projects.is_empty() => {
-                if let Some(f) = &discovery.failed {
+                if let Some(f) = &discovery.projects_failed {
                     return Err(f.clone());
                 }
-                (
-                    discovery.projects.iter().map(|p| p.id.clone()).collect(),
-                    spec.clusters.clone(),
-                )
+                (discovery.project_ids.clone(), spec.clusters.clone())
             }
             GroupBy::Clusters if spec.clusters.is_empty() => {
-                if let Some(f) = &discovery.failed {
+                if let Some(f) = &discovery.clusters_failed {
                     return Err(f.clone());
                 }
-                (
-                    spec.projects.clone(),
-                    discovery
-                        .clusters
-                        .iter()
-                        .map(|(c, _)| c.id.clone())
-                        .collect(),
-                )
+                (spec.projects.clone(), discovery.cluster_ids.clone())
             }
             _ => (spec.projects.clone(), spec.clusters.clone()),
         };
+        let current = Month::containing(now);
+        let start = current.plus(-i64::from(spec.months.max(1) - 1));
         let needs_ids = match spec.group_by {
             GroupBy::Projects => projects.is_empty(),
             GroupBy::Clusters => clusters.is_empty(),
             _ => false,
         };
         if needs_ids {
-            // An org with no projects (or clusters) has nothing to group: an empty, honest result.
+            // An org with no projects (or clusters) has nothing to group: an empty, honest
+            // result (its remainder holds the org's spend).
             return Ok(QueryData {
                 series: Vec::new(),
+                rollup: Rollup::new(start, current, std::iter::empty()),
                 invalid_rows: 0,
                 shed: 0,
             });
         }
 
-        let current = Month::containing(now);
-        let start = current.plus(-i64::from(spec.months.max(1) - 1));
         let hot_from = start.max(current.plus(-1));
         let shape = {
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            (spec, &projects, &clusters).hash(&mut h);
+            spec.hash(&mut h);
             h.finish()
         };
         let key = |month: Month| MonthKey {
@@ -559,14 +695,21 @@ impl Refresher {
             shape,
             month,
         };
-        // Closed months already cached are not read again; the query starts at the first
-        // closed month that is missing, or at the previous month.
+        let mut ids: Vec<String> = projects.iter().chain(&clusters).cloned().collect();
+        ids.sort_unstable();
+        let ids = Arc::new(ids);
+        // Closed months already cached for these ids are not read again; the query starts at
+        // the first closed month that is missing, or at the previous month.
         let mut cached: BTreeMap<Month, MonthSeries> = BTreeMap::new();
         let mut fetch_from = start;
         while fetch_from < hot_from {
-            match self.closed_months.get(&key(fetch_from)) {
-                Some(series) => {
-                    cached.insert(fetch_from, series);
+            match self
+                .closed_months
+                .get(&key(fetch_from))
+                .filter(|c| covers(&c.ids, &ids))
+            {
+                Some(c) => {
+                    cached.insert(fetch_from, c.series);
                     fetch_from = fetch_from.plus(1);
                 }
                 None => break,
@@ -604,6 +747,19 @@ impl Refresher {
             );
         }
 
+        if parsed.rows.is_empty() && parsed.invalid_rows > 0 {
+            return Err((
+                Reason::Decode,
+                format!(
+                    "every one of the {} result rows is invalid ({}); keeping the last good data",
+                    parsed.invalid_rows,
+                    parsed.first_invalid.as_deref().unwrap_or("")
+                ),
+            ));
+        }
+        self.check_dimension(org, spec, &parsed)?;
+        Self::learn_ids(org, &parsed.rows);
+
         let mut fetched: BTreeMap<Month, BTreeMap<SeriesKey, i64>> = BTreeMap::new();
         let mut outside = 0u64;
         for row in &parsed.rows {
@@ -622,6 +778,23 @@ impl Refresher {
         if outside > 0 {
             tracing::debug!(org_id = %org.config.id, query = %spec.name, rows = outside, "ignored rows dated outside the requested months");
         }
+        // Emptiness is not success: a month that held data and now has no row at all is an
+        // answer that lost its rows, not spend that vanished.
+        let emptied: Vec<String> = held
+            .range(fetch_from..=current)
+            .filter(|m| !fetched.contains_key(m))
+            .map(ToString::to_string)
+            .collect();
+        if !emptied.is_empty() {
+            return Err((
+                Reason::Decode,
+                format!(
+                    "the result has no rows for {}, which held data before; keeping the last \
+                     good data",
+                    emptied.join(", ")
+                ),
+            ));
+        }
         let grouped = Level::grouped(spec.group_by);
         let mut by_month: BTreeMap<Month, MonthSeries> = cached;
         let mut m = fetch_from;
@@ -633,37 +806,63 @@ impl Refresher {
                     .unwrap_or_default(),
             );
             if m < hot_from {
-                self.closed_months.insert(key(m), series.clone());
+                // Never replace a cached month by one that covers fewer ids.
+                let k = key(m);
+                if self
+                    .closed_months
+                    .get(&k)
+                    .is_none_or(|old| covers(&ids, &old.ids))
+                {
+                    self.closed_months.insert(
+                        k,
+                        ClosedMonth {
+                            ids: ids.clone(),
+                            series: series.clone(),
+                        },
+                    );
+                }
             }
             by_month.insert(m, series);
             m = m.plus(1);
         }
         let mut shed = 0;
-        let mut series: Vec<CostSeries> = if spec.controls.max_series().is_some() {
-            let mut all: BTreeMap<(Month, SeriesKey), i64> = by_month
-                .iter()
-                .flat_map(|(month, s)| s.iter().map(|(k, v)| ((*month, k.clone()), *v)))
-                .collect();
-            shed = spec.controls.limit(grouped, &mut all);
-            all.into_iter()
-                .map(|((month, key), micros)| CostSeries {
-                    labels: key.render(&spec.name),
-                    month,
-                    micros,
-                })
-                .collect()
-        } else {
-            by_month
-                .iter()
-                .flat_map(|(month, s)| {
-                    s.iter().map(|(key, micros)| CostSeries {
+        let (mut series, rollup): (Vec<CostSeries>, Rollup) =
+            if spec.controls.max_series().is_some() {
+                let mut all: BTreeMap<(Month, SeriesKey), i64> = by_month
+                    .iter()
+                    .flat_map(|(month, s)| s.iter().map(|(k, v)| ((*month, k.clone()), *v)))
+                    .collect();
+                shed = spec.controls.limit(grouped, &mut all);
+                let rollup = Rollup::new(start, current, all.iter().map(|((m, k), v)| (*m, k, *v)));
+                let series = all
+                    .into_iter()
+                    .map(|((month, key), micros)| CostSeries {
                         labels: key.render(&spec.name),
-                        month: *month,
-                        micros: *micros,
+                        month,
+                        micros,
                     })
-                })
-                .collect()
-        };
+                    .collect();
+                (series, rollup)
+            } else {
+                let rollup = Rollup::new(
+                    start,
+                    current,
+                    by_month
+                        .iter()
+                        .flat_map(|(m, s)| s.iter().map(move |(k, v)| (*m, k, *v))),
+                );
+                let series = by_month
+                    .iter()
+                    .flat_map(|(month, s)| {
+                        s.iter().map(|(key, micros)| CostSeries {
+                            labels: key.render(&spec.name),
+                            month: *month,
+                            micros: *micros,
+                        })
+                    })
+                    .collect();
+                (series, rollup)
+            };
         if shed > 0 {
             let first = org
                 .shed_reported
@@ -695,9 +894,108 @@ impl Refresher {
         });
         Ok(QueryData {
             series,
+            rollup,
             invalid_rows: parsed.invalid_rows,
             shed,
         })
+    }
+
+    /// A grouped query whose rows lack the dimension it groups by is a decode problem: the
+    /// spec does not name the project and cluster keys, so an answer that spells them in a
+    /// way the parser does not know must not pass as data without its labels.
+    fn check_dimension(
+        &self,
+        org: &OrgWorker,
+        spec: &QuerySpec,
+        parsed: &ParsedResult,
+    ) -> Result<(), (Reason, String)> {
+        let missing = parsed
+            .rows
+            .iter()
+            .filter(|r| !has_dimension(spec.group_by, r))
+            .count();
+        // Partial matches may legitimately lack the dimension (org-wide charges), but not
+        // every row of them.
+        if missing == 0 || (spec.include_partial_matches && missing < parsed.rows.len()) {
+            return Ok(());
+        }
+        let unknown = parsed
+            .unknown_keys
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let first = org
+            .dimension_reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(spec.name.clone());
+        if first {
+            tracing::warn!(
+                org_id = %org.config.id,
+                query = %spec.name,
+                group_by = spec.group_by.as_str(),
+                rows = missing,
+                unknown_keys = %unknown,
+                "result rows lack the dimension the query groups by; the unknown keys may be \
+                 its spelling (logged once)"
+            );
+        }
+        Err((
+            Reason::Decode,
+            format!(
+                "{missing} of {} result rows lack the {} the query groups by (unknown keys: {})",
+                parsed.rows.len(),
+                dimension_name(spec.group_by),
+                if unknown.is_empty() { "none" } else { &unknown }
+            ),
+        ))
+    }
+}
+
+/// Whether a row carries the dimension a query groups by (its id or its name).
+fn has_dimension(group_by: GroupBy, row: &UsageRow) -> bool {
+    match group_by {
+        GroupBy::Projects => row.project_id.is_some() || row.project_name.is_some(),
+        GroupBy::Clusters => row.cluster_id.is_some() || row.cluster_name.is_some(),
+        GroupBy::Ungrouped | GroupBy::Services => row.service.is_some(),
+        GroupBy::Organizations => true,
+    }
+}
+
+fn dimension_name(group_by: GroupBy) -> &'static str {
+    match group_by {
+        GroupBy::Projects => "project (id or name)",
+        GroupBy::Clusters => "cluster (id or name)",
+        GroupBy::Ungrouped | GroupBy::Services => "service",
+        GroupBy::Organizations => "organization",
+    }
+}
+
+/// Derives the remainder series of an org's queries from their last good data: the
+/// `projects` and `clusters` queries against the total (see [`crate::remainder`]).
+fn attach_remainders(org_id: &str, roles: &[Role], slots: &mut [Slot]) {
+    let rollup_of = |role: Role| {
+        roles
+            .iter()
+            .zip(slots.iter())
+            .find(|(r, s)| **r == role && s.rollup.is_some())
+            .and_then(|(_, s)| s.rollup.clone())
+    };
+    let total = rollup_of(Role::Total);
+    let projects = rollup_of(Role::Projects);
+    for (role, slot) in roles.iter().zip(slots.iter_mut()) {
+        let (Some(total), Some(own)) = (&total, &slot.rollup) else {
+            continue;
+        };
+        let remainder = match role {
+            Role::Projects => projects_remainder(org_id, &slot.status.query, total, own),
+            Role::Clusters => {
+                clusters_remainder(org_id, &slot.status.query, total, projects.as_deref(), own)
+            }
+            Role::Total | Role::None => continue,
+        };
+        slot.remainder = Arc::new(remainder);
     }
 }
 
@@ -708,7 +1006,7 @@ fn series_labels(org_id: &str, row: &UsageRow, d: &Discovery) -> SeriesKey {
     let project_id = row
         .project_id
         .as_deref()
-        .or(cluster.map(|(_, p)| p.as_str()));
+        .or(cluster.and_then(|(_, p)| p.as_deref()));
     let project_name = row
         .project_name
         .as_deref()

@@ -43,9 +43,22 @@ pub struct ParsedResult {
     pub invalid_rows: u64,
     /// Why the first skipped row was skipped.
     pub first_invalid: Option<String>,
+    /// Keys of JSON rows (or CSV columns) the parser does not know, at most
+    /// [`MAX_UNKNOWN_KEYS`] of them: when a grouped dimension is missing, they are the first
+    /// place to look (the spec does not name the project and cluster keys).
+    pub unknown_keys: std::collections::BTreeSet<String>,
 }
 
+/// Unknown keys kept per result, so a hostile answer cannot grow the set without bound.
+pub const MAX_UNKNOWN_KEYS: usize = 16;
+
 impl ParsedResult {
+    fn unknown_key(&mut self, key: &str) {
+        if self.unknown_keys.len() < MAX_UNKNOWN_KEYS && !self.unknown_keys.contains(key) {
+            self.unknown_keys.insert(key.chars().take(64).collect());
+        }
+    }
+
     fn invalid(&mut self, why: String) {
         self.invalid_rows += 1;
         if self.first_invalid.is_none() {
@@ -282,7 +295,10 @@ impl<'de> Visitor<'de> for RowsSeed {
             out.rows.reserve(n);
         }
         let mut index = 0usize;
-        while let Some(raw) = seq.next_element::<RawRow>()? {
+        while let Some(mut raw) = seq.next_element::<RawRow>()? {
+            for key in std::mem::take(&mut raw.unknown_keys) {
+                out.unknown_key(&key);
+            }
             match raw.into_row() {
                 Ok(row) => out.rows.push(row),
                 Err(why) => out.invalid(format!("usageDetails[{index}]: {why}")),
@@ -389,6 +405,8 @@ struct RawRow {
     usage_date: Option<String>,
     billed_date: Option<String>,
     amount: Option<Lenient>,
+    /// Keys this parser does not read (a few; the rest are not kept).
+    unknown_keys: Vec<String>,
 }
 
 fn non_empty(s: Option<String>) -> Option<String> {
@@ -470,7 +488,14 @@ impl<'de> Visitor<'de> for RawRowVisitor {
                 "usageDate" => row.usage_date = text(map.next_value()?),
                 "billedDate" => row.billed_date = text(map.next_value()?),
                 "usageAmount" => row.amount = Some(map.next_value()?),
-                _ => {
+                // Known fields the exporter has no use for.
+                "invoiceId" => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                other => {
+                    if row.unknown_keys.len() < MAX_UNKNOWN_KEYS {
+                        row.unknown_keys.push(other.to_owned());
+                    }
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -545,8 +570,18 @@ fn column_of(header: &[u8]) -> Option<Column> {
     })
 }
 
+/// Columns the exporter knows and does not read.
+fn column_of_known_unused(header: &[u8]) -> Option<()> {
+    let key: String = String::from_utf8_lossy(header)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    (key == "invoiceid").then_some(())
+}
+
 /// Parses a CSV result: skips any preamble before the header row (the first row with a
-/// "Usage Amount" column), matches columns by meaning, and tolerates a BOM, CRLF, stray
+/// "Usage Amount" and a date column), matches columns by meaning, and tolerates a BOM, CRLF, stray
 /// spaces and short or long rows.
 ///
 /// # Errors
@@ -570,8 +605,16 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedResult, DecodeError> {
         }
         line += 1;
         let Some(cols) = &columns else {
+            // The header row: an amount column and a date column. A line that merely holds
+            // the words "Usage Amount" (the spec's garbled example is such a line) is not one.
             let candidate: Vec<Option<Column>> = record.iter().map(column_of).collect();
-            if candidate.contains(&Some(Column::Amount)) {
+            let has = |c: Column| candidate.contains(&Some(c));
+            if has(Column::Amount) && (has(Column::UsageDate) || has(Column::BilledDate)) {
+                for (cell, col) in record.iter().zip(&candidate) {
+                    if col.is_none() && !cell.is_empty() && column_of_known_unused(cell).is_none() {
+                        out.unknown_key(&String::from_utf8_lossy(cell));
+                    }
+                }
                 columns = Some(candidate);
             }
             continue;
@@ -623,7 +666,7 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedResult, DecodeError> {
     }
     if columns.is_none() {
         return Err(DecodeError(format!(
-            "CSV result has no header row with a Usage Amount column: {}",
+            "CSV result has no header row with a Usage Amount and a date column: {}",
             snippet(body)
         )));
     }
@@ -752,6 +795,34 @@ mod tests {
         assert_eq!(row.amount_micros, 1_234_560_000);
         assert_eq!(row.month.to_string(), "2026-10");
         assert_eq!(r.invalid_rows, 1);
+    }
+
+    /// The spec's CSV example (labels and values on alternate cells, `Billed Date` holding an
+    /// id) is not a result: an error, never success with zero rows.
+    #[test]
+    fn the_specs_garbled_csv_example_is_an_error() {
+        // The same shape as the spec's example, with values of our own.
+        let body = "Billed Date,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nInvoice Id,\"October 1, 2026 - November 1, 2026\",\n\nOrganization Name,ACME,\n\nOrganization ID,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nProject Name,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nProject Id,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nCluster Name,prod\n\nCluster Unique Id,5f1b2c3d4e5f6a7b8c9d0e1f\n\nUsage Amount, 42.10\n";
+        let e = parse_csv(body.as_bytes()).expect_err("not a result");
+        assert!(e.0.contains("no header row"), "{e}");
+    }
+
+    /// Keys the parser does not know are collected (a few, for the log), so a result whose
+    /// dimension is spelled otherwise can be reported.
+    #[test]
+    fn unknown_row_keys_are_collected() {
+        let body = r#"{"usageDetails":[{"grp":"x","clstr":"y","usageAmount":1,"usageDate":"2026-10-01","invoiceId":"i"}]}"#;
+        let r = ready(parse_body(body.as_bytes(), false));
+        assert_eq!(
+            r.unknown_keys.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["clstr", "grp"]
+        );
+        let many: String = (0..100)
+            .map(|i| format!(r#""k{i}":1,"#))
+            .collect();
+        let body = format!(r#"{{"usageDetails":[{{{many}"usageAmount":1,"usageDate":"2026-10-01"}}]}}"#);
+        let r = ready(parse_body(body.as_bytes(), false));
+        assert_eq!(r.unknown_keys.len(), MAX_UNKNOWN_KEYS);
     }
 
     /// A CSV whose columns are partly missing still yields what it has; one without an

@@ -1,0 +1,396 @@
+//! The remainder series: what makes every default query add up to the org's total, exactly.
+//!
+//! The `projects` query holds only spend that Atlas attributes to a listed project, and the
+//! `clusters` query only spend of a listed cluster. Org-level charges (support, credits),
+//! project-level charges (App Services, Charts, ...) and the spend of clusters and projects
+//! that no listing knows any more would otherwise vanish from them. So, per org, month and
+//! service, each of the two queries gains an explicit remainder:
+//!
+//! - `projects`: `project_name="(unattributed)"` (no `project_id`): the `services` total
+//!   minus every series of the `projects` query;
+//! - `clusters`: per project of the `projects` query, `cluster_name="(unattributed)"` under
+//!   that project's labels (its project-level spend and its clusters no listing knows), and
+//!   `project_name="(unattributed)", cluster_name="(unattributed)"` for the rest.
+//!
+//! Summing any one query over a month then gives the `services` total of that month, to the
+//! micro-dollar, whatever cardinality controls folded. Remainders are derived from the last
+//! good data of the queries when an org's refresh is published; they are never cached. A
+//! remainder of exactly zero is left out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::controls::SeriesKey;
+use crate::exposition::CostSeries;
+use crate::month::Month;
+
+/// The name label value of a remainder series.
+pub const UNATTRIBUTED: &str = "(unattributed)";
+
+/// Indexes into [`SeriesKey`] (see [`crate::controls::LABELS`]).
+const ORG_NAME: usize = 1;
+const PROJECT_ID: usize = 2;
+const PROJECT_NAME: usize = 3;
+const SERVICE: usize = 6;
+
+/// (month, project id, service) -> micro-dollars.
+type Sums = BTreeMap<(Month, Option<Box<str>>, Option<Box<str>>), i64>;
+
+/// A query's data summed by month, project and service: all a remainder needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rollup {
+    /// Months the query covers, first and last included.
+    pub months: Option<(Month, Month)>,
+    sums: Sums,
+    project_names: HashMap<Box<str>, Box<str>>,
+    org_name: Option<Box<str>>,
+}
+
+impl Rollup {
+    /// Sums `series` (month, labels, micro-dollars) of a query that covered `first..=last`.
+    pub fn new<'a>(
+        first: Month,
+        last: Month,
+        series: impl IntoIterator<Item = (Month, &'a SeriesKey, i64)>,
+    ) -> Rollup {
+        let mut r = Rollup {
+            months: Some((first, last)),
+            ..Rollup::default()
+        };
+        for (month, key, micros) in series {
+            let project = key.0[PROJECT_ID].clone();
+            if let (Some(id), Some(name)) = (&project, &key.0[PROJECT_NAME]) {
+                r.project_names
+                    .entry(id.clone())
+                    .or_insert_with(|| name.clone());
+            }
+            if r.org_name.is_none() {
+                r.org_name.clone_from(&key.0[ORG_NAME]);
+            }
+            let sum = r
+                .sums
+                .entry((month, project, key.0[SERVICE].clone()))
+                .or_insert(0);
+            *sum = sum.saturating_add(micros);
+        }
+        r
+    }
+
+    fn covers(&self, month: Month) -> bool {
+        self.months
+            .is_some_and(|(first, last)| first <= month && month <= last)
+    }
+
+    /// (service -> sum) of one month over every project, or over the projects `keep` says.
+    fn by_service(
+        &self,
+        month: Month,
+        keep: impl Fn(Option<&str>) -> bool,
+    ) -> BTreeMap<Option<Box<str>>, i64> {
+        let mut out: BTreeMap<Option<Box<str>>, i64> = BTreeMap::new();
+        for ((_, project, service), v) in self.month_range(month) {
+            if keep(project.as_deref()) {
+                let sum = out.entry(service.clone()).or_insert(0);
+                *sum = sum.saturating_add(*v);
+            }
+        }
+        out
+    }
+
+    fn month_range(
+        &self,
+        month: Month,
+    ) -> impl Iterator<Item = (&(Month, Option<Box<str>>, Option<Box<str>>), &i64)> {
+        self.sums
+            .range((month, None, None)..)
+            .take_while(move |((m, _, _), _)| *m == month)
+    }
+
+    /// (project id, service) -> sum for one month, projects with an id only.
+    fn by_project(&self, month: Month) -> BTreeMap<(Box<str>, Option<Box<str>>), i64> {
+        self.month_range(month)
+            .filter_map(|((_, p, s), v)| p.clone().map(|p| ((p, s.clone()), *v)))
+            .collect()
+    }
+}
+
+/// The remainder series of a `projects` query: per month and service, the org total minus
+/// what the query holds.
+pub fn projects_remainder(
+    org_id: &str,
+    query: &str,
+    total: &Rollup,
+    projects: &Rollup,
+) -> Vec<CostSeries> {
+    let mut out = Vec::new();
+    for month in months(projects).filter(|m| total.covers(*m)) {
+        let t = total.by_service(month, |_| true);
+        let p = projects.by_service(month, |_| true);
+        for service in keys(&t, &p) {
+            let rest = get(&t, service).saturating_sub(get(&p, service));
+            push(
+                &mut out,
+                query,
+                month,
+                rest,
+                [
+                    Some(org_id),
+                    org_name(total, projects),
+                    None,
+                    Some(UNATTRIBUTED),
+                    None,
+                    None,
+                    service.as_deref(),
+                ],
+            );
+        }
+    }
+    out
+}
+
+/// The remainder series of a `clusters` query: per project of `projects` (when that query's
+/// data covers the month), its spend the clusters do not account for; then, per month and
+/// service, whatever is left of the org total.
+pub fn clusters_remainder(
+    org_id: &str,
+    query: &str,
+    total: &Rollup,
+    projects: Option<&Rollup>,
+    clusters: &Rollup,
+) -> Vec<CostSeries> {
+    let mut out = Vec::new();
+    let org_name = org_name(total, clusters);
+    for month in months(clusters).filter(|m| total.covers(*m)) {
+        let per_project = projects
+            .filter(|p| p.covers(month))
+            .map(|p| p.by_project(month))
+            .unwrap_or_default();
+        let listed: BTreeSet<&str> = per_project.keys().map(|(p, _)| &**p).collect();
+        let c = clusters.by_project(month);
+        for ((project, service), p_sum) in &per_project {
+            let c_sum = c
+                .get(&(project.clone(), service.clone()))
+                .copied()
+                .unwrap_or(0);
+            let name = projects.and_then(|p| p.project_names.get(project));
+            push(
+                &mut out,
+                query,
+                month,
+                p_sum.saturating_sub(c_sum),
+                [
+                    Some(org_id),
+                    org_name,
+                    Some(project),
+                    name.map(|n| &**n),
+                    None,
+                    Some(UNATTRIBUTED),
+                    service.as_deref(),
+                ],
+            );
+        }
+        // Everything else: the total, less the listed projects' totals (their clusters and
+        // remainders add up to those), less the clusters of projects not listed there.
+        let t = total.by_service(month, |_| true);
+        let mut accounted: BTreeMap<Option<Box<str>>, i64> = BTreeMap::new();
+        for ((_, service), v) in &per_project {
+            add(&mut accounted, service, *v);
+        }
+        for (service, v) in clusters.by_service(month, |p| p.is_none_or(|p| !listed.contains(p))) {
+            add(&mut accounted, &service, v);
+        }
+        for service in keys(&t, &accounted) {
+            push(
+                &mut out,
+                query,
+                month,
+                get(&t, service).saturating_sub(get(&accounted, service)),
+                [
+                    Some(org_id),
+                    org_name,
+                    None,
+                    Some(UNATTRIBUTED),
+                    None,
+                    Some(UNATTRIBUTED),
+                    service.as_deref(),
+                ],
+            );
+        }
+    }
+    out
+}
+
+fn months(r: &Rollup) -> impl Iterator<Item = Month> {
+    let range = r.months;
+    std::iter::successors(range.map(|(first, _)| first), |m| Some(m.plus(1)))
+        .take_while(move |m| range.is_some_and(|(_, last)| *m <= last))
+}
+
+fn org_name<'a>(a: &'a Rollup, b: &'a Rollup) -> Option<&'a str> {
+    a.org_name.as_deref().or(b.org_name.as_deref())
+}
+
+fn keys<'a>(
+    a: &'a BTreeMap<Option<Box<str>>, i64>,
+    b: &'a BTreeMap<Option<Box<str>>, i64>,
+) -> BTreeSet<&'a Option<Box<str>>> {
+    a.keys().chain(b.keys()).collect()
+}
+
+fn get(m: &BTreeMap<Option<Box<str>>, i64>, k: &Option<Box<str>>) -> i64 {
+    m.get(k).copied().unwrap_or(0)
+}
+
+fn add(m: &mut BTreeMap<Option<Box<str>>, i64>, k: &Option<Box<str>>, v: i64) {
+    let sum = m.entry(k.clone()).or_insert(0);
+    *sum = sum.saturating_add(v);
+}
+
+fn push(
+    out: &mut Vec<CostSeries>,
+    query: &str,
+    month: Month,
+    micros: i64,
+    labels: [Option<&str>; 7],
+) {
+    if micros != 0 {
+        out.push(CostSeries {
+            labels: SeriesKey::new(labels).render(query),
+            month,
+            micros,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORG: &str = "aaaaaaaaaaaaaaaaaaaaaaaa";
+    const P1: &str = "111111111111111111111111";
+    const P2: &str = "222222222222222222222222";
+
+    fn m() -> Month {
+        Month::new(2026, 10).expect("month")
+    }
+
+    fn key(project: Option<(&str, &str)>, cluster: Option<&str>, service: &str) -> SeriesKey {
+        SeriesKey::new([
+            Some(ORG),
+            Some("Org"),
+            project.map(|p| p.0),
+            project.map(|p| p.1),
+            cluster,
+            cluster.map(|_| "c"),
+            Some(service),
+        ])
+    }
+
+    fn rollup(series: &[(SeriesKey, i64)]) -> Rollup {
+        Rollup::new(m(), m(), series.iter().map(|(k, v)| (m(), k, *v)))
+    }
+
+    fn sum(query: &[(SeriesKey, i64)], remainder: &[CostSeries]) -> i64 {
+        query.iter().map(|(_, v)| v).sum::<i64>() + remainder.iter().map(|s| s.micros).sum::<i64>()
+    }
+
+    /// The org total, by service: clusters, project-level App Services, org-level Support and
+    /// Credits.
+    fn total() -> Vec<(SeriesKey, i64)> {
+        vec![
+            (key(None, None, "Clusters"), 1_000),
+            (key(None, None, "App Services"), 70),
+            (key(None, None, "Support"), 300),
+            (key(None, None, "Credits"), -50),
+        ]
+    }
+
+    /// The projects query plus its remainder adds up to the total exactly; the remainder
+    /// holds the org-level charges, by service, under `project_name="(unattributed)"`.
+    #[test]
+    fn projects_remainder_makes_the_query_add_up_to_the_total() {
+        let projects = vec![
+            (key(Some((P1, "one")), None, "Clusters"), 600),
+            (key(Some((P1, "one")), None, "App Services"), 70),
+            (key(Some((P2, "two")), None, "Clusters"), 350),
+        ];
+        let r = projects_remainder(ORG, "projects", &rollup(&total()), &rollup(&projects));
+        assert_eq!(sum(&projects, &r), 1_000 + 70 + 300 - 50);
+        let labels: Vec<(&str, i64)> = r.iter().map(|s| (s.labels.as_str(), s.micros)).collect();
+        assert!(labels.contains(&(
+            "query=\"projects\",org_id=\"aaaaaaaaaaaaaaaaaaaaaaaa\",org_name=\"Org\",project_name=\"(unattributed)\",atlas_service=\"Support\"",
+            300
+        )), "{labels:?}");
+        // 1,000 of Clusters in the total, 950 attributed: a deleted project's 50 remain.
+        assert!(labels.iter().any(|(l, v)| l.ends_with("atlas_service=\"Clusters\"") && *v == 50));
+        // App Services is fully attributed: no zero series.
+        assert!(!labels.iter().any(|(l, _)| l.ends_with("atlas_service=\"App Services\"")));
+    }
+
+    /// The clusters query plus its remainder adds up to the total exactly. Each project of
+    /// the projects query gets its own `cluster_name="(unattributed)"` (its project-level
+    /// spend), and the org-level rest goes under both names `(unattributed)`.
+    #[test]
+    fn clusters_remainder_attributes_project_level_spend_to_its_project() {
+        let projects = vec![
+            (key(Some((P1, "one")), None, "Clusters"), 600),
+            (key(Some((P1, "one")), None, "App Services"), 70),
+            (key(Some((P2, "two")), None, "Clusters"), 350),
+        ];
+        let clusters = vec![
+            (key(Some((P1, "one")), Some("c1c1c1c1c1c1c1c1c1c1c1c1"), "Clusters"), 600),
+            // A cluster of P2 was deleted before the exporter saw it: 100 of P2's 350.
+            (key(Some((P2, "two")), Some("c2c2c2c2c2c2c2c2c2c2c2c2"), "Clusters"), 250),
+        ];
+        let r = clusters_remainder(
+            ORG,
+            "clusters",
+            &rollup(&total()),
+            Some(&rollup(&projects)),
+            &rollup(&clusters),
+        );
+        assert_eq!(sum(&clusters, &r), 1_000 + 70 + 300 - 50);
+        let find = |needle: &str| {
+            r.iter()
+                .filter(|s| s.labels.contains(needle))
+                .map(|s| s.micros)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            find("project_id=\"111111111111111111111111\",project_name=\"one\",cluster_name=\"(unattributed)\",atlas_service=\"App Services\""),
+            [70]
+        );
+        assert_eq!(
+            find("project_id=\"222222222222222222222222\",project_name=\"two\",cluster_name=\"(unattributed)\",atlas_service=\"Clusters\""),
+            [100]
+        );
+        assert_eq!(
+            find("project_name=\"(unattributed)\",cluster_name=\"(unattributed)\",atlas_service=\"Support\""),
+            [300]
+        );
+    }
+
+    /// Without the projects query's data, the whole rest of the total is one org-level
+    /// remainder per service, and the sum still holds.
+    #[test]
+    fn clusters_remainder_without_projects_data_is_org_level() {
+        let clusters = vec![(
+            key(Some((P1, "one")), Some("c1c1c1c1c1c1c1c1c1c1c1c1"), "Clusters"),
+            600,
+        )];
+        let r = clusters_remainder(ORG, "clusters", &rollup(&total()), None, &rollup(&clusters));
+        assert_eq!(sum(&clusters, &r), 1_320);
+        assert!(r.iter().all(|s| s.labels.contains("project_name=\"(unattributed)\"")));
+    }
+
+    /// Months the total does not cover get no remainder: nothing is invented.
+    #[test]
+    fn no_remainder_for_months_without_a_total() {
+        let projects = vec![(key(Some((P1, "one")), None, "Clusters"), 600)];
+        let other_month = Rollup::new(
+            m().plus(-1),
+            m().plus(-1),
+            total().iter().map(|(k, v)| (m().plus(-1), k, *v)),
+        );
+        assert!(projects_remainder(ORG, "projects", &other_month, &rollup(&projects)).is_empty());
+    }
+}
