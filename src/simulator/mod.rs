@@ -8,10 +8,26 @@
 //!   64-hex token), `GET .../usage/{token}` answers "not ready" `polls_before_ready` times (as a
 //!   `{"status":102}` envelope, a slow answer, or a dropped connection), then the result as JSON
 //!   or CSV, optionally wrapped in `{"status":200,"content":...}`;
-//! - project and cluster discovery, paginated.
+//! - project, cluster and Flex cluster discovery, paginated, with `tags`.
 //!
-//! The data ([`Dataset`]) is generated from a seed; [`Simulator::set_amount_scale`] swaps in a
-//! scaled copy atomically. Faults can be injected per endpoint ([`Simulator::fail`]).
+//! By default it enforces every documented rule, so that a client's wrong guess fails a test:
+//! a `groupBy` without its filter is refused; Flex clusters are listed only by
+//! `/flexClusters` (Atlas since January 2026); deleted clusters are billed in the months
+//! before their deletion and absent from every listing, those deleted with retained backups
+//! listed only with `includeDeletedWithRetainedBackups=true` and still billing `Backup`; a
+//! deleted project is billed in past months, absent from the projects listing, and its cluster
+//! listings answer 404 (see `data` for which indexes are which). Where the public record is
+//! silent it serves each plausible variant, chosen in [`SimConfig`]:
+//! - [`RowKeys`]: JSON row keys `projectId`/`clusterId` (default), `groupId`/`clusterUniqueId`,
+//!   or unguessable ones;
+//! - [`CsvLayout`]: a preamble and 11 columns (default), the spec's 9 labels (+ `Service`),
+//!   header first with messy labels and trailing empty cells, or the spec's garbled example;
+//! - `flex_in_clusters_listing`: Flex clusters in `/clusters` too, as before January 2026.
+//!
+//! The data ([`Dataset`]) is generated from a seed; [`Simulator::set_amount_scale`],
+//! [`Simulator::delete_cluster`] and [`Simulator::delete_project`] swap in a changed copy
+//! atomically. The `Dataset` helpers (`total_cents`, `cluster_cents`, `unlisted_cents`, ...)
+//! give exact expected totals. Faults can be injected per endpoint ([`Simulator::fail`]).
 //!
 //! Submodules: `data` (the generated account), `auth` (OAuth and Digest), `api` (handlers).
 
