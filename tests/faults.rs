@@ -120,7 +120,7 @@ impl Rig {
 fn query_hit_by(endpoint: SimEndpoint) -> &'static str {
     match endpoint {
         SimEndpoint::Projects => "projects",
-        SimEndpoint::Clusters => "clusters",
+        SimEndpoint::Clusters | SimEndpoint::FlexClusters => "clusters",
         SimEndpoint::Token | SimEndpoint::Create | SimEndpoint::Poll => "services",
     }
 }

@@ -17,11 +17,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use md5::{Digest as _, Md5};
 use serde::Serialize;
+use serde::ser::{SerializeMap as _, Serializer};
 use serde_json::{Value, json};
 
 use super::auth::{self, Denied};
-use super::data::{Dataset, GroupBy};
-use super::{Fault, NotReady, SimEndpoint, Simulator};
+use super::data::{Dataset, GroupBy, SimCluster, SimProject, SimTag};
+use super::{CsvLayout, Fault, NotReady, RowKeys, SimEndpoint, Simulator};
 use crate::month::Month;
 
 /// The JSON media type of the only API version these endpoints declare.
@@ -36,10 +37,13 @@ pub const CLUSTER_TYPES: [&str; 3] = [
     JSON_TYPE,
 ];
 
+/// The only version `listGroupFlexClusters` declares.
+pub const FLEX_TYPE: &str = "application/vnd.atlas.2024-11-13+json";
+
 /// Months of data Atlas keeps (and accepts queries for).
 const HISTORY_MONTHS: i64 = 18;
 
-/// Header of the CSV result table.
+/// Header of the CSV result table in the [`CsvLayout::Extended`] layout.
 pub const CSV_HEADER: [&str; 11] = [
     "Billed Date",
     "Invoice Id",
@@ -54,9 +58,54 @@ pub const CSV_HEADER: [&str; 11] = [
     "Usage Amount",
 ];
 
+/// The column labels of the spec's CSV example, in its order ([`CsvLayout::Spec`]).
+pub const SPEC_CSV_HEADER: [&str; 9] = [
+    "Billed Date",
+    "Invoice Id",
+    "Organization Name",
+    "Organization ID",
+    "Project Name",
+    "Project Id",
+    "Cluster Name",
+    "Cluster Unique Id",
+    "Usage Amount",
+];
+
+/// The body of the CSV example of `getCostExplorerUsage` in the Atlas OpenAPI spec
+/// (2026-08), as YAML reads it: garbled, with the labels down the first column and values
+/// under the wrong labels. Served verbatim by [`CsvLayout::SpecExample`] as a test fixture.
+pub const SPEC_CSV_EXAMPLE: &str = "Billed Date,666acb8787ba90706905dcae,\n\
+Invoice Id,\"June 1, 2024 - July 1, 2024\",\n\
+Organization Name,Test 2,\n\
+Organization ID,666acb8787ba90706905dcae,\n\
+Project Name,666acb8787ba90706905dcae,\n\
+Project Id,666acb8787ba90706905dcae,\n\
+Cluster Name,TestCluster\n\
+Cluster Unique Id,666acb8787ba90706905dcae\n\
+Usage Amount, 1018.39\n";
+
+/// The [`CsvLayout::NoPreamble`] header: the Extended labels in other cases, with stray
+/// spaces, and two empty trailing cells.
+const NO_PREAMBLE_HEADER: [&str; 13] = [
+    " billed date",
+    "INVOICE ID ",
+    "organization name",
+    " Organization Id ",
+    "PROJECT NAME",
+    "project id ",
+    "Cluster name",
+    " CLUSTER UNIQUE ID",
+    "service ",
+    " Usage date",
+    "USAGE AMOUNT ",
+    "",
+    "",
+];
+
 /// A created query: its data snapshot, computed rows, and how often it was polled.
 pub struct Query {
     org: usize,
+    group_by: GroupBy,
     data: Arc<Dataset>,
     rows: Vec<Row>,
     polls: AtomicU32,
@@ -86,6 +135,10 @@ pub fn router(sim: Simulator) -> Router {
         )
         .route("/api/atlas/v2/orgs/{org_id}/groups", get(projects))
         .route("/api/atlas/v2/groups/{group_id}/clusters", get(clusters))
+        .route(
+            "/api/atlas/v2/groups/{group_id}/flexClusters",
+            get(flex_clusters),
+        )
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             sim.clone(),
@@ -826,6 +879,7 @@ async fn create(
     let token = auth::random_hex(32);
     let query = Arc::new(Query {
         org,
+        group_by: filter.group_by,
         data,
         rows,
         polls: AtomicU32::new(0),
@@ -850,28 +904,47 @@ async fn create(
 
 // ---------------------------------------------------------------- poll
 
-/// A result row as JSON: dimension fields absent when not part of the grouping.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+/// A result row as JSON: dimension fields absent when not part of the grouping, project and
+/// cluster keys spelled as `keys` says.
 struct JsonRow<'a> {
+    keys: RowKeys,
     invoice_id: String,
     organization_id: &'a str,
     organization_name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     project_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     project_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     cluster_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     cluster_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     service: Option<&'a str>,
     usage_amount: f64,
-    #[serde(skip)]
     cents: i64,
     usage_date: String,
     billed_date: String,
+}
+
+impl Serialize for JsonRow<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let [project_id, project_name, cluster_id, cluster_name] = self.keys.keys();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("invoiceId", &self.invoice_id)?;
+        m.serialize_entry("organizationId", self.organization_id)?;
+        m.serialize_entry("organizationName", self.organization_name)?;
+        for (key, value) in [
+            (project_id, self.project_id),
+            (project_name, self.project_name),
+            (cluster_id, self.cluster_id),
+            (cluster_name, self.cluster_name),
+            ("service", self.service),
+        ] {
+            if let Some(v) = value {
+                m.serialize_entry(key, v)?;
+            }
+        }
+        m.serialize_entry("usageAmount", &self.usage_amount)?;
+        m.serialize_entry("usageDate", &self.usage_date)?;
+        m.serialize_entry("billedDate", &self.billed_date)?;
+        m.end()
+    }
 }
 
 #[derive(Serialize)]
@@ -902,7 +975,7 @@ fn format_cents(cents: i64) -> String {
 }
 
 impl Query {
-    fn json_rows(&self) -> Vec<JsonRow<'_>> {
+    fn json_rows(&self, keys: RowKeys) -> Vec<JsonRow<'_>> {
         let Some(org) = self.data.orgs.get(self.org) else {
             return Vec::new();
         };
@@ -916,6 +989,7 @@ impl Query {
                 #[allow(clippy::cast_precision_loss)]
                 let usage_amount = r.cents as f64 / 100.0;
                 JsonRow {
+                    keys,
                     invoice_id: invoice_id(&org.id, r.month),
                     organization_id: &org.id,
                     organization_name: &org.name,
@@ -933,21 +1007,35 @@ impl Query {
             .collect()
     }
 
-    fn csv(&self) -> Result<String, csv::Error> {
-        let org_name = self.data.orgs.get(self.org).map_or("", |o| o.name.as_str());
+    fn csv(&self, layout: CsvLayout) -> Result<String, csv::Error> {
         let mut w = csv::WriterBuilder::new()
             .flexible(true)
             .from_writer(Vec::new());
-        // A metadata preamble like Atlas invoice CSVs: one line, then an empty line.
-        w.write_record([format!("Organization: {org_name}")])?;
-        let mut buf = w.into_inner().map_err(|e| e.into_error())?;
-        buf.push(b'\n');
-        let mut w = csv::Writer::from_writer(buf);
-        w.write_record(CSV_HEADER)?;
-        for r in self.json_rows() {
+        let with_service = self.group_by != GroupBy::Organizations;
+        match layout {
+            CsvLayout::SpecExample => return Ok(SPEC_CSV_EXAMPLE.to_string()),
+            CsvLayout::Extended => {
+                // A metadata preamble like Atlas invoice CSVs: one line, then an empty line.
+                let org_name = self.data.orgs.get(self.org).map_or("", |o| o.name.as_str());
+                w.write_record([format!("Organization: {org_name}")])?;
+                let mut buf = w.into_inner().map_err(|e| e.into_error())?;
+                buf.push(b'\n');
+                w = csv::WriterBuilder::new().flexible(true).from_writer(buf);
+                w.write_record(CSV_HEADER)?;
+            }
+            CsvLayout::NoPreamble => w.write_record(NO_PREAMBLE_HEADER)?,
+            CsvLayout::Spec => {
+                let mut header = SPEC_CSV_HEADER.to_vec();
+                if with_service {
+                    header.insert(header.len() - 1, "Service");
+                }
+                w.write_record(header)?;
+            }
+        }
+        for r in self.json_rows(RowKeys::ProjectId) {
             let amount = format_cents(r.cents);
-            w.write_record([
-                r.billed_date.as_str(),
+            let usage_date = r.usage_date.as_str();
+            let dimensions = [
                 r.invoice_id.as_str(),
                 r.organization_name,
                 r.organization_id,
@@ -955,10 +1043,33 @@ impl Query {
                 r.project_id.unwrap_or(""),
                 r.cluster_name.unwrap_or(""),
                 r.cluster_id.unwrap_or(""),
-                r.service.unwrap_or(""),
-                r.usage_date.as_str(),
-                amount.as_str(),
-            ])?;
+            ];
+            let service = r.service.unwrap_or("");
+            let mut record: Vec<&str> = Vec::with_capacity(13);
+            match layout {
+                CsvLayout::Spec => {
+                    // The only date column carries the usage month.
+                    record.push(usage_date);
+                    record.extend(dimensions);
+                    if with_service {
+                        record.push(service);
+                    }
+                    record.push(&amount);
+                }
+                CsvLayout::Extended | CsvLayout::NoPreamble | CsvLayout::SpecExample => {
+                    record.push(&r.billed_date);
+                    record.extend(dimensions);
+                    record.extend([service, usage_date]);
+                    if layout == CsvLayout::NoPreamble {
+                        let spaced = format!(" {amount}");
+                        record.extend([spaced.as_str(), "", ""]);
+                        w.write_record(&record)?;
+                        continue;
+                    }
+                    record.push(&amount);
+                }
+            }
+            w.write_record(&record)?;
         }
         let buf = w.into_inner().map_err(|e| e.into_error())?;
         Ok(String::from_utf8_lossy(&buf).into_owned())
@@ -1033,7 +1144,7 @@ async fn poll(
     }
     let envelope = envelope && !sim.inner.ignore_envelope.load(Ordering::Relaxed);
     if media == CSV_TYPE {
-        let text = match query.csv() {
+        let text = match query.csv(sim.inner.config.csv_layout) {
             Ok(t) => t,
             Err(e) => {
                 return atlas_error(
@@ -1058,7 +1169,7 @@ async fn poll(
             .into_response();
     }
     let result = JsonResult {
-        usage_details: query.json_rows(),
+        usage_details: query.json_rows(sim.inner.config.row_keys),
     };
     let body = if envelope {
         serde_json::to_string(&Envelope {
@@ -1105,10 +1216,11 @@ fn paging(params: &[(String, String)], max: usize) -> Result<(usize, usize), Rej
     ))
 }
 
-/// A page of `items` with `totalCount` and `self`/`previous`/`next` links.
+/// A page of `items` with `totalCount` and `self`/`previous`/`next` links (which keep the
+/// request's other query parameters, e.g. `includeDeletedWithRetainedBackups`).
 fn page(
     headers: &HeaderMap,
-    path: &str,
+    uri: &Uri,
     page_num: usize,
     per_page: usize,
     items: Vec<Value>,
@@ -1118,7 +1230,19 @@ fn page(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
-    let href = |n: usize| format!("http://{host}{path}?pageNum={n}&itemsPerPage={per_page}");
+    let path = uri.path();
+    let others: String = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| {
+            let key = kv.split('=').next().unwrap_or("");
+            !kv.is_empty() && key != "pageNum" && key != "itemsPerPage"
+        })
+        .map(|kv| format!("&{kv}"))
+        .collect();
+    let href =
+        |n: usize| format!("http://{host}{path}?pageNum={n}&itemsPerPage={per_page}{others}");
     let start = (page_num - 1).saturating_mul(per_page);
     let results: Vec<Value> = items.into_iter().skip(start).take(per_page).collect();
     let mut links = vec![json!({"rel": "self", "href": href(page_num)})];
@@ -1165,41 +1289,44 @@ async fn projects(
         return atlas_error(StatusCode::NOT_FOUND, "RESOURCE_NOT_FOUND", "No such org.");
     };
     let items = org_rec
-        .projects
-        .iter()
+        .listed_projects()
         .map(|p| {
             json!({
                 "id": p.id,
                 "name": p.name,
                 "orgId": org_rec.id,
-                "clusterCount": p.clusters.len(),
+                "clusterCount": p.listed_clusters(false).count(),
                 "created": "2024-01-15T09:30:00Z",
-                "tags": [],
+                "tags": tags_json(&p.tags),
             })
         })
         .collect();
-    page(&headers, uri.path(), page_num, per_page, items)
+    page(&headers, &uri, page_num, per_page, items)
 }
 
-async fn clusters(
-    State(sim): State<Simulator>,
-    Path(group_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+fn tags_json(tags: &[SimTag]) -> Value {
+    tags.iter()
+        .map(|t| json!({"key": t.key, "value": t.value}))
+        .collect()
+}
+
+/// What the two cluster listings share: count, fault, auth and media type, then the project
+/// (404 when unknown or deleted) and the paging. `items` makes the page's entries.
+async fn project_listing(
+    sim: &Simulator,
+    endpoint: SimEndpoint,
+    group_id: &str,
+    (method, uri, headers): (&Method, &Uri, &HeaderMap),
+    allowed: &[&'static str],
+    items: impl FnOnce(&SimProject, &[(String, String)]) -> Vec<Value>,
 ) -> Response {
     let owner = {
         let data = sim.dataset();
-        data.project_by_id(&group_id)
+        data.project_by_id(group_id)
             .and_then(|(o, _)| data.orgs.get(o).map(|org| org.id.clone()))
     };
     if let Err(resp) = sim
-        .admit(
-            SimEndpoint::Clusters,
-            owner.as_deref(),
-            (&method, &uri, &headers),
-            &CLUSTER_TYPES,
-        )
+        .admit(endpoint, owner.as_deref(), (method, uri, headers), allowed)
         .await
     {
         return resp;
@@ -1210,38 +1337,110 @@ async fn clusters(
             StatusCode::NOT_FOUND,
             code,
             format!("Cannot find resource project {group_id}."),
-            vec![Value::String(group_id.clone())],
+            vec![Value::String(group_id.to_string())],
         )
     };
-    if !is_object_id(&group_id) {
+    if !is_object_id(group_id) {
         return not_found("INVALID_GROUP_ID");
     }
+    // A deleted project is gone for every listing, though its bills remain.
     let Some(project) = data
-        .project_by_id(&group_id)
+        .project_by_id(group_id)
         .and_then(|(o, p)| data.orgs.get(o).and_then(|org| org.projects.get(p)))
+        .filter(|p| !p.is_deleted())
     else {
         return not_found("RESOURCE_NOT_FOUND");
     };
-    let (page_num, per_page) = match paging(&query_params(&uri), sim.inner.config.max_page_size) {
+    let params = query_params(uri);
+    let (page_num, per_page) = match paging(&params, sim.inner.config.max_page_size) {
         Ok(p) => p,
         Err(resp) => return *resp,
     };
-    let items = project
-        .clusters
-        .iter()
-        .map(|c| {
-            json!({
-                "id": c.id,
-                "name": c.name,
-                "groupId": project.id,
-                "clusterType": "REPLICASET",
-                "stateName": "IDLE",
-                "mongoDBVersion": "8.0.4",
-                "paused": false,
-            })
-        })
-        .collect();
-    page(&headers, uri.path(), page_num, per_page, items)
+    let items = items(project, &params);
+    page(headers, uri, page_num, per_page, items)
+}
+
+fn cluster_json(project: &SimProject, c: &SimCluster) -> Value {
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "groupId": project.id,
+        "clusterType": "REPLICASET",
+        "stateName": "IDLE",
+        "mongoDBVersion": "8.0.4",
+        "paused": false,
+        "tags": tags_json(&c.tags),
+    })
+}
+
+async fn clusters(
+    State(sim): State<Simulator>,
+    Path(group_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let flex_too = sim.inner.config.flex_in_clusters_listing;
+    project_listing(
+        &sim,
+        SimEndpoint::Clusters,
+        &group_id,
+        (&method, &uri, &headers),
+        &CLUSTER_TYPES,
+        |project, params| {
+            let retained = query_param(params, "includeDeletedWithRetainedBackups")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            project
+                .clusters
+                .iter()
+                .filter(|c| c.in_clusters_listing(retained) || (flex_too && c.in_flex_listing()))
+                .map(|c| cluster_json(project, c))
+                .collect()
+        },
+    )
+    .await
+}
+
+async fn flex_clusters(
+    State(sim): State<Simulator>,
+    Path(group_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    project_listing(
+        &sim,
+        SimEndpoint::FlexClusters,
+        &group_id,
+        (&method, &uri, &headers),
+        &[FLEX_TYPE],
+        |project, _| {
+            project
+                .listed_flex_clusters()
+                .map(|c| {
+                    json!({
+                        "id": c.id,
+                        "name": c.name,
+                        "groupId": project.id,
+                        "clusterType": "REPLICASET",
+                        "stateName": "IDLE",
+                        "mongoDBVersion": "8.0.4",
+                        "versionReleaseSystem": "LTS",
+                        "terminationProtectionEnabled": false,
+                        "createDate": "2025-03-04T10:00:00Z",
+                        "providerSettings": {
+                            "backingProviderName": "AWS",
+                            "providerName": "FLEX",
+                            "regionName": "US_EAST_1",
+                            "diskSizeGB": 5.0,
+                        },
+                        "tags": tags_json(&c.tags),
+                    })
+                })
+                .collect()
+        },
+    )
+    .await
 }
 
 async fn fallback(uri: Uri) -> Response {

@@ -8,10 +8,26 @@
 //!   64-hex token), `GET .../usage/{token}` answers "not ready" `polls_before_ready` times (as a
 //!   `{"status":102}` envelope, a slow answer, or a dropped connection), then the result as JSON
 //!   or CSV, optionally wrapped in `{"status":200,"content":...}`;
-//! - project and cluster discovery, paginated.
+//! - project, cluster and Flex cluster discovery, paginated, with `tags`.
 //!
-//! The data ([`Dataset`]) is generated from a seed; [`Simulator::set_amount_scale`] swaps in a
-//! scaled copy atomically. Faults can be injected per endpoint ([`Simulator::fail`]).
+//! By default it enforces every documented rule, so that a client's wrong guess fails a test:
+//! a `groupBy` without its filter is refused; Flex clusters are listed only by
+//! `/flexClusters` (Atlas since January 2026); deleted clusters are billed in the months
+//! before their deletion and absent from every listing, those deleted with retained backups
+//! listed only with `includeDeletedWithRetainedBackups=true` and still billing `Backup`; a
+//! deleted project is billed in past months, absent from the projects listing, and its cluster
+//! listings answer 404 (see `data` for which indexes are which). Where the public record is
+//! silent it serves each plausible variant, chosen in [`SimConfig`]:
+//! - [`RowKeys`]: JSON row keys `projectId`/`clusterId` (default), `groupId`/`clusterUniqueId`,
+//!   or unguessable ones;
+//! - [`CsvLayout`]: a preamble and 11 columns (default), the spec's 9 labels (+ `Service`),
+//!   header first with messy labels and trailing empty cells, or the spec's garbled example;
+//! - `flex_in_clusters_listing`: Flex clusters in `/clusters` too, as before January 2026.
+//!
+//! The data ([`Dataset`]) is generated from a seed; [`Simulator::set_amount_scale`],
+//! [`Simulator::delete_cluster`] and [`Simulator::delete_project`] swap in a changed copy
+//! atomically. The `Dataset` helpers (`total_cents`, `cluster_cents`, `unlisted_cents`, ...)
+//! give exact expected totals. Faults can be injected per endpoint ([`Simulator::fail`]).
 //!
 //! Submodules: `data` (the generated account), `auth` (OAuth and Digest), `api` (handlers).
 
@@ -28,8 +44,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub use api::CSV_HEADER;
-pub use data::{CLUSTER_SERVICES, Dataset, GroupBy, SimCluster, SimOrg, SimProject, UsageRecord};
+pub use api::{CSV_HEADER, FLEX_TYPE, SPEC_CSV_EXAMPLE, SPEC_CSV_HEADER};
+pub use data::{
+    CLUSTER_SERVICES, ClusterKind, Dataset, GroupBy, SimCluster, SimOrg, SimProject, SimTag,
+    UsageRecord, cluster_tags, project_tags,
+};
 
 use crate::month::Month;
 
@@ -108,6 +127,25 @@ pub struct SimConfig {
     pub query_ttl: Duration,
     /// Give projects hostile names (quotes, backslashes, newlines, empty, very long).
     pub hostile_names: bool,
+    // data and result variants
+    /// One Flex cluster in every even-indexed project, listed only by the Flex endpoint
+    /// (as Atlas does since January 2026).
+    pub flex_clusters: bool,
+    /// Also list Flex clusters in `/clusters`, as Atlas did until January 2026.
+    pub flex_in_clusters_listing: bool,
+    /// Deleted clusters (billed in the months before, absent from every listing) and
+    /// clusters deleted with retained backups (listed only with
+    /// `includeDeletedWithRetainedBackups=true`, still billing `Backup`).
+    pub deleted_clusters: bool,
+    /// One deleted project per org: billed in past months, absent from the projects listing,
+    /// its cluster listings 404.
+    pub deleted_projects: bool,
+    /// `tags` on projects, clusters and Flex clusters.
+    pub tags: bool,
+    /// How JSON result rows spell the project and cluster keys (undocumented).
+    pub row_keys: RowKeys,
+    /// How CSV results are laid out (undocumented).
+    pub csv_layout: CsvLayout,
     /// The accepted credentials.
     pub credentials: SimCredentials,
 }
@@ -131,6 +169,13 @@ impl Default for SimConfig {
             nonce_ttl: Duration::from_secs(300),
             query_ttl: Duration::from_secs(30 * 60),
             hostile_names: false,
+            flex_clusters: true,
+            flex_in_clusters_listing: false,
+            deleted_clusters: true,
+            deleted_projects: true,
+            tags: true,
+            row_keys: RowKeys::ProjectId,
+            csv_layout: CsvLayout::Extended,
             credentials: SimCredentials::demo(),
         }
     }
@@ -157,6 +202,54 @@ impl SimConfig {
     }
 }
 
+/// How JSON result rows spell the project and cluster keys. The public record confirms
+/// only `organizationId`, `organizationName`, `invoiceId`, `service`, `usageAmount` and
+/// `usageDate`; the rest is a guess from the CSV column labels.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKeys {
+    /// `projectId`, `projectName`, `clusterId`, `clusterName`.
+    ProjectId,
+    /// `groupId`, `groupName`, `clusterUniqueId`, `clusterName` (the API's path naming and
+    /// the CSV's "Cluster Unique Id").
+    GroupId,
+    /// `grp`, `grpLabel`, `clstr`, `clstrLabel`: spellings no client can guess, to show that
+    /// a client reports a decode problem instead of silently dropping the labels.
+    Unknown,
+}
+
+impl RowKeys {
+    /// The keys for project id, project name, cluster id and cluster name, in that order.
+    pub fn keys(self) -> [&'static str; 4] {
+        match self {
+            RowKeys::ProjectId => ["projectId", "projectName", "clusterId", "clusterName"],
+            RowKeys::GroupId => ["groupId", "groupName", "clusterUniqueId", "clusterName"],
+            RowKeys::Unknown => ["grp", "grpLabel", "clstr", "clstrLabel"],
+        }
+    }
+}
+
+/// How a CSV result is laid out. The spec's only CSV example is garbled, so every layout here
+/// is a plausible reading, not a confirmed one.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CsvLayout {
+    /// A preamble line (`Organization: <name>`) and an empty line, then [`CSV_HEADER`]: the
+    /// spec's labels plus `Service` and `Usage Date` (the usage month); `Billed Date` is the
+    /// first day of the month after the usage month.
+    Extended,
+    /// Header first, exactly the spec's labels ([`SPEC_CSV_HEADER`]) with `Service` inserted
+    /// before `Usage Amount` when the rows carry a service (every query but one grouped by
+    /// organizations). `Billed Date`, the only date column, holds the usage month's first day.
+    Spec,
+    /// Header first, the [`CsvLayout::Extended`] columns with labels in other letter cases and
+    /// with stray spaces, a space before each amount, and two trailing empty cells on every
+    /// line.
+    NoPreamble,
+    /// The spec's example body verbatim ([`SPEC_CSV_EXAMPLE`]) whatever the query: labels
+    /// down the first column, values under the wrong labels. A client must not report
+    /// success with zero rows from it.
+    SpecExample,
+}
+
 /// The endpoints, for request counts and fault injection.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum SimEndpoint {
@@ -170,6 +263,8 @@ pub enum SimEndpoint {
     Projects,
     /// `GET /api/atlas/v2/groups/{groupId}/clusters`.
     Clusters,
+    /// `GET /api/atlas/v2/groups/{groupId}/flexClusters`.
+    FlexClusters,
 }
 
 impl SimEndpoint {
@@ -180,6 +275,7 @@ impl SimEndpoint {
             SimEndpoint::Poll => 2,
             SimEndpoint::Projects => 3,
             SimEndpoint::Clusters => 4,
+            SimEndpoint::FlexClusters => 5,
         }
     }
 }
@@ -241,19 +337,34 @@ pub struct SimRequest {
 /// Requests kept in the log: enough for any test, bounded for long demo runs.
 const LOG_LIMIT: usize = 100_000;
 
+/// Runtime changes to the generated data, replayed on `base` by each rebuild.
+#[derive(Default)]
+struct Changes {
+    /// `set_amount_scale` (numerator, denominator); `None` is unscaled.
+    scale: Option<(i64, i64)>,
+    /// Ids deleted by `delete_cluster`, in order.
+    clusters: Vec<String>,
+    /// Ids deleted by `delete_project`, in order.
+    projects: Vec<String>,
+}
+
 /// Shared state of a running simulator.
 struct Inner {
     config: SimConfig,
     current: Month,
     base: Arc<Dataset>,
-    /// Swapped whole by `set_amount_scale`; short lock, never across `.await`.
+    /// What tests changed since generation; held while `data` is rebuilt from `base`, so
+    /// two changes never lose one another. Short lock, never across `.await`.
+    changes: Mutex<Changes>,
+    /// Swapped whole by `set_amount_scale`, `delete_cluster` and `delete_project`; short lock,
+    /// never across `.await`.
     data: Mutex<Arc<Dataset>>,
     not_ready: Mutex<NotReady>,
     ignore_envelope: AtomicBool,
     faults: Mutex<Vec<ActiveFault>>,
     log: Mutex<std::collections::VecDeque<SimRequest>>,
     polls_before_ready: std::sync::atomic::AtomicU32,
-    counts: [AtomicU64; 5],
+    counts: [AtomicU64; 6],
     /// Requests between arrival and response headers, now and at most.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -278,6 +389,7 @@ impl Simulator {
         Simulator {
             inner: Arc::new(Inner {
                 current,
+                changes: Mutex::new(Changes::default()),
                 data: Mutex::new(Arc::clone(&base)),
                 base,
                 not_ready: Mutex::new(config.not_ready),
@@ -327,8 +439,65 @@ impl Simulator {
     /// Replaces the data with the generated data times `numerator / denominator` (rounded half
     /// away from zero per record; not compounding). Queries already created keep their data.
     pub fn set_amount_scale(&self, numerator: i64, denominator: i64) {
-        let scaled = Arc::new(self.inner.base.scaled(numerator, denominator));
-        *self.inner.data.lock().unwrap_or_else(|e| e.into_inner()) = scaled;
+        self.change(|c, _| {
+            c.scale = Some((numerator, denominator));
+            true
+        });
+    }
+
+    /// Deletes the cluster (dedicated or Flex) with this unique id, without retained backups,
+    /// in the current month: from now on no listing returns it, and every month it was billed
+    /// in (the current one included) keeps its charges. Queries already created keep their
+    /// data. Returns false (and changes nothing) for an unknown or already deleted cluster.
+    pub fn delete_cluster(&self, id: &str) -> bool {
+        self.change(|c, data| {
+            let live = data
+                .cluster_by_id(id)
+                .is_some_and(|(o, p, k)| !data.orgs[o].projects[p].clusters[k].is_deleted());
+            if live {
+                c.clusters.push(id.to_string());
+            }
+            live
+        })
+    }
+
+    /// Deletes the project with this id, and its clusters, in the current month: from now on
+    /// the projects listing leaves it out and its cluster listings answer 404
+    /// `RESOURCE_NOT_FOUND`; its charges stay, and the Cost Explorer still returns its rows
+    /// for its id. Returns false (and changes nothing) for an unknown or already deleted
+    /// project.
+    pub fn delete_project(&self, id: &str) -> bool {
+        self.change(|c, data| {
+            let live = data
+                .project_by_id(id)
+                .is_some_and(|(o, p)| !data.orgs[o].projects[p].is_deleted());
+            if live {
+                c.projects.push(id.to_string());
+            }
+            live
+        })
+    }
+
+    /// Applies `edit` (given the current data) to the changes and, when it says so, swaps in
+    /// a dataset rebuilt from the generated one with every change replayed.
+    fn change(&self, edit: impl FnOnce(&mut Changes, &Dataset) -> bool) -> bool {
+        let mut changes = self.inner.changes.lock().unwrap_or_else(|e| e.into_inner());
+        if !edit(&mut changes, &self.dataset()) {
+            return false;
+        }
+        let mut data = match changes.scale {
+            Some((n, d)) => self.inner.base.scaled(n, d),
+            None => (*self.inner.base).clone(),
+        };
+        let month = self.inner.current;
+        for id in &changes.projects {
+            data.mark_project_deleted(id, month);
+        }
+        for id in &changes.clusters {
+            data.mark_cluster_deleted(id, month);
+        }
+        *self.inner.data.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(data);
+        true
     }
 
     /// Makes every request to `endpoint` answer `fault` until [`Simulator::clear_faults`].
@@ -481,6 +650,30 @@ pub struct SimArgs {
     /// Cap on itemsPerPage of the discovery endpoints.
     #[arg(long, env = "ATLAS_SIM_MAX_PAGE_SIZE", default_value_t = 500)]
     pub max_page_size: usize,
+    /// No Flex clusters (by default every other project has one, listed only by
+    /// /groups/{id}/flexClusters).
+    #[arg(long, env = "ATLAS_SIM_NO_FLEX_CLUSTERS")]
+    pub no_flex_clusters: bool,
+    /// Also list Flex clusters in /groups/{id}/clusters, as Atlas did until January 2026.
+    #[arg(long, env = "ATLAS_SIM_FLEX_IN_CLUSTERS_LISTING")]
+    pub flex_in_clusters_listing: bool,
+    /// No deleted clusters (by default some are: billed in past months, absent from listings,
+    /// some with retained backups still billing Backup).
+    #[arg(long, env = "ATLAS_SIM_NO_DELETED_CLUSTERS")]
+    pub no_deleted_clusters: bool,
+    /// No deleted project (by default each org has one: billed in past months, absent from
+    /// the projects listing, its cluster listings 404).
+    #[arg(long, env = "ATLAS_SIM_NO_DELETED_PROJECTS")]
+    pub no_deleted_projects: bool,
+    /// No tags on projects and clusters.
+    #[arg(long, env = "ATLAS_SIM_NO_TAGS")]
+    pub no_tags: bool,
+    /// How JSON result rows spell the project and cluster keys (undocumented by Atlas).
+    #[arg(long, env = "ATLAS_SIM_ROW_KEYS", value_enum, default_value_t = RowKeys::ProjectId)]
+    pub row_keys: RowKeys,
+    /// How CSV results are laid out (undocumented by Atlas).
+    #[arg(long, env = "ATLAS_SIM_CSV_LAYOUT", value_enum, default_value_t = CsvLayout::Extended)]
+    pub csv_layout: CsvLayout,
 }
 
 impl SimArgs {
@@ -506,6 +699,13 @@ impl SimArgs {
             },
             ignore_envelope: self.ignore_envelope,
             max_page_size: self.max_page_size.max(1),
+            flex_clusters: !self.no_flex_clusters,
+            flex_in_clusters_listing: self.flex_in_clusters_listing,
+            deleted_clusters: !self.no_deleted_clusters,
+            deleted_projects: !self.no_deleted_projects,
+            tags: !self.no_tags,
+            row_keys: self.row_keys,
+            csv_layout: self.csv_layout,
             ..base
         }
     }
