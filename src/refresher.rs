@@ -382,6 +382,9 @@ impl Refresher {
             }
         }
         attach_remainders(&org.config.id, &org.roles, slots);
+        for slot in slots.iter_mut().filter(|s| s.status.up) {
+            slot.status.series = slot.series.len() + slot.remainder.len();
+        }
         let up = slots.iter().filter(|s| s.status.up).count();
         published.generation += 1;
         self.publish(&published);

@@ -32,8 +32,10 @@ const PROJECT_ID: usize = 2;
 const PROJECT_NAME: usize = 3;
 const SERVICE: usize = 6;
 
-/// (month, project id, service) -> micro-dollars.
-type Sums = BTreeMap<(Month, Option<Box<str>>, Option<Box<str>>), i64>;
+/// (month, project id, service).
+type SumKey = (Month, Option<Box<str>>, Option<Box<str>>);
+/// [`SumKey`] -> micro-dollars.
+type Sums = BTreeMap<SumKey, i64>;
 
 /// A query's data summed by month, project and service: all a remainder needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -96,10 +98,7 @@ impl Rollup {
         out
     }
 
-    fn month_range(
-        &self,
-        month: Month,
-    ) -> impl Iterator<Item = (&(Month, Option<Box<str>>, Option<Box<str>>), &i64)> {
+    fn month_range(&self, month: Month) -> impl Iterator<Item = (&SumKey, &i64)> {
         self.sums
             .range((month, None, None)..)
             .take_while(move |((m, _, _), _)| *m == month)
@@ -321,9 +320,17 @@ mod tests {
             300
         )), "{labels:?}");
         // 1,000 of Clusters in the total, 950 attributed: a deleted project's 50 remain.
-        assert!(labels.iter().any(|(l, v)| l.ends_with("atlas_service=\"Clusters\"") && *v == 50));
+        assert!(
+            labels
+                .iter()
+                .any(|(l, v)| l.ends_with("atlas_service=\"Clusters\"") && *v == 50)
+        );
         // App Services is fully attributed: no zero series.
-        assert!(!labels.iter().any(|(l, _)| l.ends_with("atlas_service=\"App Services\"")));
+        assert!(
+            !labels
+                .iter()
+                .any(|(l, _)| l.ends_with("atlas_service=\"App Services\""))
+        );
     }
 
     /// The clusters query plus its remainder adds up to the total exactly. Each project of
@@ -337,9 +344,23 @@ mod tests {
             (key(Some((P2, "two")), None, "Clusters"), 350),
         ];
         let clusters = vec![
-            (key(Some((P1, "one")), Some("c1c1c1c1c1c1c1c1c1c1c1c1"), "Clusters"), 600),
+            (
+                key(
+                    Some((P1, "one")),
+                    Some("c1c1c1c1c1c1c1c1c1c1c1c1"),
+                    "Clusters",
+                ),
+                600,
+            ),
             // A cluster of P2 was deleted before the exporter saw it: 100 of P2's 350.
-            (key(Some((P2, "two")), Some("c2c2c2c2c2c2c2c2c2c2c2c2"), "Clusters"), 250),
+            (
+                key(
+                    Some((P2, "two")),
+                    Some("c2c2c2c2c2c2c2c2c2c2c2c2"),
+                    "Clusters",
+                ),
+                250,
+            ),
         ];
         let r = clusters_remainder(
             ORG,
@@ -356,15 +377,21 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            find("project_id=\"111111111111111111111111\",project_name=\"one\",cluster_name=\"(unattributed)\",atlas_service=\"App Services\""),
+            find(
+                "project_id=\"111111111111111111111111\",project_name=\"one\",cluster_name=\"(unattributed)\",atlas_service=\"App Services\""
+            ),
             [70]
         );
         assert_eq!(
-            find("project_id=\"222222222222222222222222\",project_name=\"two\",cluster_name=\"(unattributed)\",atlas_service=\"Clusters\""),
+            find(
+                "project_id=\"222222222222222222222222\",project_name=\"two\",cluster_name=\"(unattributed)\",atlas_service=\"Clusters\""
+            ),
             [100]
         );
         assert_eq!(
-            find("project_name=\"(unattributed)\",cluster_name=\"(unattributed)\",atlas_service=\"Support\""),
+            find(
+                "project_name=\"(unattributed)\",cluster_name=\"(unattributed)\",atlas_service=\"Support\""
+            ),
             [300]
         );
     }
@@ -374,12 +401,19 @@ mod tests {
     #[test]
     fn clusters_remainder_without_projects_data_is_org_level() {
         let clusters = vec![(
-            key(Some((P1, "one")), Some("c1c1c1c1c1c1c1c1c1c1c1c1"), "Clusters"),
+            key(
+                Some((P1, "one")),
+                Some("c1c1c1c1c1c1c1c1c1c1c1c1"),
+                "Clusters",
+            ),
             600,
         )];
         let r = clusters_remainder(ORG, "clusters", &rollup(&total()), None, &rollup(&clusters));
         assert_eq!(sum(&clusters, &r), 1_320);
-        assert!(r.iter().all(|s| s.labels.contains("project_name=\"(unattributed)\"")));
+        assert!(
+            r.iter()
+                .all(|s| s.labels.contains("project_name=\"(unattributed)\""))
+        );
     }
 
     /// Months the total does not cover get no remainder: nothing is invented.

@@ -21,25 +21,38 @@ fn default_queries(months: u32) -> Vec<atlas_cost_exporter::config::QuerySpec> {
     ]
 }
 
-/// Checks that every org's three default queries add up, to the cent, to what the simulator
-/// holds for that grouping over the window.
+/// Checks that every org's three default queries each add up, to the cent, to the org's
+/// total over the window (the `projects` and `clusters` queries through their
+/// `(unattributed)` remainders), and that what they attribute to a project or cluster is
+/// exactly the spend of the projects and clusters the listings return (Flex clusters and
+/// clusters deleted with retained backups included).
 fn assert_exact_totals(s: &Samples, data: &sim::Dataset, current: Month, months: u32) {
     let (start, end) = window(current, months);
     for org in &data.orgs {
-        for (q, g) in [
-            ("services", sim::GroupBy::Services),
-            ("projects", sim::GroupBy::Projects),
-            ("clusters", sim::GroupBy::Clusters),
-        ] {
-            let want = data.total_cents_grouped(&org.id, start, end, g, false);
-            assert_ne!(want, 0, "the simulator bills something for {q}");
+        let total = data.total_cents(&org.id, start, end);
+        assert_ne!(total, 0, "the simulator bills something");
+        for q in ["services", "projects", "clusters"] {
             assert_eq!(
                 s.total_cents("atlas_cost_usage_usd", q, &org.id),
-                want,
+                total,
                 "total of query {q} for org {}",
                 org.id
             );
         }
+        let listed_projects = listed_project_cents(data, &org.id, start, end);
+        assert_eq!(
+            s.attributed_cents("atlas_cost_usage_usd", "projects", &org.id),
+            listed_projects,
+            "attributed by the projects query of org {}",
+            org.id
+        );
+        let listed_clusters = listed_cluster_cents(data, &org.id, start, end);
+        assert_eq!(
+            s.attributed_cents("atlas_cost_usage_usd", "clusters", &org.id),
+            listed_clusters,
+            "attributed by the clusters query of org {}",
+            org.id
+        );
     }
 }
 
@@ -232,7 +245,21 @@ async fn discovery_reads_every_page() {
             .collect()
     };
     assert_eq!(ids("projects", "project_id").len(), 5);
-    assert_eq!(ids("clusters", "cluster_id").len(), 15);
+    // Every listed cluster that bills in the month: 15 dedicated ones, the Flex ones and
+    // those deleted with retained backups.
+    let data = sim.sim.dataset();
+    let month = sim.sim.current_month();
+    let listed: HashSet<String> = data.orgs[0]
+        .all_clusters()
+        .filter(|(p, c)| !p.is_deleted() && (c.in_clusters_listing(true) || c.in_flex_listing()))
+        .filter(|(_, c)| data.cluster_cents(&c.id, month, month.plus(1)) != 0)
+        .map(|(_, c)| c.id.clone())
+        .collect();
+    assert!(
+        listed.len() > 15,
+        "Flex and retained-backup clusters bill too"
+    );
+    assert_eq!(ids("clusters", "cluster_id"), listed);
     assert_exact_totals(&s, &sim.sim.dataset(), sim.sim.current_month(), 1);
     assert!(
         sim.sim.requests(SimEndpoint::Projects) >= 3,

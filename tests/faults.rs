@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atlas_cost_exporter::config::{Config, Credentials, GroupBy, ResultFormat, Secret};
+use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
 use common::*;
 
@@ -636,28 +637,32 @@ async fn broken_bodies_fail_with_decode() {
     rig.exporter.stop().await;
 }
 
-/// Rows with an amount that is a non-numeric string, null or NaN are skipped and counted as
-/// `invalid_row`; the valid rows (a numeric string, a negative amount) are served, unknown
-/// fields are ignored, and an empty result is served as empty, not as an error.
+/// Rows whose amount is text, null or NaN are skipped and counted as
+/// `invalid_row`; the valid rows (a numeric string, a negative amount) are served and unknown
+/// fields are ignored. An empty result where the same months held data, and a result whose
+/// rows are all invalid, are `decode` failures that keep the last good data: emptiness is
+/// never published as success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_rows_are_counted_not_invented() {
     let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
     let org = rig.org.clone();
     let current = rig.sim.sim.current_month();
-    let row = |amount: &str, service: &str| {
+    let row = |amount: &str, service: &str, month: Month| {
         format!(
             r#"{{"organizationId":"{org}","service":"{service}","usageAmount":{amount},"usageDate":"{}","surprise":{{"x":[1]}}}}"#,
-            current.first_day()
+            month.first_day()
         )
     };
     let bad = format!(
-        r#"{{"usageDetails":[{},{},{},{},{}],"extra":true}}"#,
-        row(r#""12.25""#, "Storage"),
-        row("-3.5", "Credits"),
-        row(r#""abc""#, "Backup"),
-        row("null", "Backup"),
-        row(r#""NaN""#, "Backup"),
+        r#"{{"usageDetails":[{},{},{},{},{},{}],"extra":true}}"#,
+        row(r#""12.25""#, "Storage", current),
+        row("-3.5", "Credits", current),
+        row("7", "Storage", current.plus(-1)),
+        row(r#""abc""#, "Backup", current),
+        row("null", "Backup", current),
+        row(r#""NaN""#, "Backup", current),
     );
+    let good = rig.exporter.samples().await.costs("services");
     let invalid_before = rig
         .exporter
         .samples()
@@ -667,7 +672,7 @@ async fn odd_rows_are_counted_not_invented() {
     let s = rig
         .exporter
         .wait_for("the odd result served", |s| {
-            s.costs("services").len() == 2
+            s.costs("services").len() == 3
                 && s.errors("services", &org, "invalid_row") >= invalid_before + 3.0
         })
         .await;
@@ -675,7 +680,11 @@ async fn odd_rows_are_counted_not_invented() {
     assert_eq!(
         s.value(
             "atlas_cost_usage_usd",
-            &[("query", "services"), ("atlas_service", "Storage")]
+            &[
+                ("query", "services"),
+                ("atlas_service", "Storage"),
+                ("month", &current.to_string())
+            ]
         ),
         Some(12.25)
     );
@@ -693,24 +702,43 @@ async fn odd_rows_are_counted_not_invented() {
         )
         .is_none()
     );
+    let odd = s.costs("services");
 
-    rig.sim
-        .sim
-        .fail(SimEndpoint::Poll, body(200, JSON, r#"{"usageDetails":[]}"#));
-    let s = rig
-        .exporter
-        .wait_for("the empty result served", |s| {
-            s.costs("services").is_empty()
-        })
-        .await;
-    assert_eq!(s.up("services", &org), Some(1.0));
-    assert_eq!(
-        s.value("atlas_cost_query_series", &[("query", "services")]),
-        Some(0.0)
-    );
+    for (what, result) in [
+        ("an empty result", r#"{"usageDetails":[]}"#.to_owned()),
+        (
+            "a result whose rows are all invalid",
+            format!(r#"{{"usageDetails":[{}]}}"#, row("null", "Backup", current)),
+        ),
+    ] {
+        let decode_before = rig
+            .exporter
+            .samples()
+            .await
+            .errors("services", &org, "decode");
+        rig.sim
+            .sim
+            .fail(SimEndpoint::Poll, body(200, JSON, &result));
+        let s = rig
+            .exporter
+            .wait_for(&format!("{what} refused as decode"), |s| {
+                s.up("services", &org) == Some(0.0)
+                    && s.errors("services", &org, "decode") > decode_before
+            })
+            .await;
+        assert_eq!(s.costs("services"), odd, "{what}: the last good data stays");
+        rig.sim.sim.clear_faults();
+        rig.exporter
+            .wait_for("up again", |s| s.up("services", &org) == Some(1.0))
+            .await;
+        rig.sim.sim.fail(SimEndpoint::Poll, body(200, JSON, &bad));
+        rig.exporter
+            .wait_for("the odd result again", |s| s.costs("services") == odd)
+            .await;
+    }
     rig.sim.sim.clear_faults();
     rig.exporter
-        .wait_for("real data again", |s| s.costs("services").len() > 2)
+        .wait_for("real data again", |s| s.costs("services") == good)
         .await;
     rig.exporter.stop().await;
 }

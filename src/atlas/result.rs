@@ -814,13 +814,15 @@ mod tests {
         let body = r#"{"usageDetails":[{"grp":"x","clstr":"y","usageAmount":1,"usageDate":"2026-10-01","invoiceId":"i"}]}"#;
         let r = ready(parse_body(body.as_bytes(), false));
         assert_eq!(
-            r.unknown_keys.iter().map(String::as_str).collect::<Vec<_>>(),
+            r.unknown_keys
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
             ["clstr", "grp"]
         );
-        let many: String = (0..100)
-            .map(|i| format!(r#""k{i}":1,"#))
-            .collect();
-        let body = format!(r#"{{"usageDetails":[{{{many}"usageAmount":1,"usageDate":"2026-10-01"}}]}}"#);
+        let many: String = (0..100).map(|i| format!(r#""k{i}":1,"#)).collect();
+        let body =
+            format!(r#"{{"usageDetails":[{{{many}"usageAmount":1,"usageDate":"2026-10-01"}}]}}"#);
         let r = ready(parse_body(body.as_bytes(), false));
         assert_eq!(r.unknown_keys.len(), MAX_UNKNOWN_KEYS);
     }

@@ -71,18 +71,39 @@ pub const SPEC_CSV_HEADER: [&str; 9] = [
     "Usage Amount",
 ];
 
-/// The body of the CSV example of `getCostExplorerUsage` in the Atlas OpenAPI spec
-/// (2026-08), as YAML reads it: garbled, with the labels down the first column and values
-/// under the wrong labels. Served verbatim by [`CsvLayout::SpecExample`] as a test fixture.
-pub const SPEC_CSV_EXAMPLE: &str = "Billed Date,666acb8787ba90706905dcae,\n\
-Invoice Id,\"June 1, 2024 - July 1, 2024\",\n\
-Organization Name,Test 2,\n\
-Organization ID,666acb8787ba90706905dcae,\n\
-Project Name,666acb8787ba90706905dcae,\n\
-Project Id,666acb8787ba90706905dcae,\n\
-Cluster Name,TestCluster\n\
-Cluster Unique Id,666acb8787ba90706905dcae\n\
-Usage Amount, 1018.39\n";
+/// A body of the shape of the CSV example of `getCostExplorerUsage` in the Atlas OpenAPI
+/// spec (2026-08), as YAML reads it: the labels down the first column, values under the
+/// wrong labels (`Billed Date` holds an id, `Invoice Id` a date range), one line per label.
+/// The values are the query's own (the spec's text is not copied). Served by
+/// [`CsvLayout::SpecExample`].
+fn spec_example_shaped(org_id: &str, org_name: &str, month: Option<Month>, cents: i64) -> String {
+    let range = month.map_or_else(String::new, |m| {
+        format!("{} - {}", m.first_day(), m.plus(1).first_day())
+    });
+    let values = [
+        org_id.to_owned(),
+        range,
+        org_name.to_owned(),
+        org_id.to_owned(),
+        org_id.to_owned(),
+        org_id.to_owned(),
+        "TestCluster".to_owned(),
+        org_id.to_owned(),
+        format!(" {}", format_cents(cents)),
+    ];
+    let mut out = String::new();
+    for (i, (label, value)) in SPEC_CSV_HEADER.iter().zip(values).enumerate() {
+        let quoted = if value.contains(',') {
+            format!("\"{value}\"")
+        } else {
+            value
+        };
+        // The spec's lines end in a comma for the first six labels only.
+        let comma = if i < 6 { "," } else { "" };
+        out.push_str(&format!("{label},{quoted}{comma}\n"));
+    }
+    out
+}
 
 /// The [`CsvLayout::NoPreamble`] header: the Extended labels in other cases, with stray
 /// spaces, and two empty trailing cells.
@@ -1013,7 +1034,16 @@ impl Query {
             .from_writer(Vec::new());
         let with_service = self.group_by != GroupBy::Organizations;
         match layout {
-            CsvLayout::SpecExample => return Ok(SPEC_CSV_EXAMPLE.to_string()),
+            CsvLayout::SpecExample => {
+                let org = self.data.orgs.get(self.org);
+                let month = self.rows.first().map(|r| r.month);
+                return Ok(spec_example_shaped(
+                    org.map_or("", |o| o.id.as_str()),
+                    org.map_or("", |o| o.name.as_str()),
+                    month,
+                    self.rows.iter().map(|r| r.cents).sum(),
+                ));
+            }
             CsvLayout::Extended => {
                 // A metadata preamble like Atlas invoice CSVs: one line, then an empty line.
                 let org_name = self.data.orgs.get(self.org).map_or("", |o| o.name.as_str());

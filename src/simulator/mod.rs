@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub use api::{CSV_HEADER, FLEX_TYPE, SPEC_CSV_EXAMPLE, SPEC_CSV_HEADER};
+pub use api::{CSV_HEADER, FLEX_TYPE, SPEC_CSV_HEADER};
 pub use data::{
     CLUSTER_SERVICES, ClusterKind, Dataset, GroupBy, SimCluster, SimOrg, SimProject, SimTag,
     UsageRecord, cluster_tags, project_tags,
@@ -244,8 +244,8 @@ pub enum CsvLayout {
     /// with stray spaces, a space before each amount, and two trailing empty cells on every
     /// line.
     NoPreamble,
-    /// The spec's example body verbatim ([`SPEC_CSV_EXAMPLE`]) whatever the query: labels
-    /// down the first column, values under the wrong labels. A client must not report
+    /// A body of the shape of the spec's example whatever the query (the query's own values):
+    /// labels down the first column, values under the wrong labels. A client must not report
     /// success with zero rows from it.
     SpecExample,
 }

@@ -8,7 +8,7 @@ use md5::{Digest as _, Md5};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::api::{CSV_HEADER, CSV_TYPE, FLEX_TYPE, JSON_TYPE, SPEC_CSV_EXAMPLE, SPEC_CSV_HEADER};
+use super::api::{CSV_HEADER, CSV_TYPE, FLEX_TYPE, JSON_TYPE, SPEC_CSV_HEADER};
 use super::auth::parse_auth_params;
 use super::*;
 
@@ -1388,7 +1388,7 @@ async fn csv_no_preamble_layout_has_messy_header_and_trailing_cells() {
 /// `CsvLayout::SpecExample` answers the spec's garbled example body verbatim, whatever was
 /// asked: labels down the first column, one row of values at most, nothing that adds up.
 #[tokio::test]
-async fn csv_spec_example_layout_serves_the_spec_body_verbatim() {
+async fn csv_spec_example_layout_serves_the_specs_garbled_shape() {
     let (sim, base) = start(SimConfig {
         csv_layout: CsvLayout::SpecExample,
         ..ready_config()
@@ -1399,9 +1399,11 @@ async fn csv_spec_example_layout_serves_the_spec_body_verbatim() {
     let body =
         json!({"startDate": current().first_day(), "endDate": current().plus(1).first_day()});
     let text = run_query(&base, &token, &org, &body, CSV_TYPE).await;
-    assert_eq!(text, SPEC_CSV_EXAMPLE);
-    assert!(text.starts_with("Billed Date,666acb8787ba90706905dcae,\nInvoice Id,\"June 1"));
-    assert!(text.ends_with("Usage Amount, 1018.39\n"));
+    assert!(
+        text.starts_with(&format!("Billed Date,{org},\nInvoice Id,\"")),
+        "{text}"
+    );
+    assert!(text.contains("\nUsage Amount, "), "{text}");
     assert_eq!(text.lines().count(), 9);
     // JSON results are unaffected by the CSV layout.
     assert!(!query_rows(&base, &token, &org, &body).await.is_empty());

@@ -289,6 +289,20 @@ impl Samples {
         cents
     }
 
+    /// [`Samples::total_cents`] without the `(unattributed)` remainder series: what the
+    /// query attributes to a project or cluster.
+    pub fn attributed_cents(&self, name: &str, query: &str, org_id: &str) -> i64 {
+        let sum: f64 = self
+            .named(name)
+            .filter(|s| s.label("query") == Some(query) && s.label("org_id") == Some(org_id))
+            .filter(|s| !s.labels.values().any(|v| v == "(unattributed)"))
+            .map(|s| s.value.unwrap_or(f64::NAN))
+            .sum();
+        #[allow(clippy::cast_possible_truncation)]
+        let cents = (sum * 100.0).round() as i64;
+        cents
+    }
+
     pub fn up(&self, query: &str, org_id: &str) -> Option<f64> {
         self.value(
             "atlas_cost_query_up",
@@ -319,6 +333,37 @@ pub fn fixed_clock(t: SystemTime) -> atlas_cost_exporter::config::Clock {
 }
 
 /// The window `[start, end)` of a query of `months` months at `current`.
+/// The spend in [`start`, `end`) of the projects the projects listing returns: what a
+/// `projects` query attributes to a project.
+pub fn listed_project_cents(
+    data: &atlas_cost_exporter::simulator::Dataset,
+    org_id: &str,
+    start: Month,
+    end: Month,
+) -> i64 {
+    data.sum_cents(
+        org_id,
+        start,
+        end,
+        |r| matches!(data.place(r), (Some(p), _) if !p.is_deleted()),
+    )
+}
+
+/// The spend in [`start`, `end`) of the clusters the listings return (Flex clusters and
+/// clusters deleted with retained backups included): what a `clusters` query attributes to
+/// a cluster.
+pub fn listed_cluster_cents(
+    data: &atlas_cost_exporter::simulator::Dataset,
+    org_id: &str,
+    start: Month,
+    end: Month,
+) -> i64 {
+    data.sum_cents(org_id, start, end, |r| {
+        matches!(data.place(r), (Some(p), Some(c)) if !p.is_deleted()
+            && (c.in_clusters_listing(true) || c.in_flex_listing()))
+    })
+}
+
 pub fn window(current: Month, months: u32) -> (Month, Month) {
     (current.plus(-i64::from(months - 1)), current.plus(1))
 }
