@@ -1400,7 +1400,7 @@ async fn csv_spec_example_layout_serves_the_specs_garbled_shape() {
         json!({"startDate": current().first_day(), "endDate": current().plus(1).first_day()});
     let text = run_query(&base, &token, &org, &body, CSV_TYPE).await;
     assert!(
-        text.starts_with(&format!("Billed Date,{org},\nInvoice Id,\"")),
+        text.starts_with(&format!("Billed Date,{org},\nInvoice Id,")),
         "{text}"
     );
     assert!(text.contains("\nUsage Amount, "), "{text}");
