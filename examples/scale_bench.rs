@@ -15,7 +15,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use atlas_cost_exporter::config::{Cli, Config, ProcessEnv};
-use atlas_cost_exporter::simulator::{GroupBy, SimConfig, SimCredentials, SimEndpoint, Simulator};
+use atlas_cost_exporter::simulator::{SimConfig, SimCredentials, SimEndpoint, Simulator};
 use clap::Parser as _;
 
 fn arg(args: &[String], i: usize, default: usize) -> usize {
@@ -216,12 +216,9 @@ async fn large(args: &[String], top: bool) {
     }
     let current = sim.current_month();
     let start = current.plus(-(i64::from(months) - 1));
-    let atlas_cents =
-        sim.dataset()
-            .total_cents_grouped(&org, start, current.plus(1), GroupBy::Clusters, false);
-    let atlas_projects =
-        sim.dataset()
-            .total_cents_grouped(&org, start, current.plus(1), GroupBy::Projects, false);
+    // With their `(unattributed)` remainders, both queries add up to the org's total.
+    let atlas_cents = sim.dataset().total_cents(&org, start, current.plus(1));
+    let atlas_projects = atlas_cents;
     let (cq_series, cq_micros) = per_query.get("clusters").copied().unwrap_or_default();
     let (pq_series, pq_micros) = per_query.get("projects").copied().unwrap_or_default();
     let shed = body
