@@ -211,10 +211,10 @@ fn snapshot(series: &[CostSeries], current: Month) -> Snapshot {
 }
 
 /// What a refresh does once: encode the cost section and compress it.
-fn encoded(refs: &[&CostSeries], current: Month) -> exposition::EncodedCosts {
+fn encoded(refs: &[&CostSeries], current: Month) -> atlas_cost_exporter::snapshot::EncodedCosts {
     let mut text = String::new();
     let n = exposition::encode_costs(&mut text, refs, current, "1h");
-    exposition::EncodedCosts::seal(text, n)
+    atlas_cost_exporter::snapshot::EncodedCosts::seal(text, n)
 }
 
 /// The one call into the scrape path: adapt here when `render` changes.

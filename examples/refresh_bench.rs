@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use axum::body::HttpBody as _;
 use clap::Parser as _;
 
-use atlas_cost_exporter::config::{Cli, Config};
+use atlas_cost_exporter::cli::Cli;
+use atlas_cost_exporter::config::Config;
 use atlas_cost_exporter::metrics::SelfMetrics;
 use atlas_cost_exporter::refresher::Refresher;
 use atlas_cost_exporter::simulator::{SimConfig, SimEndpoint, Simulator};

@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use atlas_cost_exporter::config::{Cli, Config, ProcessEnv};
+use atlas_cost_exporter::cli::Cli;
+use atlas_cost_exporter::config::{Config, ProcessEnv};
 use atlas_cost_exporter::simulator::{SimConfig, SimCredentials, SimEndpoint, Simulator};
 use clap::Parser as _;
 

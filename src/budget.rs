@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::config::{ConfigError, GroupBy, OrgConfig, is_atlas_id};
 use crate::exposition::{CostSeries, push_label, push_micros};
+use crate::model::{ConfigError, GroupBy, is_atlas_id};
 use crate::month::Month;
 
 /// Labels a budget scope can name, in exposition order.
@@ -122,11 +122,23 @@ fn default_query(labels: &[&str]) -> &'static str {
     }
 }
 
+/// An org as budgets see it: its id and the names of its queries.
+#[derive(Clone, Copy, Debug)]
+pub struct OrgQueries<'a> {
+    /// The org id.
+    pub id: &'a str,
+    /// Its queries' names.
+    pub queries: &'a [&'a str],
+}
+
 /// Validates the budgets of the YAML file against the orgs and their queries.
 ///
 /// # Errors
 /// A [`ConfigError`] naming the key, e.g. `budgets[0].amount_usd: ...`.
-pub fn validate(file: Vec<FileBudget>, orgs: &[OrgConfig]) -> Result<Vec<Budget>, ConfigError> {
+pub fn validate(
+    file: Vec<FileBudget>,
+    orgs: &[OrgQueries<'_>],
+) -> Result<Vec<Budget>, ConfigError> {
     let mut out: Vec<Budget> = Vec::with_capacity(file.len());
     for (i, b) in file.into_iter().enumerate() {
         let key = format!("budgets[{i}]");
@@ -192,8 +204,8 @@ pub fn validate(file: Vec<FileBudget>, orgs: &[OrgConfig]) -> Result<Vec<Budget>
         let query = b.query.unwrap_or_else(|| default_query(&labels).to_owned());
         let has_query = orgs
             .iter()
-            .filter(|o| b.scope.org_id.as_ref().is_none_or(|id| *id == o.id))
-            .any(|o| o.queries.iter().any(|q| q.name == query));
+            .filter(|o| b.scope.org_id.as_ref().is_none_or(|id| id == o.id))
+            .any(|o| o.queries.contains(&query.as_str()));
         if !has_query {
             return fail(format!(
                 "{key}.query: no org in scope has a query named {query:?} (the default for this scope; name one with query:)"
@@ -383,7 +395,6 @@ pub fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::QuerySpec;
 
     const ORG: &str = "5f1b2c3d4e5f6a7b8c9d0e1f";
 
@@ -391,14 +402,10 @@ mod tests {
         Month::new(y, m).expect("valid month")
     }
 
-    fn orgs() -> Vec<OrgConfig> {
-        vec![OrgConfig {
-            id: ORG.to_owned(),
-            credentials: crate::config::Credentials::ApiKey {
-                public_key: "p".to_owned(),
-                private_key: crate::config::Secret::new("k"),
-            },
-            queries: QuerySpec::defaults(3),
+    fn orgs() -> Vec<OrgQueries<'static>> {
+        vec![OrgQueries {
+            id: ORG,
+            queries: &["services", "projects", "clusters"],
         }]
     }
 

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use crate::simulator::SimArgs;
+pub use crate::model::{ConfigError, GroupBy, is_atlas_id};
 
 /// Default port: unused by other exporters in the Prometheus default-port allocation list.
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":9879";
@@ -35,29 +35,6 @@ pub mod env {
     pub const PUBLIC_API_KEY: &str = "MONGODB_ATLAS_PUBLIC_API_KEY";
     /// API key, private part (the Digest password).
     pub const PRIVATE_API_KEY: &str = "MONGODB_ATLAS_PRIVATE_API_KEY";
-}
-
-/// Prometheus exporter for the MongoDB Atlas Cost Explorer.
-///
-/// Credentials come from the environment: MONGODB_ATLAS_CLIENT_ID and
-/// MONGODB_ATLAS_CLIENT_SECRET (service account), or MONGODB_ATLAS_PUBLIC_API_KEY and
-/// MONGODB_ATLAS_PRIVATE_API_KEY (API key); the secret halves can also be read from files.
-#[derive(Parser, Debug, Clone)]
-#[command(version, about, long_about = None)]
-pub struct Cli {
-    /// Run a subcommand instead of the exporter.
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    /// Exporter flags.
-    #[command(flatten)]
-    pub flags: Flags,
-}
-
-/// Subcommands.
-#[derive(Subcommand, Debug, Clone)]
-pub enum Command {
-    /// Run the built-in Atlas API simulator alone (for tests, benchmarks and demos).
-    Simulate(SimArgs),
 }
 
 /// Log output format.
@@ -240,49 +217,6 @@ impl Credentials {
     }
 }
 
-/// The Cost Explorer `groupBy` dimension.
-///
-/// The spec says of `groupBy`: "At least one filter value needs to be provided for a
-/// dimension to be used": `projects` needs project ids, `clusters` cluster ids, `services` a
-/// services list. [`GroupBy::Ungrouped`] sends no `groupBy` at all, which is how the one real
-/// request in public code got one row per service and month.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    /// No `groupBy`: one row per service and month (the default `services` query).
-    Ungrouped,
-    /// One row per org (and month); `organizations` holds the org's id.
-    Organizations,
-    /// One row per project; needs project ids (discovered when not configured).
-    Projects,
-    /// One row per cluster; needs cluster unique ids (discovered when not configured).
-    Clusters,
-    /// One row per service; needs a `services` list.
-    Services,
-}
-
-impl GroupBy {
-    /// The value Atlas expects in `groupBy`; `None` for [`GroupBy::Ungrouped`], which sends
-    /// no `groupBy`.
-    pub fn atlas_value(self) -> Option<&'static str> {
-        match self {
-            GroupBy::Ungrouped => None,
-            other => Some(other.as_str()),
-        }
-    }
-
-    /// The name used in the configuration and in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GroupBy::Ungrouped => "ungrouped",
-            GroupBy::Organizations => "organizations",
-            GroupBy::Projects => "projects",
-            GroupBy::Clusters => "clusters",
-            GroupBy::Services => "services",
-        }
-    }
-}
-
 /// Which representation of the result to ask Atlas for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -425,11 +359,6 @@ impl fmt::Debug for Config {
 /// (100k rows of JSON are about 30 MB), far below what would hurt the host.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 
-/// A configuration error: one line that names what is wrong.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
 fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
@@ -455,12 +384,6 @@ impl<S: std::hash::BuildHasher> Env for std::collections::HashMap<&str, &str, S>
             .map(|v| (*v).to_owned())
             .filter(|v| !v.is_empty())
     }
-}
-
-/// Checks an Atlas org, project or cluster id: exactly 24 lowercase hex characters.
-/// Every id goes through this before it is put into a URL path.
-pub fn is_atlas_id(s: &str) -> bool {
-    s.len() == 24 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn is_query_name(s: &str) -> bool {
@@ -895,8 +818,20 @@ impl Config {
                  a --config.file with orgs, or --demo",
             );
         }
-        let budgets = crate::budget::validate(budgets, &orgs)?;
-        let shard = crate::fleet::Shard::new(flags.shard_count, flags.shard_index)?;
+        let names: Vec<Vec<&str>> = orgs
+            .iter()
+            .map(|o| o.queries.iter().map(|q| q.name.as_str()).collect())
+            .collect();
+        let org_queries: Vec<crate::budget::OrgQueries<'_>> = orgs
+            .iter()
+            .zip(&names)
+            .map(|(o, n)| crate::budget::OrgQueries {
+                id: &o.id,
+                queries: n,
+            })
+            .collect();
+        let budgets = crate::budget::validate(budgets, &org_queries)?;
+        let shard = crate::model::Shard::new(flags.shard_count, flags.shard_index)?;
         // Budgets are validated against every org first: the same file serves every shard.
         orgs.retain(|o| shard.owns(&o.id));
         Ok(Config {
@@ -926,10 +861,18 @@ mod tests {
 
     const ORG: &str = "5f1b2c3d4e5f6a7b8c9d0e1f";
 
+    /// The flags alone, as the command line parses them (see [`crate::cli::Cli`]).
+    #[derive(clap::Parser)]
+    struct FlagsOnly {
+        #[command(flatten)]
+        flags: Flags,
+    }
+
     fn flags(args: &[&str]) -> Flags {
+        use clap::Parser as _;
         let mut argv = vec!["atlas-cost-exporter"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).expect("flags parse").flags
+        FlagsOnly::try_parse_from(argv).expect("flags parse").flags
     }
 
     fn sa_env() -> HashMap<&'static str, &'static str> {

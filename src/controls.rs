@@ -18,8 +18,8 @@ use std::hash::{Hash, Hasher};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::config::{ConfigError, GroupBy};
 use crate::exposition::push_label;
+use crate::model::{ConfigError, GroupBy};
 use crate::month::Month;
 
 /// The name label value of a folded series.

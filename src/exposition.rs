@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::metrics::SelfMetrics;
 use crate::month::Month;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{EncodedCosts, Snapshot};
 
 /// The exposition format of a scrape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,21 +122,6 @@ pub struct CostSeries {
     pub month: Month,
     /// The amount, micro-dollars.
     pub micros: i64,
-}
-
-/// The cost families of one refresh, encoded once: the same bytes serve both formats (they
-/// are gauges without units), and a compressed copy serves gzip scrapes.
-#[derive(Clone, Debug, Default)]
-pub struct EncodedCosts {
-    /// The exposition text of the cost families (no `# EOF`).
-    pub body: Bytes,
-    /// `body` as raw DEFLATE from an empty window, ending on a sync flush: it can be spliced
-    /// into any gzip stream after other data that ends on a sync flush.
-    pub deflated: Bytes,
-    /// CRC-32 of `body`, for the gzip trailer.
-    pub crc: u32,
-    /// Series in `atlas_cost_usage_usd`.
-    pub usage_series: usize,
 }
 
 impl EncodedCosts {

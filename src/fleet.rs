@@ -9,62 +9,8 @@
 use std::time::Duration;
 
 use crate::atlas::TokenCache;
-use crate::config::{ConfigError, Credentials, Secret};
-
-/// FNV-1a, 64 bits.
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// Which orgs this replica exports: those whose hash falls in its shard.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Shard {
-    /// Number of shards (replicas that split the orgs), at least 1.
-    pub count: u32,
-    /// This replica's shard, `0..count`.
-    pub index: u32,
-}
-
-impl Default for Shard {
-    fn default() -> Shard {
-        Shard { count: 1, index: 0 }
-    }
-}
-
-impl Shard {
-    /// Validates `--shard.count` and `--shard.index`.
-    ///
-    /// # Errors
-    /// A one-line error naming the flag when `count` is 0 or `index` is not below `count`.
-    pub fn new(count: u32, index: u32) -> Result<Shard, ConfigError> {
-        if count == 0 {
-            return Err(ConfigError("--shard.count: must be at least 1".to_owned()));
-        }
-        if index >= count {
-            return Err(ConfigError(format!(
-                "--shard.index: {index} must be below --shard.count ({count}): 0 to {}",
-                count - 1
-            )));
-        }
-        Ok(Shard { count, index })
-    }
-
-    /// The shard an org belongs to.
-    pub fn of(org_id: &str, count: u32) -> u32 {
-        let h = fnv1a64(org_id.as_bytes()) % u64::from(count.max(1));
-        u32::try_from(h).unwrap_or(0)
-    }
-
-    /// Whether this replica exports `org_id`.
-    pub fn owns(&self, org_id: &str) -> bool {
-        Shard::of(org_id, self.count) == self.index
-    }
-}
+use crate::config::{Credentials, Secret};
+pub use crate::model::{Shard, fnv1a64};
 
 /// The org's stable phase within the interval: a fraction of it, from the org id's hash
 /// (salted, so that the orgs of one shard are still spread).

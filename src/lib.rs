@@ -4,7 +4,10 @@
 //!
 //! Atlas -> [`atlas`] (client) -> [`refresher`] -> [`snapshot`] -> [`exposition`] -> [`server`]
 //!
-//! - [`config`]: flags, environment and YAML, validated at start-up.
+//! - [`model`] and [`month`]: the domain vocabulary at the bottom (ids, groupings, endpoints,
+//!   failure reasons, months); they import nothing of the crate.
+//! - [`config`]: flags, environment and YAML, validated at start-up; [`cli`]: the command
+//!   line (flags and the `simulate` subcommand).
 //! - [`atlas`]: the Atlas client: OAuth and Digest, rate limits, Cost Explorer queries,
 //!   discovery; [`atlas::result`] parses JSON and CSV results.
 //! - [`refresher`]: runs the queries on an interval, caches closed months, keeps the last good
@@ -25,11 +28,13 @@
 
 pub mod atlas;
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod controls;
 pub mod exposition;
 pub mod fleet;
 pub mod metrics;
+pub mod model;
 pub mod month;
 pub mod refresher;
 pub mod remainder;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
-use atlas_cost_exporter::config::{Cli, Command, Config, Flags, LogFormat, LogLevel, ProcessEnv};
+use atlas_cost_exporter::cli::{Cli, Command};
+use atlas_cost_exporter::config::{Config, Flags, LogFormat, LogLevel, ProcessEnv};
 use atlas_cost_exporter::simulator::Simulator;
 
 fn init_logging(flags: &Flags) {

@@ -19,11 +19,11 @@ use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, R
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec, is_atlas_id};
 use crate::controls::{Level, SeriesKey};
-use crate::exposition::{CostSeries, EncodedCosts, encode_costs};
+use crate::exposition::{CostSeries, encode_costs};
 use crate::metrics::{QueryLabels, SelfMetrics};
 use crate::month::{Month, day_of_month};
 use crate::remainder::{Rollup, clusters_remainder, projects_remainder};
-use crate::snapshot::{QueryStatus, Snapshot, SnapshotCell};
+use crate::snapshot::{EncodedCosts, QueryStatus, Snapshot, SnapshotCell};
 
 /// How long a closed month stays cached before it is read again.
 const CLOSED_MONTH_TTL: Duration = Duration::from_secs(24 * 3600);

@@ -1,11 +1,27 @@
 //! The published state: an immutable [`Snapshot`] per refresh, swapped in whole.
 //!
-//! A scrape takes an `Arc` to the current snapshot and never sees half of a refresh.
+//! A scrape takes an `Arc` to the current snapshot and never sees half of a refresh. The cost
+//! families arrive encoded ([`EncodedCosts`], built by [`crate::exposition`] once per refresh).
 
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use crate::exposition::EncodedCosts;
+use bytes::Bytes;
+
+/// The cost families of one refresh, encoded once: the same bytes serve both formats (they
+/// are gauges without units), and a compressed copy serves gzip scrapes.
+#[derive(Clone, Debug, Default)]
+pub struct EncodedCosts {
+    /// The exposition text of the cost families (no `# EOF`).
+    pub body: Bytes,
+    /// `body` as raw DEFLATE from an empty window, ending on a sync flush: it can be spliced
+    /// into any gzip stream after other data that ends on a sync flush.
+    pub deflated: Bytes,
+    /// CRC-32 of `body`, for the gzip trailer.
+    pub crc: u32,
+    /// Series in `atlas_cost_usage_usd`.
+    pub usage_series: usize,
+}
 
 /// What a query's last refreshes came to.
 #[derive(Clone, Debug, PartialEq)]

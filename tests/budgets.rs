@@ -6,7 +6,8 @@ mod common;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use atlas_cost_exporter::config::{Cli, Config, GroupBy};
+use atlas_cost_exporter::cli::Cli;
+use atlas_cost_exporter::config::{Config, GroupBy};
 use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{self as sim, SimConfig};
 use clap::Parser as _;

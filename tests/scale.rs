@@ -8,7 +8,8 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use atlas_cost_exporter::config::{Cli, Config, GroupBy, QuerySpec, env};
+use atlas_cost_exporter::cli::Cli;
+use atlas_cost_exporter::config::{Config, GroupBy, QuerySpec, env};
 use atlas_cost_exporter::controls::{Controls, FileControls};
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
 use clap::Parser as _;

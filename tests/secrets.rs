@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use atlas_cost_exporter::config::{Cli, Config};
+use atlas_cost_exporter::cli::Cli;
+use atlas_cost_exporter::config::Config;
 use atlas_cost_exporter::simulator::{SimConfig, SimCredentials};
 use base64::Engine as _;
 use clap::Parser as _;

@@ -21,8 +21,10 @@ use reqwest::header::{
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{Credentials, QuerySpec, ResultFormat, Secret, is_atlas_id};
+use crate::config::{Credentials, QuerySpec, ResultFormat, Secret};
 use crate::metrics::{EndpointLabels, QueryLabels, RequestLabels, SelfMetrics};
+use crate::model::is_atlas_id;
+pub use crate::model::{Endpoint, Reason};
 use crate::month::Month;
 use auth::Challenge;
 use result::{Parsed, ParsedResult};
@@ -46,114 +48,6 @@ const MAX_CREATES: u32 = 3;
 pub const PAGE_SIZE: usize = 500;
 /// Pages read at most per listing: 5M items, far beyond any org.
 const MAX_PAGES: usize = 10_000;
-
-/// The Atlas endpoints the exporter calls; the `endpoint` label takes these values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    /// `POST /api/oauth/token`.
-    Token,
-    /// `POST .../billing/costExplorer/usage`.
-    Create,
-    /// `GET .../billing/costExplorer/usage/{token}`.
-    Poll,
-    /// `GET /api/atlas/v2/orgs/{orgId}/groups`.
-    Projects,
-    /// `GET /api/atlas/v2/groups/{groupId}/clusters`.
-    Clusters,
-    /// `GET /api/atlas/v2/groups/{groupId}/flexClusters`.
-    FlexClusters,
-}
-
-impl Endpoint {
-    /// Every endpoint.
-    pub const ALL: [Endpoint; 6] = [
-        Endpoint::Token,
-        Endpoint::Create,
-        Endpoint::Poll,
-        Endpoint::Projects,
-        Endpoint::Clusters,
-        Endpoint::FlexClusters,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Token => "token",
-            Endpoint::Create => "create",
-            Endpoint::Poll => "poll",
-            Endpoint::Projects => "projects",
-            Endpoint::Clusters => "clusters",
-            Endpoint::FlexClusters => "flex_clusters",
-        }
-    }
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a refresh failed (or rows were skipped): the `reason` label, a small fixed set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// 429 from Atlas.
-    RateLimited,
-    /// 401: credentials refused.
-    Auth,
-    /// 403: a role or the IP access list is missing.
-    Forbidden,
-    /// A request timed out (not counted for polls, where it means "not ready").
-    Timeout,
-    /// 5xx from Atlas.
-    ServerError,
-    /// Another 4xx from Atlas.
-    ClientError,
-    /// No answer: connection refused or reset, DNS failure.
-    Transport,
-    /// The answer could not be read as a result.
-    Decode,
-    /// The result was not ready before the query's deadline.
-    Deadline,
-    /// The answer was larger than the configured cap.
-    TooLarge,
-    /// Rows skipped because their amount or date was invalid.
-    InvalidRow,
-}
-
-impl Reason {
-    /// Every reason, for pre-creating the error counters.
-    pub const ALL: [Reason; 11] = [
-        Reason::RateLimited,
-        Reason::Auth,
-        Reason::Forbidden,
-        Reason::Timeout,
-        Reason::ServerError,
-        Reason::ClientError,
-        Reason::Transport,
-        Reason::Decode,
-        Reason::Deadline,
-        Reason::TooLarge,
-        Reason::InvalidRow,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::RateLimited => "rate_limited",
-            Reason::Auth => "auth",
-            Reason::Forbidden => "forbidden",
-            Reason::Timeout => "timeout",
-            Reason::ServerError => "server_error",
-            Reason::ClientError => "client_error",
-            Reason::Transport => "transport",
-            Reason::Decode => "decode",
-            Reason::Deadline => "deadline",
-            Reason::TooLarge => "too_large",
-            Reason::InvalidRow => "invalid_row",
-        }
-    }
-}
 
 /// Errors of the Atlas client. Messages never hold secrets.
 #[derive(Debug, thiserror::Error)]
