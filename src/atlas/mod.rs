@@ -57,8 +57,11 @@ const FLEX_CLUSTERS_REQUESTS_PER_MINUTE: u32 = 500;
 const FRESH_TOKEN_AGE: Duration = Duration::from_secs(5 * 60);
 /// Longest `Retry-After` honoured; a longer one (or a date further ahead) is cut to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-/// A poll answered `{}` (a JSON object with no known key) is polled again this many times
-/// before the answer is judged a decode error.
+/// A request held by a `Retry-After` that ends this soon waits for it; a longer hold fails
+/// the request at once, so that its caller decides within its deadline.
+const MAX_HOLD_WAIT: Duration = Duration::from_secs(30);
+/// A poll answered `{}` (an empty JSON object) is polled again this many times before the
+/// answer is judged a decode error.
 const MAX_EMPTY_POLLS: u32 = 3;
 /// A 404 on a poll this soon after the create may be a node that does not know the new
 /// token yet: poll again (at most [`MAX_NOT_FOUND_GRACE`] times) before creating again.
@@ -327,14 +330,19 @@ impl RateGate {
         }
     }
 
-    /// Waits while the minute's budget is spent, and counts the request. While a 429's
-    /// `Retry-After` holds the gate, fails at once with the time left, so that the caller
-    /// decides within its deadline (and holds no permit or lock meanwhile).
+    /// Waits while the minute's budget is spent or a short `Retry-After` holds the gate,
+    /// and counts the request. A hold longer than [`MAX_HOLD_WAIT`] fails at once with the
+    /// time left, so that the caller decides within its deadline.
     async fn admit(&self, endpoint: Endpoint) -> Result<(), AtlasError> {
         loop {
             match self.try_acquire() {
                 Ok(()) => return Ok(()),
                 Err(Hold::Window(until)) => tokio::time::sleep_until(until).await,
+                Err(Hold::RetryAfter(until))
+                    if until.saturating_duration_since(Instant::now()) <= MAX_HOLD_WAIT =>
+                {
+                    tokio::time::sleep_until(until).await;
+                }
                 Err(Hold::RetryAfter(until)) => {
                     return Err(AtlasError::RateLimited {
                         endpoint,
@@ -1375,8 +1383,8 @@ impl AtlasClient {
                             return Err(e);
                         }
                         errors += 1;
-                        delay = delay.max(wait);
                         tracing::debug!(org_id = %self.org_id, query = %spec.name, error = %e, "poll rate limited; polling again after Retry-After");
+                        tokio::time::sleep(wait).await;
                         continue;
                     }
                     Err(e) if e.is_retryable() && errors < MAX_RETRIES => {
