@@ -2,8 +2,10 @@
 //! discovery of projects and clusters.
 //!
 //! One [`AtlasClient`] serves one org. It only ever talks to the configured base URL, puts
-//! only validated ids into URL paths, honours 429 (Retry-After first) for the whole org, and
-//! spends at most the configured number of requests a minute.
+//! only validated ids into URL paths, and keeps one request budget per Atlas endpoint set and
+//! scope (the Cost Explorer and the project listing per org at the configured number a
+//! minute, cluster and Flex cluster listings per project, the token endpoint with the shared
+//! token); a 429 (Retry-After first) holds only its own set and scope.
 
 pub mod auth;
 pub mod result;
