@@ -50,6 +50,15 @@ pub struct EndpointLabels {
     pub endpoint: &'static str,
 }
 
+/// Labels of the rate-limit gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OrgEndpointLabels {
+    /// Org id (validated: 24 hex).
+    pub org_id: String,
+    /// One of the [`Endpoint`] names.
+    pub endpoint: &'static str,
+}
+
 fn seconds_histogram(buckets: &'static [f64]) -> impl Fn() -> Histogram + Clone {
     move || Histogram::new(buckets.iter().copied())
 }
@@ -75,6 +84,10 @@ pub struct SelfMetrics {
     /// Series folded into `(other)` by a query's `max_series`, last successful refresh.
     /// A gauge of configured (query, org) pairs only, so no label set can linger.
     pub series_shed: Family<QueryLabels, Gauge>,
+    /// What Atlas's `RateLimit-Remaining` said in its last answer that carried it. A series
+    /// appears only once Atlas sent the header (Atlas "might not always" send it); label sets
+    /// are bounded by the configured orgs times the endpoints.
+    pub rate_limit_remaining: Family<OrgEndpointLabels, Gauge>,
 }
 
 fn poll_histogram() -> Histogram {
@@ -105,6 +118,7 @@ impl SelfMetrics {
         let refresh_errors = Family::<ErrorLabels, Counter>::default();
         let api_requests = Family::<RequestLabels, Counter>::default();
         let series_shed = Family::<QueryLabels, Gauge>::default();
+        let rate_limit_remaining = Family::<OrgEndpointLabels, Gauge>::default();
         registry.register_with_unit(
             "atlas_cost_query_poll_latency",
             format!("Time from creating a Cost Explorer query to its result being ready (queries run every {refresh})"),
@@ -143,8 +157,14 @@ impl SelfMetrics {
             "Series of the query folded into (other) series by its max_series control in its last successful refresh (0 without a limit)",
             series_shed.clone(),
         );
+        registry.register(
+            "atlas_cost_api_rate_limit_remaining",
+            "Requests left in the Atlas rate limit, as the RateLimit-Remaining header of the last answer that carried one said, by org and endpoint (no series until Atlas sent the header)",
+            rate_limit_remaining.clone(),
+        );
         SelfMetrics {
             registry,
+            rate_limit_remaining,
             series_shed,
             poll_latency,
             refresh_duration,
@@ -192,6 +212,16 @@ impl SelfMetrics {
                 org_id: org_id.to_owned(),
             })
             .set(i64::try_from(shed).unwrap_or(i64::MAX));
+    }
+
+    /// Records what `RateLimit-Remaining` said on an answer from `endpoint` for `org_id`.
+    pub fn set_rate_limit_remaining(&self, org_id: &str, endpoint: Endpoint, remaining: u64) {
+        self.rate_limit_remaining
+            .get_or_create(&OrgEndpointLabels {
+                org_id: org_id.to_owned(),
+                endpoint: endpoint.as_str(),
+            })
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
     }
 
     /// Counts one failure (or skipped rows) of a query.

@@ -3,7 +3,6 @@
 
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// A parsed `WWW-Authenticate: Digest ...` challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,17 +127,32 @@ pub fn md5_hex(s: &str) -> String {
     hex::encode(Md5::digest(s.as_bytes()))
 }
 
-/// `Basic base64(urlencode(id):urlencode(secret))`, as the Atlas token endpoint wants it.
+/// `Basic base64(form(id):form(secret))`: each part `application/x-www-form-urlencoded` as
+/// RFC 6749 section 2.3.1 asks (what Go's oauth2, so the Atlas Go SDK, sends). Atlas ids and
+/// secrets (`mdb_sa_id_...`, `mdb_sa_sk_...`) only hold characters this leaves alone, so the
+/// header is the same bytes as the docs' curl `base64("<id>:<secret>")`.
 pub fn basic_authorization(client_id: &str, client_secret: &str) -> String {
-    let pair = format!(
-        "{}:{}",
-        utf8_percent_encode(client_id, NON_ALPHANUMERIC),
-        utf8_percent_encode(client_secret, NON_ALPHANUMERIC)
-    );
+    let pair = format!("{}:{}", form_encode(client_id), form_encode(client_secret));
     format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(pair)
     )
+}
+
+/// Form-encodes one component as Go's `url.QueryEscape` does: `A-Za-z0-9-._~` unchanged, a
+/// space as `+`, every other byte of the UTF-8 as `%XX`.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            b => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -182,13 +196,34 @@ mod tests {
         assert!(Challenge::parse(r#"Digest realm="r", nonce="n", algorithm=SHA-256"#).is_none());
     }
 
-    /// Client id and secret are URL-encoded before base64, as the token endpoint documents.
+    /// Real Atlas service-account credentials go out as the docs' curl sends them:
+    /// `base64("<id>:<secret>")` of the raw characters, byte for byte (no `%5F` for `_`).
     #[test]
-    fn basic_header_url_encodes_before_base64() {
-        let h = basic_authorization("id", "a:b");
+    fn basic_header_of_atlas_credentials_is_the_raw_pair() {
+        let id = "mdb_sa_id_66d7254246a21a41036ff2e9";
+        let secret = "mdb_sa_sk_Zq-8.x~Y_0";
+        let h = basic_authorization(id, secret);
+        assert_eq!(
+            h,
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+            )
+        );
+        assert_eq!(
+            basic_authorization("mdb_sa_id_demo", "mdb_sa_sk_demo"),
+            "Basic bWRiX3NhX2lkX2RlbW86bWRiX3NhX3NrX2RlbW8="
+        );
+    }
+
+    /// Characters outside `A-Za-z0-9-._~` are form-encoded before base64 (a space as `+`,
+    /// the rest as upper-case `%XX` of their UTF-8), so a `:` in a secret cannot split the pair.
+    #[test]
+    fn basic_header_form_encodes_other_characters() {
+        let h = basic_authorization("id x", "a:b/+%é");
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(h.trim_start_matches("Basic "))
             .expect("base64");
-        assert_eq!(decoded, b"id:a%3Ab");
+        assert_eq!(decoded, b"id+x:a%3Ab%2F%2B%25%C3%A9");
     }
 }

@@ -2,8 +2,10 @@
 //! discovery of projects and clusters.
 //!
 //! One [`AtlasClient`] serves one org. It only ever talks to the configured base URL, puts
-//! only validated ids into URL paths, honours 429 (Retry-After first) for the whole org, and
-//! spends at most the configured number of requests a minute.
+//! only validated ids into URL paths, and keeps one request budget per Atlas endpoint set and
+//! scope (the Cost Explorer and the project listing per org at the configured number a
+//! minute, cluster and Flex cluster listings per project, the token endpoint with the shared
+//! token); a 429 (Retry-After first) holds only its own set and scope.
 
 pub mod auth;
 pub mod result;
@@ -48,6 +50,30 @@ const MAX_CREATES: u32 = 3;
 pub const PAGE_SIZE: usize = 500;
 /// Pages read at most per listing: 5M items, far beyond any org.
 const MAX_PAGES: usize = 10_000;
+/// The token endpoint's budget: Atlas limits it to about 50 requests a minute per client and
+/// IP. Owned with the shared [`TokenCache`], never an org's budget.
+const TOKEN_REQUESTS_PER_MINUTE: u32 = 50;
+/// The "Clusters" endpoint set: per project, refill 5,000 a minute (Atlas docs).
+const CLUSTERS_REQUESTS_PER_MINUTE: u32 = 5_000;
+/// The "Flex Clusters" endpoint set: per project, refill 500 a minute (Atlas docs).
+const FLEX_CLUSTERS_REQUESTS_PER_MINUTE: u32 = 500;
+/// A 401 on an OAuth token younger than this, when that token already replaced a refused
+/// one, is a missing role or access-list entry (`USER_UNAUTHORIZED`), not a reason to mint
+/// yet another token.
+const FRESH_TOKEN_AGE: Duration = Duration::from_secs(5 * 60);
+/// Longest `Retry-After` honoured; a longer one (or a date further ahead) is cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// A request held by a `Retry-After` that ends this soon waits for it; a longer hold fails
+/// the request at once, so that its caller decides within its deadline.
+const MAX_HOLD_WAIT: Duration = Duration::from_secs(30);
+/// A poll answered `{}` (an empty JSON object) is polled again this many times before the
+/// answer is judged a decode error.
+const MAX_EMPTY_POLLS: u32 = 3;
+/// A 404 on a poll this soon after the create may be a node that does not know the new
+/// token yet: poll again (at most [`MAX_NOT_FOUND_GRACE`] times) before creating again.
+const NOT_FOUND_GRACE: Duration = Duration::from_secs(10);
+/// 404s right after a create that get the grace of [`NOT_FOUND_GRACE`].
+const MAX_NOT_FOUND_GRACE: u32 = 2;
 
 /// Errors of the Atlas client. Messages never hold secrets.
 #[derive(Debug, thiserror::Error)]
@@ -167,8 +193,9 @@ struct Reply {
     body: Bytes,
 }
 
-/// The per-org request budget: at most `limit` requests in any 60 seconds (a sliding window,
-/// so no burst can exceed it), and no request before the time a 429 named.
+/// The budget of one endpoint set in one scope (an org, a project, the token endpoint): at
+/// most `limit` requests in any 60 seconds (a sliding window, so no burst can exceed it),
+/// and no request before the time a 429 named.
 struct RateGate {
     state: Mutex<GateState>,
     limit: usize,
@@ -194,28 +221,56 @@ impl RateGate {
     }
 
     /// Waits until a request may go out, and counts it.
+    #[cfg(test)]
     async fn acquire(&self) {
+        while let Err(hold) = self.try_acquire() {
+            tokio::time::sleep_until(hold.until()).await;
+        }
+    }
+
+    /// Waits while the minute's budget is spent or a short `Retry-After` holds the gate,
+    /// and counts the request. A hold longer than [`MAX_HOLD_WAIT`] fails at once with the
+    /// time left, so that the caller decides within its deadline.
+    async fn admit(&self, endpoint: Endpoint) -> Result<(), AtlasError> {
         loop {
-            let wait_until = {
-                // std Mutex: the critical section has no await.
-                let mut s = self
-                    .state
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let now = Instant::now();
-                while s.sent.front().is_some_and(|t| *t + RATE_WINDOW <= now) {
-                    s.sent.pop_front();
+            match self.try_acquire() {
+                Ok(()) => return Ok(()),
+                Err(Hold::Window(until)) => tokio::time::sleep_until(until).await,
+                Err(Hold::RetryAfter(until))
+                    if until.saturating_duration_since(Instant::now()) <= MAX_HOLD_WAIT =>
+                {
+                    tokio::time::sleep_until(until).await;
                 }
-                match (s.not_before, s.sent.front()) {
-                    (Some(t), _) if t > now => t,
-                    (_, Some(oldest)) if s.sent.len() >= self.limit => *oldest + RATE_WINDOW,
-                    _ => {
-                        s.sent.push_back(now);
-                        return;
-                    }
+                Err(Hold::RetryAfter(until)) => {
+                    return Err(AtlasError::RateLimited {
+                        endpoint,
+                        retry_after: Some(until.saturating_duration_since(Instant::now())),
+                    });
                 }
-            };
-            tokio::time::sleep_until(wait_until).await;
+            }
+        }
+    }
+
+    /// Counts a request if one may go out now; otherwise says until when it may not.
+    fn try_acquire(&self) -> Result<(), Hold> {
+        // std Mutex: the critical section has no await.
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        while s.sent.front().is_some_and(|t| *t + RATE_WINDOW <= now) {
+            s.sent.pop_front();
+        }
+        match (s.not_before, s.sent.front()) {
+            (Some(t), _) if t > now => Err(Hold::RetryAfter(t)),
+            (_, Some(oldest)) if s.sent.len() >= self.limit => {
+                Err(Hold::Window(*oldest + RATE_WINDOW))
+            }
+            _ => {
+                s.sent.push_back(now);
+                Ok(())
+            }
         }
     }
 
@@ -228,7 +283,7 @@ impl RateGate {
         s.not_before.filter(|t| *t > Instant::now())
     }
 
-    /// No request to this org before `now + delay`.
+    /// No request through this gate before `now + delay`.
     fn defer(&self, delay: Duration) {
         let mut s = self
             .state
@@ -239,6 +294,98 @@ impl RateGate {
             s.not_before = Some(until);
         }
     }
+}
+
+/// Why a gate holds a request back, and until when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hold {
+    /// A 429 named this time.
+    RetryAfter(Instant),
+    /// The minute's budget is spent until this time.
+    Window(Instant),
+}
+
+impl Hold {
+    #[cfg(test)]
+    fn until(self) -> Instant {
+        match self {
+            Hold::RetryAfter(t) | Hold::Window(t) => t,
+        }
+    }
+}
+
+/// One gate per scope (a project) of one endpoint set. Grows with the projects seen, which
+/// discovery bounds.
+struct ScopedGates {
+    per_minute: u32,
+    gates: Mutex<std::collections::HashMap<String, Arc<RateGate>>>,
+}
+
+impl ScopedGates {
+    fn new(per_minute: u32) -> ScopedGates {
+        ScopedGates {
+            per_minute,
+            gates: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn get(&self, scope: &str) -> Arc<RateGate> {
+        // std Mutex: a map lookup, no await.
+        let mut gates = self
+            .gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            gates
+                .entry(scope.to_owned())
+                .or_insert_with(|| Arc::new(RateGate::new(self.per_minute))),
+        )
+    }
+}
+
+/// The rate limits of one org's client, one per endpoint set and scope, as Atlas scopes
+/// them: a 429 on one set defers only that set in that scope.
+struct Gates {
+    /// Cost Explorer create and poll (the "Invoices" set, per org): the configured budget.
+    cost: Arc<RateGate>,
+    /// The org's project listing (its set is undocumented): the configured budget, apart
+    /// from the Cost Explorer one.
+    projects: Arc<RateGate>,
+    /// The clusters listing, per project.
+    clusters: ScopedGates,
+    /// The Flex clusters listing, per project.
+    flex_clusters: ScopedGates,
+}
+
+impl Gates {
+    fn new(per_minute: u32) -> Gates {
+        Gates {
+            cost: Arc::new(RateGate::new(per_minute)),
+            projects: Arc::new(RateGate::new(per_minute)),
+            clusters: ScopedGates::new(CLUSTERS_REQUESTS_PER_MINUTE),
+            flex_clusters: ScopedGates::new(FLEX_CLUSTERS_REQUESTS_PER_MINUTE),
+        }
+    }
+
+    /// The gate of a request to `endpoint` at `path_and_query`. The token endpoint's gate is
+    /// the [`TokenCache`]'s; it never comes here.
+    fn for_request(&self, endpoint: Endpoint, path_and_query: &str) -> Arc<RateGate> {
+        match endpoint {
+            Endpoint::Create | Endpoint::Poll | Endpoint::Token => Arc::clone(&self.cost),
+            Endpoint::Projects => Arc::clone(&self.projects),
+            Endpoint::Clusters => self.clusters.get(group_of(path_and_query)),
+            Endpoint::FlexClusters => self.flex_clusters.get(group_of(path_and_query)),
+        }
+    }
+}
+
+/// The project id of `/api/atlas/v2/groups/{groupId}/...`, or `""` for any other path.
+fn group_of(path_and_query: &str) -> &str {
+    path_and_query
+        .strip_prefix("/api/atlas/v2/groups/")
+        .and_then(|rest| rest.split(['/', '?']).next())
+        .filter(|id| is_atlas_id(id))
+        .unwrap_or("")
 }
 
 /// Exponential backoff with jitter: `base * 2^attempt`, capped, then a random 50-100%.
@@ -261,14 +408,44 @@ enum AuthState {
     },
 }
 
-/// A cached OAuth token and its renewal time. Clients that share one (orgs with the same
-/// service account, see [`crate::fleet::TokenCaches`]) share one token.
-#[derive(Clone, Default)]
-pub struct TokenCache(
+/// A cached OAuth token, its renewal time, and the token endpoint's own rate limit. Clients
+/// that share one (orgs with the same service account, see [`crate::fleet::TokenCaches`])
+/// share one token and one token budget.
+#[derive(Clone)]
+pub struct TokenCache(Arc<TokenShared>);
+
+struct TokenShared {
     // tokio Mutex: held across the token request so concurrent queries (of every org that
-    // shares the cache) wait for one renewal instead of each fetching a token.
-    Arc<tokio::sync::Mutex<Option<(String, Instant)>>>,
-);
+    // shares the cache) wait for one renewal instead of each fetching a token. Never held
+    // while waiting for a gate.
+    slot: tokio::sync::Mutex<TokenSlot>,
+    /// The token endpoint's budget (per client and IP at Atlas), not any org's.
+    gate: RateGate,
+}
+
+#[derive(Default)]
+struct TokenSlot {
+    cached: Option<CachedToken>,
+    /// The last token was dropped because Atlas refused it (401).
+    refused: bool,
+}
+
+struct CachedToken {
+    token: String,
+    renew_at: Instant,
+    obtained: Instant,
+    /// Obtained to replace a token Atlas refused.
+    after_refusal: bool,
+}
+
+impl Default for TokenCache {
+    fn default() -> TokenCache {
+        TokenCache(Arc::new(TokenShared {
+            slot: tokio::sync::Mutex::new(TokenSlot::default()),
+            gate: RateGate::new(TOKEN_REQUESTS_PER_MINUTE),
+        }))
+    }
+}
 
 impl TokenCache {
     /// Whether two caches are the same one.
@@ -325,7 +502,7 @@ pub struct AtlasClient {
     settings: ClientSettings,
     org_id: String,
     auth: AuthState,
-    gate: RateGate,
+    gates: Gates,
     metrics: Arc<SelfMetrics>,
 }
 
@@ -414,11 +591,29 @@ fn error_detail(body: &[u8]) -> String {
     }
 }
 
+/// `Retry-After` as seconds or as an HTTP date (RFC 7231 IMF-fixdate, or the obsolete
+/// forms), capped at [`MAX_RETRY_AFTER`]; a date in the past is no wait.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    v.parse::<u64>()
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// `RateLimit-Remaining`, when Atlas sent a number.
+fn rate_limit_remaining(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("ratelimit-remaining")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
         .ok()
-        .map(|s| Duration::from_secs(s.min(3600)))
 }
 
 impl AtlasClient {
@@ -457,7 +652,7 @@ impl AtlasClient {
         };
         Ok(AtlasClient {
             http,
-            gate: RateGate::new(settings.requests_per_minute),
+            gates: Gates::new(settings.requests_per_minute),
             settings,
             org_id: org_id.to_owned(),
             auth,
@@ -479,9 +674,9 @@ impl AtlasClient {
         &self.org_id
     }
 
-    /// Whether Atlas's last 429 still holds every request to this org.
+    /// Whether Atlas's last 429 on the Cost Explorer still holds this org's queries.
     pub fn rate_limited(&self) -> bool {
-        self.gate.held_until().is_some()
+        self.gates.cost.held_until().is_some()
     }
 
     /// Sends one request and reads its body within the size cap, recording metrics.
@@ -511,6 +706,12 @@ impl AtlasClient {
                 endpoint: endpoint.as_str(),
             })
             .observe(started.elapsed().as_secs_f64());
+        if let Ok(reply) = &result
+            && let Some(remaining) = rate_limit_remaining(&reply.headers)
+        {
+            self.metrics
+                .set_rate_limit_remaining(&self.org_id, endpoint, remaining);
+        }
         result
     }
 
@@ -568,6 +769,10 @@ impl AtlasClient {
     }
 
     /// A bearer token, fetched when none is cached or the cached one is about to expire.
+    ///
+    /// The token endpoint has its own gate, shared with the token: a `Retry-After` on one
+    /// org's calls never holds the token that other orgs need, and the lock every sharing org
+    /// waits on is never held while a gate holds the request back.
     async fn bearer(&self) -> Result<String, AtlasError> {
         let AuthState::OAuth {
             client_id,
@@ -577,14 +782,29 @@ impl AtlasClient {
         else {
             return Err(AtlasError::InvalidId("no OAuth credentials".to_owned()));
         };
-        let mut cached = token.0.lock().await;
-        if let Some((t, expires)) = cached.as_ref()
-            && *expires > Instant::now()
-        {
-            return Ok(t.clone());
-        }
-        *cached = None;
-        self.gate.acquire().await;
+        let mut slot = loop {
+            let slot = token.0.slot.lock().await;
+            if let Some(c) = slot.cached.as_ref()
+                && c.renew_at > Instant::now()
+            {
+                return Ok(c.token.clone());
+            }
+            match token.0.gate.try_acquire() {
+                Ok(()) => break slot,
+                // The caller's retries wait out the Retry-After within its deadline.
+                Err(Hold::RetryAfter(until)) => {
+                    return Err(AtlasError::RateLimited {
+                        endpoint: Endpoint::Token,
+                        retry_after: Some(until.saturating_duration_since(Instant::now())),
+                    });
+                }
+                Err(Hold::Window(until)) => {
+                    drop(slot);
+                    tokio::time::sleep_until(until).await;
+                }
+            }
+        };
+        slot.cached = None;
         let req = self
             .http
             .post(format!("{}/api/oauth/token", self.settings.base_url))
@@ -606,7 +826,13 @@ impl AtlasClient {
                 // Renew a minute before expiry (or at half-life for short-lived tokens).
                 let life = Duration::from_secs(answer.expires_in.unwrap_or(3600));
                 let margin = Duration::from_secs(60).min(life / 2);
-                *cached = Some((answer.access_token.clone(), Instant::now() + life - margin));
+                let now = Instant::now();
+                slot.cached = Some(CachedToken {
+                    token: answer.access_token.clone(),
+                    renew_at: now + life - margin,
+                    obtained: now,
+                    after_refusal: std::mem::take(&mut slot.refused),
+                });
                 Ok(answer.access_token)
             }
             401 | 400 => Err(AtlasError::Auth {
@@ -614,15 +840,17 @@ impl AtlasClient {
                 status: reply.status,
                 detail: error_detail(&reply.body),
             }),
-            _ => Err(self.status_error(Endpoint::Token, reply)),
+            _ => Err(self.status_error(Endpoint::Token, reply, &token.0.gate)),
         }
     }
 
-    fn status_error(&self, endpoint: Endpoint, reply: Reply) -> AtlasError {
+    /// The error of an answer that is not a success; a 429 defers `gate` (the gate of the
+    /// request's endpoint set and scope, and only that one).
+    fn status_error(&self, endpoint: Endpoint, reply: Reply, gate: &RateGate) -> AtlasError {
         match reply.status {
             429 => {
                 let retry_after = retry_after(&reply.headers);
-                self.gate.defer(
+                gate.defer(
                     retry_after.unwrap_or(self.settings.poll_interval.max(Duration::from_secs(1))),
                 );
                 AtlasError::RateLimited {
@@ -639,6 +867,15 @@ impl AtlasClient {
                 endpoint,
                 detail: error_detail(&reply.body),
             },
+            // Requests go to the configured base URL only: a redirect is not followed, and
+            // it is no success either.
+            status @ 300..=399 => AtlasError::Status {
+                endpoint,
+                status,
+                detail:
+                    "a redirect, not followed: the exporter talks to the configured base URL only"
+                        .to_owned(),
+            },
             status => AtlasError::Status {
                 endpoint,
                 status,
@@ -647,8 +884,31 @@ impl AtlasClient {
         }
     }
 
-    /// Sends an authenticated API request: renews an OAuth token once on 401, answers Digest
-    /// challenges (again when the nonce went stale), and maps error statuses.
+    /// After a 401 on an OAuth request: `true` to send once more with a renewed (or newer)
+    /// token, `false` when the 401 is a missing role, not a bad token. A token that already
+    /// replaced a refused one and is younger than [`FRESH_TOKEN_AGE`] is not replaced again:
+    /// a missing role costs one renewal, not one per request.
+    async fn renew_after_401(&self, token: &TokenCache, sent: Option<&String>) -> bool {
+        let mut slot = token.0.slot.lock().await;
+        match slot.cached.as_ref() {
+            Some(c) if Some(&c.token) == sent => {
+                if c.after_refusal && c.obtained.elapsed() < FRESH_TOKEN_AGE {
+                    return false;
+                }
+                slot.cached = None;
+                slot.refused = true;
+                true
+            }
+            // Another request already replaced or dropped the refused token: concurrent 401s
+            // lead to one renewal, not one each.
+            _ => true,
+        }
+    }
+
+    /// Sends an authenticated API request: renews an OAuth token once on 401 (unless a fresh
+    /// token was refused: a missing role), answers Digest challenges (a fresh challenge after
+    /// an answer once more, stale or not), and maps error statuses (3xx included). The gate
+    /// comes from the endpoint and, for the per-project listings, the path's group id.
     async fn send(
         &self,
         endpoint: Endpoint,
@@ -658,8 +918,10 @@ impl AtlasClient {
         body: Option<&[u8]>,
     ) -> Result<Reply, AtlasError> {
         let url = format!("{}{path_and_query}", self.settings.base_url);
+        let gate = self.gates.for_request(endpoint, path_and_query);
         let mut renewed = false;
         let mut challenges = 0;
+        let mut answers_refused = 0;
         loop {
             let mut req = self
                 .http
@@ -704,20 +966,25 @@ impl AtlasClient {
                     }
                 }
             }
-            self.gate.acquire().await;
+            gate.admit(endpoint).await?;
             let reply = self.execute(endpoint, req).await?;
             if reply.status == 401 {
                 match &self.auth {
                     // A cached token may have been revoked: renew once, not in a loop.
                     AuthState::OAuth { token, .. } if !renewed => {
-                        renewed = true;
-                        // Forget the refused token unless another request already replaced
-                        // it: concurrent 401s lead to one renewal, not one each.
-                        let mut cached = token.0.lock().await;
-                        if cached.as_ref().map(|(t, _)| t) == sent_token.as_ref() {
-                            *cached = None;
+                        if self.renew_after_401(token, sent_token.as_ref()).await {
+                            renewed = true;
+                            continue;
                         }
-                        continue;
+                        return Err(AtlasError::Auth {
+                            endpoint,
+                            status: 401,
+                            detail: format!(
+                                "{} (a token minted less than {} ago was refused: a role or an access-list entry is missing; no new token is minted for it)",
+                                error_detail(&reply.body),
+                                humantime::format_duration(FRESH_TOKEN_AGE)
+                            ),
+                        });
                     }
                     AuthState::Digest { challenge, .. } if challenges < 3 => {
                         let fresh = reply
@@ -726,11 +993,17 @@ impl AtlasClient {
                             .iter()
                             .filter_map(|v| v.to_str().ok())
                             .find_map(Challenge::parse);
-                        // Answer a first challenge, or a stale nonce. A fresh challenge after
-                        // an answer that was not stale means the credentials are wrong.
+                        // Answer a first challenge. A fresh challenge after an answer is
+                        // answered once more with its nonce, stale or not: a server that
+                        // forgot the nonce (a restart, another node behind the load
+                        // balancer) challenges with stale=false. Only a second refusal of
+                        // an answer means the credentials are wrong.
                         if let Some(fresh) = fresh
-                            && (!sent_digest || fresh.stale)
+                            && (!sent_digest || answers_refused == 0)
                         {
+                            if sent_digest {
+                                answers_refused += 1;
+                            }
                             *challenge
                                 .lock()
                                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fresh);
@@ -741,8 +1014,8 @@ impl AtlasClient {
                     _ => {}
                 }
             }
-            if reply.status >= 400 {
-                return Err(self.status_error(endpoint, reply));
+            if reply.status >= 300 {
+                return Err(self.status_error(endpoint, reply, &gate));
             }
             return Ok(reply);
         }
@@ -947,6 +1220,9 @@ impl AtlasClient {
         };
         let budget = deadline.saturating_duration_since(Instant::now());
         let mut stats = QueryStats::default();
+        let csv = spec.format == ResultFormat::Csv;
+        // Cleared for the rest of this query once Atlas refuses an envelope around CSV.
+        let mut envelope = true;
         for _ in 0..MAX_CREATES {
             let create_path = format!(
                 "/api/atlas/v2/orgs/{}/billing/costExplorer/usage",
@@ -973,12 +1249,14 @@ impl AtlasClient {
                 return Err(AtlasError::InvalidId(token));
             }
             let created = Instant::now();
-            let poll_path = format!(
-                "/api/atlas/v2/orgs/{}/billing/costExplorer/usage/{token}?envelope=true",
+            let poll_base = format!(
+                "/api/atlas/v2/orgs/{}/billing/costExplorer/usage/{token}",
                 self.org_id
             );
             let mut delay = self.settings.poll_interval;
             let mut errors = 0;
+            let mut empties = 0;
+            let mut not_found = 0;
             loop {
                 if Instant::now() + delay >= deadline {
                     return Err(AtlasError::Deadline(budget));
@@ -987,6 +1265,11 @@ impl AtlasClient {
                 delay = (delay * 2).min(MAX_POLL_DELAY);
                 stats.polls += 1;
                 self.metrics.polls.get_or_create(&labels).inc();
+                let poll_path = if envelope {
+                    format!("{poll_base}?envelope=true")
+                } else {
+                    poll_base.clone()
+                };
                 let reply = match self
                     .send(Endpoint::Poll, Method::GET, &poll_path, accept, None)
                     .await
@@ -1006,6 +1289,26 @@ impl AtlasClient {
                         tracing::debug!(org_id = %self.org_id, query = %spec.name, %message, "poll connection closed: not ready");
                         continue;
                     }
+                    // Atlas refuses an envelope around CSV: poll without it from now on (the
+                    // 102 hazard is then covered by timeouts and closed connections).
+                    Err(AtlasError::Status {
+                        status: status @ (400 | 406),
+                        detail,
+                        ..
+                    }) if csv && envelope => {
+                        envelope = false;
+                        tracing::info!(org_id = %self.org_id, query = %spec.name, status, %detail, "Atlas refused envelope=true with CSV; polling without it");
+                        continue;
+                    }
+                    // Right after the create, a node may not know the token yet.
+                    Err(AtlasError::Status { status: 404, .. })
+                        if created.elapsed() < NOT_FOUND_GRACE
+                            && not_found < MAX_NOT_FOUND_GRACE =>
+                    {
+                        not_found += 1;
+                        tracing::debug!(org_id = %self.org_id, query = %spec.name, "poll right after the create answered 404; polling again");
+                        continue;
+                    }
                     Err(AtlasError::Status {
                         status: 404 | 400,
                         detail,
@@ -1013,6 +1316,21 @@ impl AtlasClient {
                     }) => {
                         tracing::info!(org_id = %self.org_id, query = %spec.name, %detail, "Atlas forgot the query token; creating the query again");
                         break;
+                    }
+                    // Polled again once the Retry-After is over, if that is within the deadline.
+                    Err(
+                        e @ AtlasError::RateLimited {
+                            retry_after: Some(wait),
+                            ..
+                        },
+                    ) if errors < MAX_RETRIES => {
+                        if Instant::now() + wait >= deadline {
+                            return Err(e);
+                        }
+                        errors += 1;
+                        tracing::debug!(org_id = %self.org_id, query = %spec.name, error = %e, "poll rate limited; polling again after Retry-After");
+                        tokio::time::sleep(wait).await;
+                        continue;
                     }
                     Err(e) if e.is_retryable() && errors < MAX_RETRIES => {
                         errors += 1;
@@ -1024,7 +1342,6 @@ impl AtlasClient {
                 if reply.status == 102 || reply.status == 202 {
                     continue;
                 }
-                let csv = spec.format == ResultFormat::Csv;
                 let parsed =
                     tokio::task::spawn_blocking(move || result::parse_body(&reply.body, csv))
                         .await
@@ -1034,6 +1351,22 @@ impl AtlasClient {
                         })?;
                 match parsed {
                     Ok(Parsed::NotReady) => continue,
+                    // `{}`: the spec's only JSON example, and no result yet; judged only if
+                    // it stays so.
+                    Ok(Parsed::Empty) if empties < MAX_EMPTY_POLLS => {
+                        empties += 1;
+                        tracing::debug!(org_id = %self.org_id, query = %spec.name, "poll answered {{}}; polling again");
+                        continue;
+                    }
+                    Ok(Parsed::Empty) => {
+                        return Err(AtlasError::Decode {
+                            endpoint: Endpoint::Poll,
+                            message: format!(
+                                "a JSON object with no result in it ({{}}), {} polls in a row",
+                                MAX_EMPTY_POLLS + 1
+                            ),
+                        });
+                    }
                     Ok(Parsed::Ready(result)) => {
                         stats.poll_latency = created.elapsed();
                         self.metrics
@@ -1116,6 +1449,128 @@ mod tests {
             let distinct: std::collections::HashSet<_> = samples.iter().collect();
             assert!(distinct.len() > 10, "attempt {attempt}: jittered");
         }
+    }
+
+    fn client() -> AtlasClient {
+        AtlasClient::new(
+            reqwest::Client::new(),
+            ClientSettings {
+                base_url: "http://127.0.0.1:9".to_owned(),
+                request_timeout: Duration::from_secs(1),
+                poll_interval: Duration::from_secs(1),
+                requests_per_minute: 100,
+                max_response_bytes: 1 << 20,
+            },
+            "66d7254246a21a41036ff2e9",
+            &Credentials::ApiKey {
+                public_key: "p".to_owned(),
+                private_key: Secret::new("k"),
+            },
+            Arc::new(SelfMetrics::new("1h")),
+        )
+        .expect("client")
+    }
+
+    /// Each endpoint set has its own gate in its own scope: create and poll share the org's
+    /// Cost Explorer gate, the projects listing has its own, and each project has its own
+    /// clusters gate and Flex clusters gate.
+    #[test]
+    fn gates_follow_atlas_endpoint_sets_and_scopes() {
+        let c = client();
+        let a = "/api/atlas/v2/groups/aaaaaaaaaaaaaaaaaaaaaaaa/clusters?pageNum=1";
+        let b = "/api/atlas/v2/groups/bbbbbbbbbbbbbbbbbbbbbbbb/clusters";
+        let flex_a = "/api/atlas/v2/groups/aaaaaaaaaaaaaaaaaaaaaaaa/flexClusters?pageNum=2";
+        let g = |e, p| c.gates.for_request(e, p);
+        let cost = g(Endpoint::Create, "/x");
+        assert!(Arc::ptr_eq(&cost, &g(Endpoint::Poll, "/y")));
+        let distinct = [
+            cost,
+            g(Endpoint::Projects, "/api/atlas/v2/orgs/o/groups"),
+            g(Endpoint::Clusters, a),
+            g(Endpoint::Clusters, b),
+            g(Endpoint::FlexClusters, flex_a),
+        ];
+        for (i, x) in distinct.iter().enumerate() {
+            for y in &distinct[i + 1..] {
+                assert!(!Arc::ptr_eq(x, y));
+            }
+        }
+        assert!(Arc::ptr_eq(
+            &g(Endpoint::Clusters, a),
+            &g(Endpoint::Clusters, &a.replace("pageNum=1", "pageNum=7"))
+        ));
+        assert_eq!(distinct[2].limit, CLUSTERS_REQUESTS_PER_MINUTE as usize);
+        assert_eq!(
+            distinct[4].limit,
+            FLEX_CLUSTERS_REQUESTS_PER_MINUTE as usize
+        );
+        assert_eq!(distinct[1].limit, 100);
+    }
+
+    /// A 429 on one project's cluster listing holds that listing only: the Cost Explorer
+    /// calls, the projects listing and another project's listing go out at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_429_on_one_project_listing_defers_only_that_gate() {
+        let c = client();
+        let a = "/api/atlas/v2/groups/aaaaaaaaaaaaaaaaaaaaaaaa/clusters";
+        let b = "/api/atlas/v2/groups/bbbbbbbbbbbbbbbbbbbbbbbb/clusters";
+        let held = c.gates.for_request(Endpoint::Clusters, a);
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "600".parse().expect("header"));
+        let e = c.status_error(
+            Endpoint::Clusters,
+            Reply {
+                status: 429,
+                headers,
+                body: Bytes::new(),
+            },
+            &held,
+        );
+        assert_eq!(e.reason(), Reason::RateLimited);
+        let start = Instant::now();
+        for (endpoint, path) in [
+            (Endpoint::Create, "/c"),
+            (Endpoint::Poll, "/p"),
+            (Endpoint::Projects, "/g"),
+            (Endpoint::Clusters, b),
+        ] {
+            c.gates.for_request(endpoint, path).acquire().await;
+        }
+        assert_eq!(Instant::now(), start, "nothing else waited");
+        assert!(!c.rate_limited(), "the org's queries are not held");
+        c.gates.for_request(Endpoint::Clusters, a).acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(600));
+    }
+
+    /// `Retry-After` is read as seconds or as an HTTP date; a past date is no wait, and
+    /// anything is capped at an hour; garbage is ignored.
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let header = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(RETRY_AFTER, v.parse().expect("header"));
+            retry_after(&h)
+        };
+        assert_eq!(header("7"), Some(Duration::from_secs(7)));
+        assert_eq!(header("86400"), Some(MAX_RETRY_AFTER));
+        let ahead =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(600));
+        let wait = header(&ahead).expect("a date is understood");
+        // Whole seconds in the header; generous below for a slow machine.
+        assert!(
+            wait <= Duration::from_secs(600) && wait >= Duration::from_secs(500),
+            "{wait:?}"
+        );
+        assert_eq!(
+            header("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            header("Fri, 01 Jan 2100 00:00:00 GMT"),
+            Some(MAX_RETRY_AFTER)
+        );
+        assert_eq!(header("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
     /// A token goes into a URL path only when it is URL-safe.

@@ -74,6 +74,8 @@ pub enum Parsed {
     NotReady,
     /// The result.
     Ready(ParsedResult),
+    /// An empty JSON object (`{}`, the spec's only JSON example): not judged yet.
+    Empty,
 }
 
 /// A body that is not a result.
@@ -160,6 +162,8 @@ struct Doc {
     content: Option<Content>,
     usage: Option<ParsedResult>,
     detail: Option<String>,
+    /// The object had no key at all (`{}`).
+    empty: bool,
 }
 
 enum Content {
@@ -196,6 +200,7 @@ impl Doc {
                     detail.unwrap_or_else(|| "no detail".to_owned())
                 )))
             }
+            (None, None) if self.empty => Ok(Parsed::Empty),
             (None, _) => Err(DecodeError(
                 "JSON of the wrong shape: no usageDetails and no envelope status".to_owned(),
             )),
@@ -213,8 +218,12 @@ impl<'de> Visitor<'de> for DocVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Doc, A::Error> {
-        let mut doc = Doc::default();
+        let mut doc = Doc {
+            empty: true,
+            ..Doc::default()
+        };
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            doc.empty = false;
             match key.as_ref() {
                 "status" => doc.status = map.next_value::<Option<Lenient>>()?.and_then(|l| l.int),
                 "content" => doc.content = Some(map.next_value_seed(ContentSeed)?),
@@ -681,6 +690,7 @@ mod tests {
         match p.expect("parses") {
             Parsed::Ready(r) => r,
             Parsed::NotReady => panic!("expected a result, got not ready"),
+            Parsed::Empty => panic!("expected a result, got {{}}"),
         }
     }
 
@@ -771,6 +781,20 @@ mod tests {
         }
         let html = parse_body(b"<html>oops</html>", false).expect_err("error");
         assert!(html.0.contains("HTML"), "{html}");
+    }
+
+    /// `{}`, bare or as an envelope's content, is told apart from a result and from JSON of
+    /// another shape.
+    #[test]
+    fn empty_object_is_empty_not_wrong_shape() {
+        for body in [&b"{}"[..], b" { } ", br#"{"status":200,"content":{}}"#] {
+            assert!(
+                matches!(parse_body(body, false), Ok(Parsed::Empty)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(parse_body(br#"{"results":[]}"#, false).is_err());
     }
 
     /// An envelope carrying an error status is an error naming the status.

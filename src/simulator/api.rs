@@ -247,6 +247,29 @@ fn atlas_json(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// A 429 `RATE_LIMITED` with `RateLimit-Limit: 100`, `RateLimit-Remaining: 0` and, when
+/// given, this `Retry-After`.
+fn rate_limited(retry_after: Option<HeaderValue>) -> Response {
+    let mut resp = atlas_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        "You have exceeded the rate limit for this endpoint.",
+    );
+    let headers = resp.headers_mut();
+    headers.insert(
+        HeaderName::from_static("ratelimit-limit"),
+        HeaderValue::from(100u32),
+    );
+    headers.insert(
+        HeaderName::from_static("ratelimit-remaining"),
+        HeaderValue::from(0u32),
+    );
+    if let Some(v) = retry_after {
+        headers.insert(header::RETRY_AFTER, v);
+    }
+    resp
+}
+
 fn fault_response(fault: &Fault) -> Response {
     match fault {
         Fault::Delay(_) => atlas_error(
@@ -336,25 +359,21 @@ fn fault_response(fault: &Fault) -> Response {
             };
             atlas_error(status, error_code, "Injected fault.")
         }
-        Fault::RateLimited { retry_after } => {
-            let mut resp = atlas_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RATE_LIMITED",
-                "You have exceeded the rate limit for this endpoint.",
-            );
-            let headers = resp.headers_mut();
-            headers.insert(
-                HeaderName::from_static("ratelimit-limit"),
-                HeaderValue::from(100u32),
-            );
-            headers.insert(
-                HeaderName::from_static("ratelimit-remaining"),
-                HeaderValue::from(0u32),
-            );
-            if let Some(secs) = retry_after {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
-            }
-            resp
+        Fault::RateLimited { retry_after } => rate_limited(retry_after.map(HeaderValue::from)),
+        Fault::RateLimitedUntil(ahead) => {
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now() + *ahead);
+            rate_limited(HeaderValue::from_str(&date).ok())
+        }
+        Fault::Redirect(code) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::FOUND);
+            (
+                status,
+                [(
+                    header::LOCATION,
+                    HeaderValue::from_static("https://account.mongodb.com/account/login"),
+                )],
+            )
+                .into_response()
         }
         Fault::Html(code) => {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -436,7 +455,24 @@ impl Simulator {
             return Err(fault);
         }
         self.authorize(method, uri, headers).map_err(|r| *r)?;
-        negotiate(headers, allowed).map_err(|r| *r)
+        let media = negotiate(headers, allowed).map_err(|r| *r)?;
+        if let Some(status) = self.inner.config.refuse_csv_envelope
+            && endpoint == SimEndpoint::Poll
+            && media == CSV_TYPE
+            && wants_envelope(&query_params(uri))
+        {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_ACCEPTABLE);
+            return Err(atlas_error(
+                status,
+                if status == StatusCode::NOT_ACCEPTABLE {
+                    "INVALID_VERSION_DATE"
+                } else {
+                    "INVALID_QUERY_PARAMETER"
+                },
+                "envelope=true is not supported with text/csv results.",
+            ));
+        }
+        Ok(media)
     }
 
     /// Bearer or Digest; otherwise a 401 with a Digest challenge.
@@ -449,6 +485,7 @@ impl Simulator {
             target,
             &cfg.credentials,
             cfg.nonce_ttl,
+            cfg.unknown_nonce_stale,
         ) {
             Ok(()) => return Ok(()),
             Err(d) => d,
@@ -560,7 +597,7 @@ async fn token(State(sim): State<Simulator>, headers: HeaderMap, body: Bytes) ->
             .into_response()
     };
     let creds = &sim.inner.config.credentials;
-    match auth::basic_credentials(&headers) {
+    match auth::basic_credentials(&headers, sim.inner.config.basic_form_decoded) {
         Some((id, secret)) if id == creds.client_id && secret == creds.client_secret => {}
         _ => {
             return oauth_error(

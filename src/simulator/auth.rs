@@ -21,7 +21,8 @@ pub const REALM: &str = "MMS Public API";
 pub enum Denied {
     /// No usable credentials, or wrong ones: a fresh challenge with `stale=false`.
     Unauthorized(&'static str),
-    /// A correct digest over an expired or unknown nonce: challenge again with `stale=true`.
+    /// A correct digest over an expired nonce, or an unknown one when unknown nonces are
+    /// answered as stale: challenge again with `stale=true`.
     StaleNonce,
 }
 
@@ -82,16 +83,28 @@ impl AuthState {
         nonce
     }
 
-    fn nonce_fresh(&self, nonce: &str, ttl: Duration) -> bool {
+    /// `Some(fresh)` for a nonce issued here, `None` for one this server does not know.
+    fn nonce_fresh(&self, nonce: &str, ttl: Duration) -> Option<bool> {
         let nonces = self.nonces.lock().unwrap_or_else(|e| e.into_inner());
-        nonces.get(nonce).is_some_and(|i| i.elapsed() < ttl)
+        nonces.get(nonce).map(|i| i.elapsed() < ttl)
+    }
+
+    /// Forgets every nonce issued so far, as a restart or another node behind a load
+    /// balancer would.
+    pub fn forget_nonces(&self) {
+        self.nonces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Checks the `Authorization` header of an Atlas v2 request: a live Bearer token, or a
     /// valid Digest response for `method` and `request_target` (path and query).
     ///
     /// # Errors
-    /// [`Denied`] says which challenge to answer with.
+    /// [`Denied`] says which challenge to answer with. A correct digest over a nonce this
+    /// server does not know is [`Denied::StaleNonce`] when `unknown_nonce_stale`, else a
+    /// plain [`Denied::Unauthorized`] (the server cannot tell it was ever valid).
     pub fn check(
         &self,
         headers: &HeaderMap,
@@ -99,6 +112,7 @@ impl AuthState {
         request_target: &str,
         creds: &SimCredentials,
         nonce_ttl: Duration,
+        unknown_nonce_stale: bool,
     ) -> Result<(), Denied> {
         let Some(value) = headers
             .get(header::AUTHORIZATION)
@@ -153,10 +167,12 @@ impl AuthState {
         if !expected.eq_ignore_ascii_case(response) {
             return Err(Denied::Unauthorized("Wrong API key or Digest response."));
         }
-        if !self.nonce_fresh(nonce, nonce_ttl) {
-            return Err(Denied::StaleNonce);
+        match self.nonce_fresh(nonce, nonce_ttl) {
+            Some(true) => Ok(()),
+            Some(false) => Err(Denied::StaleNonce),
+            None if unknown_nonce_stale => Err(Denied::StaleNonce),
+            None => Err(Denied::Unauthorized("Unknown Digest nonce.")),
         }
-        Ok(())
     }
 }
 
@@ -227,9 +243,10 @@ pub fn parse_auth_params(s: &str) -> HashMap<String, String> {
     out
 }
 
-/// Client id and secret from an HTTP Basic header, each URL-decoded (the OAuth client
-/// credentials encoding of RFC 6749 §2.3.1).
-pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+/// Client id and secret from an HTTP Basic header: the raw pair, as the Atlas docs' curl
+/// sends it, or each part form-decoded (RFC 6749 section 2.3.1, as Go's oauth2 encodes it)
+/// when `form_decoded`.
+pub fn basic_credentials(headers: &HeaderMap, form_decoded: bool) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -240,7 +257,11 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
         .ok()?;
     let decoded = String::from_utf8(decoded).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    Some((form_decode(id), form_decode(secret)))
+    if form_decoded {
+        Some((form_decode(id), form_decode(secret)))
+    } else {
+        Some((id.to_owned(), secret.to_owned()))
+    }
 }
 
 /// `application/x-www-form-urlencoded` decoding of one component (`+` is a space).

@@ -148,6 +148,18 @@ pub struct SimConfig {
     pub csv_layout: CsvLayout,
     /// The accepted credentials.
     pub credentials: SimCredentials,
+    // auth and transport variants
+    /// Form-decode the token endpoint's Basic pair before comparing it (as a server built
+    /// for Go's oauth2 would); by default it is compared raw, as the docs' curl sends it.
+    pub basic_form_decoded: bool,
+    /// Answer a correct Digest response over a nonce the simulator does not know (see
+    /// [`Simulator::forget_nonces`]) with `stale=true`; when `false`, with a plain fresh
+    /// challenge (`stale=false`), as a restarted server or another node behind a load
+    /// balancer does.
+    pub unknown_nonce_stale: bool,
+    /// Answer a poll that asks for CSV with `envelope=true` with this status (400 or 406) and
+    /// an Atlas error, as a server that refuses to wrap CSV would.
+    pub refuse_csv_envelope: Option<u16>,
 }
 
 impl Default for SimConfig {
@@ -177,6 +189,10 @@ impl Default for SimConfig {
             row_keys: RowKeys::ProjectId,
             csv_layout: CsvLayout::Extended,
             credentials: SimCredentials::demo(),
+            // auth and transport variants
+            basic_form_decoded: false,
+            unknown_nonce_stale: true,
+            refuse_csv_envelope: None,
         }
     }
 }
@@ -311,6 +327,12 @@ pub enum Fault {
     },
     /// This status with an HTML body, as a proxy in front of Atlas would send.
     Html(u16),
+    /// 429 `RATE_LIMITED` as [`Fault::RateLimited`], with `Retry-After` as an HTTP date
+    /// (IMF-fixdate) this far ahead of the answer.
+    RateLimitedUntil(Duration),
+    /// This 3xx status with a `Location` elsewhere (a login page), as a misrouted proxy
+    /// would answer.
+    Redirect(u16),
 }
 
 /// A fault in force: which endpoint, for which org (all when `None`), how many more times
@@ -564,6 +586,13 @@ impl Simulator {
             .iter()
             .cloned()
             .collect()
+    }
+
+    /// Forgets every Digest nonce issued so far, as a restart or another node behind a load
+    /// balancer would: the next answer over an old nonce is challenged again (with
+    /// `stale=false` when [`SimConfig::unknown_nonce_stale`] is off).
+    pub fn forget_nonces(&self) {
+        self.inner.auth.forget_nonces();
     }
 
     /// Forgets every OAuth token issued so far, as if they were revoked.
