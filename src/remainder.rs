@@ -15,7 +15,7 @@
 //! Summing any one query over a month then gives the `services` total of that month, to the
 //! micro-dollar, whatever cardinality controls folded. Remainders are derived from the last
 //! good data of the queries when an org's refresh is published; they are never cached. A
-//! remainder of exactly zero is left out.
+//! remainder of zero is served too, so the set of series stays stable.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -244,6 +244,9 @@ fn add(m: &mut BTreeMap<Option<Box<str>>, i64>, k: &Option<Box<str>>, v: i64) {
     *sum = sum.saturating_add(v);
 }
 
+/// Served even when zero: the keys come from the queries' own series, so the set of remainder
+/// series is as stable as theirs, and one query refreshed a little before another makes a
+/// value move, never a series appear or vanish.
 fn push(
     out: &mut Vec<CostSeries>,
     query: &str,
@@ -251,13 +254,11 @@ fn push(
     micros: i64,
     labels: [Option<&str>; 7],
 ) {
-    if micros != 0 {
-        out.push(CostSeries {
-            labels: SeriesKey::new(labels).render(query),
-            month,
-            micros,
-        });
-    }
+    out.push(CostSeries {
+        labels: SeriesKey::new(labels).render(query),
+        month,
+        micros,
+    });
 }
 
 #[cfg(test)]
@@ -325,11 +326,12 @@ mod tests {
                 .iter()
                 .any(|(l, v)| l.ends_with("atlas_service=\"Clusters\"") && *v == 50)
         );
-        // App Services is fully attributed: no zero series.
+        // App Services is fully attributed: its remainder is served at zero, so the set of
+        // series does not depend on which query refreshed last.
         assert!(
-            !labels
+            labels
                 .iter()
-                .any(|(l, _)| l.ends_with("atlas_service=\"App Services\""))
+                .any(|(l, v)| l.ends_with("atlas_service=\"App Services\"") && *v == 0)
         );
     }
 

@@ -129,7 +129,7 @@ pub fn project_tags(p: usize) -> Vec<SimTag> {
         tag("team", TEAMS[p % TEAMS.len()]),
         tag("env", ENVS[p % ENVS.len()]),
     ];
-    if p % 2 == 0 {
+    if p.is_multiple_of(2) {
         tags.push(tag("cost-centre", &format!("CC {}", 1000 + p)));
     }
     tags
@@ -153,7 +153,7 @@ pub fn cluster_tags(p: usize, c: usize) -> Vec<SimTag> {
         key: "team".to_string(),
         value: of_project("team").unwrap_or_else(|| TEAMS[(p + c) % TEAMS.len()].to_string()),
     }];
-    if c % 2 == 0 {
+    if c.is_multiple_of(2) {
         tags.push(SimTag {
             key: "env".to_string(),
             value: of_project("env").unwrap_or_else(|| "dev".to_string()),
@@ -501,7 +501,7 @@ impl Gen<'_> {
     fn project_charges(&mut self, o: usize, p: usize, last: Month) {
         let app = self.rng.gen_range(1_00..80_00_i64);
         self.push_months((o, Some(p), None), "App Services", (self.first, last), app);
-        if p % 2 == 0 {
+        if p.is_multiple_of(2) {
             let charts = self.rng.gen_range(50..20_00_i64);
             self.push_months((o, Some(p), None), "Charts", (self.first, last), charts);
         }
