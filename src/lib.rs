@@ -22,6 +22,7 @@
 //! - [`controls`]: per-query cardinality controls (allow/deny, minimum, top N, series limit)
 //!   that fold series into `(other)` with exact totals.
 //! - [`fleet`]: many orgs and replicas: sharding, refresh phases, shared OAuth tokens.
+//! - [`version`]: build information (version, git revision, rustc version).
 
 pub mod atlas;
 pub mod budget;
@@ -36,6 +37,7 @@ pub mod remainder;
 pub mod server;
 pub mod simulator;
 pub mod snapshot;
+pub mod version;
 pub mod web_config;
 
 use std::sync::Arc;
