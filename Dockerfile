@@ -36,10 +36,12 @@ COPY benches/pipeline.rs ./benches/
 COPY src ./src
 
 # The registry and target caches persist between builds (BuildKit); the binary is copied out
-# of the cached target directory in the same step, so the next stage can find it.
+# of the cached target directory in the same step, so the next stage can find it. `--bin`
+# makes cargo fail when the binary target is missing: otherwise `install` could copy a stale
+# binary left in the cache by an earlier build.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --release --locked --bin atlas-cost-exporter \
     && install -D -m 0755 target/release/atlas-cost-exporter /out/atlas-cost-exporter
 
 # ---- runtime ----------------------------------------------------------------
