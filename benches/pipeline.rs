@@ -204,6 +204,7 @@ fn snapshot(series: &[CostSeries], current: Month) -> Snapshot {
                 ..QueryStatus::pending("clusters", org)
             })
             .collect(),
+        orgs: Vec::new(),
         costs: encoded(&refs, current),
         refresh: "1h".to_owned(),
         generation: 1,

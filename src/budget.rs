@@ -17,6 +17,7 @@ use serde::Deserialize;
 use crate::exposition::{CostSeries, push_label, push_micros};
 use crate::model::{ConfigError, GroupBy, is_atlas_id};
 use crate::month::Month;
+use crate::snapshot::OrgSummary;
 
 /// Labels a budget scope can name, in exposition order.
 pub const SCOPE_LABELS: [&str; 7] = [
@@ -392,6 +393,53 @@ pub fn encode(
     );
 }
 
+/// The landing page's summary of each org in `org_ids`: the `org_name`, month to date and
+/// forecast of its `services` series (the org's total by service) for `current`, on day
+/// `day`. Computed once per published refresh, like the budgets.
+pub fn org_summaries<'a>(
+    org_ids: impl Iterator<Item = &'a str>,
+    series: &[&CostSeries],
+    current: Month,
+    day: u32,
+) -> Vec<OrgSummary> {
+    let mut orgs: Vec<OrgSummary> = org_ids
+        .map(|id| OrgSummary {
+            org_id: id.to_owned(),
+            org_name: None,
+            month: current,
+            month_to_date_micros: None,
+            forecast_micros: None,
+        })
+        .collect();
+    // Labels are rendered in a fixed order, `query` first: most series are ruled out here
+    // without being parsed.
+    for s in series
+        .iter()
+        .filter(|s| s.month == current && s.labels.starts_with(r#"query="services","#))
+    {
+        let labels = parse_labels(&s.labels);
+        let get = |name: &str| labels.iter().find(|(k, _)| *k == name).map(|(_, v)| v);
+        let Some(org) = get("org_id").and_then(|id| orgs.iter_mut().find(|o| o.org_id == *id))
+        else {
+            continue;
+        };
+        if org.org_name.is_none() {
+            org.org_name = get("org_name").cloned();
+        }
+        org.month_to_date_micros = Some(
+            org.month_to_date_micros
+                .unwrap_or(0)
+                .saturating_add(s.micros),
+        );
+    }
+    for org in &mut orgs {
+        org.forecast_micros = org
+            .month_to_date_micros
+            .map(|mtd| forecast_micros(mtd, current, day));
+    }
+    orgs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,6 +698,64 @@ mod tests {
                 format!(r#"atlas_cost_budget_consumed_ratio{{budget="prod",org_id="{ORG}"}} 0.5"#),
                 format!(r#"atlas_cost_budget_forecast_ratio{{budget="prod",org_id="{ORG}"}} 1.5"#),
                 "atlas_cost_refresh_interval_seconds 3600".to_owned(),
+            ]
+        );
+    }
+
+    /// The landing page's summary sums the current month of each org's `services` series
+    /// only, takes its org name from them, forecasts the sum, and leaves an org without
+    /// such series empty.
+    #[test]
+    fn org_summaries_sum_the_services_query_of_the_month() {
+        const OTHER: &str = "0123456789abcdef01234567";
+        let nov = month(2026, 11);
+        let svc = |org: &str, service: &str, m: Month, micros: i64| {
+            series(
+                &[
+                    ("query", "services"),
+                    ("org_id", org),
+                    ("org_name", "A <b>&\"c\""),
+                    ("atlas_service", service),
+                ],
+                m,
+                micros,
+            )
+        };
+        let s = [
+            svc(ORG, "Clusters", nov, 30_000_000),
+            svc(ORG, "Backup", nov, 10_000_000),
+            svc(ORG, "Clusters", nov.plus(-1), 70_000_000),
+            series(
+                &[
+                    ("query", "clusters"),
+                    ("org_id", ORG),
+                    ("cluster_name", "a"),
+                ],
+                nov,
+                5_000_000,
+            ),
+            // Not an org of this replica.
+            svc("ffffffffffffffffffffffff", "Clusters", nov, 1),
+        ];
+        let refs: Vec<&CostSeries> = s.iter().collect();
+        let got = org_summaries([ORG, OTHER].into_iter(), &refs, nov, 11);
+        assert_eq!(
+            got,
+            [
+                OrgSummary {
+                    org_id: ORG.to_owned(),
+                    org_name: Some("A <b>&\"c\"".to_owned()),
+                    month: nov,
+                    month_to_date_micros: Some(40_000_000),
+                    forecast_micros: Some(120_000_000),
+                },
+                OrgSummary {
+                    org_id: OTHER.to_owned(),
+                    org_name: None,
+                    month: nov,
+                    month_to_date_micros: None,
+                    forecast_micros: None,
+                },
             ]
         );
     }

@@ -12,7 +12,7 @@ use crate::simulator::SimArgs;
 /// MONGODB_ATLAS_CLIENT_SECRET (service account), or MONGODB_ATLAS_PUBLIC_API_KEY and
 /// MONGODB_ATLAS_PRIVATE_API_KEY (API key); the secret halves can also be read from files.
 #[derive(Parser, Debug, Clone)]
-#[command(version, about, long_about = None)]
+#[command(version = crate::version::LONG, about, long_about = None)]
 pub struct Cli {
     /// Run a subcommand instead of the exporter.
     #[command(subcommand)]

@@ -675,6 +675,30 @@ fn file_query(key: &str, q: FileQuery, default_months: u32) -> Result<QuerySpec,
     })
 }
 
+/// Validates the budgets of a file against `orgs` and their queries
+/// ([`crate::budget::validate`]).
+///
+/// # Errors
+/// A [`ConfigError`] naming the budget's key.
+pub fn validate_budgets(
+    file: Vec<crate::budget::FileBudget>,
+    orgs: &[OrgConfig],
+) -> Result<Vec<crate::budget::Budget>, ConfigError> {
+    let names: Vec<Vec<&str>> = orgs
+        .iter()
+        .map(|o| o.queries.iter().map(|q| q.name.as_str()).collect())
+        .collect();
+    let org_queries: Vec<crate::budget::OrgQueries<'_>> = orgs
+        .iter()
+        .zip(&names)
+        .map(|(o, n)| crate::budget::OrgQueries {
+            id: &o.id,
+            queries: n,
+        })
+        .collect();
+    crate::budget::validate(file, &org_queries)
+}
+
 /// The orgs of the file, and its budgets (validated once every org is known).
 type FileContents = (Vec<OrgConfig>, Vec<crate::budget::FileBudget>);
 
@@ -818,19 +842,7 @@ impl Config {
                  a --config.file with orgs, or --demo",
             );
         }
-        let names: Vec<Vec<&str>> = orgs
-            .iter()
-            .map(|o| o.queries.iter().map(|q| q.name.as_str()).collect())
-            .collect();
-        let org_queries: Vec<crate::budget::OrgQueries<'_>> = orgs
-            .iter()
-            .zip(&names)
-            .map(|(o, n)| crate::budget::OrgQueries {
-                id: &o.id,
-                queries: n,
-            })
-            .collect();
-        let budgets = crate::budget::validate(budgets, &org_queries)?;
+        let budgets = validate_budgets(budgets, &orgs)?;
         let shard = crate::model::Shard::new(flags.shard_count, flags.shard_index)?;
         // Budgets are validated against every org first: the same file serves every shard.
         orgs.retain(|o| shard.owns(&o.id));

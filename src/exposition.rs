@@ -300,12 +300,15 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
     family_header(
         out,
         "atlas_cost_build_info",
-        "Build information of atlas-cost-exporter; always 1",
+        "Build information of atlas-cost-exporter: version, git revision, rustc version; always 1",
     );
+    // build.rs keeps these to characters that need no escaping.
     let _ = writeln!(
         out,
-        "atlas_cost_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+        "atlas_cost_build_info{{version=\"{}\",revision=\"{}\",rustversion=\"{}\"}} 1",
+        crate::version::VERSION,
+        crate::version::REVISION,
+        crate::version::RUSTVERSION,
     );
 }
 
@@ -441,6 +444,7 @@ mod tests {
                 "clusters",
                 "5f1b2c3d4e5f6a7b8c9d0e1f",
             )],
+            orgs: Vec::new(),
             costs: EncodedCosts::seal(text, usage),
             refresh: "1h".to_owned(),
             generation: 1,

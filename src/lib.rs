@@ -25,6 +25,7 @@
 //! - [`controls`]: per-query cardinality controls (allow/deny, minimum, top N, series limit)
 //!   that fold series into `(other)` with exact totals.
 //! - [`fleet`]: many orgs and replicas: sharding, refresh phases, shared OAuth tokens.
+//! - [`version`]: build information (version, git revision, rustc version).
 
 pub mod atlas;
 pub mod budget;
@@ -41,6 +42,7 @@ pub mod remainder;
 pub mod server;
 pub mod simulator;
 pub mod snapshot;
+pub mod version;
 pub mod web_config;
 
 use std::sync::Arc;
@@ -156,6 +158,25 @@ pub async fn start_demo(
     Ok(addr)
 }
 
+/// The sample budget `--demo` runs with when no `--config.file` is given, so the budget gauges,
+/// panels and alert have something to show from the first minutes. The demo's orgs together
+/// spend about 32,000 USD a month on `Clusters`, over this amount: `AtlasCostBudgetExceeded`
+/// fires. An explicit `--config.file`'s budgets replace it.
+pub const DEMO_BUDGETS: &str = "\
+- name: demo-clusters
+  amount_usd: 25000
+  scope:
+    atlas_service: Clusters
+";
+
+/// [`DEMO_BUDGETS`], validated against the demo's `orgs`; none when this shard holds no org.
+pub fn demo_budgets(orgs: &[config::OrgConfig]) -> Vec<budget::Budget> {
+    let file: Vec<budget::FileBudget> = serde_norway::from_str(DEMO_BUDGETS).unwrap_or_default();
+    // The constant is valid for any org with the default queries (a test checks it); only a
+    // shard without orgs has no `services` query for it to read.
+    config::validate_budgets(file, orgs).unwrap_or_default()
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -177,4 +198,28 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample budget of `--demo` is valid for an org with the default queries, and reads
+    /// its `services` query; a shard without orgs gets none.
+    #[test]
+    fn demo_budget_is_valid_for_the_demo_orgs() {
+        let org = config::OrgConfig {
+            id: "000000000000000000000001".to_owned(),
+            credentials: Credentials::ServiceAccount {
+                client_id: "demo".to_owned(),
+                client_secret: Secret::new("demo"),
+            },
+            queries: QuerySpec::defaults(1),
+        };
+        let budgets = demo_budgets(std::slice::from_ref(&org));
+        assert_eq!(budgets.len(), 1);
+        assert_eq!(budgets[0].name, "demo-clusters");
+        assert_eq!(budgets[0].query, "services");
+        assert!(demo_budgets(&[]).is_empty());
+    }
 }

@@ -88,6 +88,11 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+        // A sample budget, so the budget gauges and alert show something; the budgets of an
+        // explicit --config.file replace it.
+        if flags.config_file.is_none() {
+            config.budgets = atlas_cost_exporter::demo_budgets(&config.orgs);
+        }
     }
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(l) => l,

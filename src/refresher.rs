@@ -418,8 +418,15 @@ impl Refresher {
             self.interval.as_secs(),
         );
         let costs = EncodedCosts::seal(text, usage_series);
+        let orgs = crate::budget::org_summaries(
+            self.orgs.iter().map(|o| o.config.id.as_str()),
+            &all,
+            current,
+            day_of_month(now),
+        );
         self.cell.store(Snapshot {
             statuses: published.slots.iter().map(|s| s.status.clone()).collect(),
+            orgs,
             costs,
             refresh: self.refresh_help.clone(),
             generation: published.generation,

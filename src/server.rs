@@ -93,6 +93,25 @@ fn html(s: &str) -> String {
     out
 }
 
+/// Micro-dollars as USD with cents and thousands separators (`-1,234.57`), rounded half away
+/// from zero.
+fn usd(micros: i64) -> String {
+    let cents = (i128::from(micros).abs() + 5_000) / 10_000;
+    let digits = (cents / 100).to_string();
+    let mut out = String::with_capacity(digits.len() + 8);
+    if micros < 0 && cents > 0 {
+        out.push('-');
+    }
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    let _ = write!(out, ".{:02}", cents % 100);
+    out
+}
+
 fn rfc3339ish(t: Option<SystemTime>) -> String {
     t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or_else(
@@ -108,13 +127,42 @@ async fn landing(State(state): State<Arc<AppState>>) -> Response {
     let _ = write!(
         page,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Atlas Cost Exporter</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}}.down{{color:#b00}}</style>\
+         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}}.down{{color:#b00}}td.mtd,td.forecast{{text-align:right;font-variant-numeric:tabular-nums}}</style>\
          </head><body><h1>Atlas Cost Exporter</h1><p>Version {} &middot; refreshed every {} &middot; <a href=\"{}\">Metrics</a> &middot; \
-         <a href=\"/healthz\">Health</a> &middot; <a href=\"/readyz\">Readiness</a></p>\
-         <table><tr><th>Query</th><th>Org</th><th>State</th><th>Last success</th><th>Age</th><th>Series</th><th>Last error</th></tr>",
-        env!("CARGO_PKG_VERSION"),
+         <a href=\"/healthz\">Health</a> &middot; <a href=\"/readyz\">Readiness</a></p>",
+        crate::version::LONG,
         html(&snapshot.refresh),
         html(&state.telemetry_path),
+    );
+    // The summaries were computed when the refresh was published: nothing is summed here.
+    if let Some(month) = snapshot.orgs.first().map(|o| o.month) {
+        let _ = write!(
+            page,
+            "<h2>Organizations</h2><table id=\"orgs\"><tr><th>Name</th><th>Org id</th>\
+             <th>Month to date, {month} (USD)</th><th>Forecast, {month} (USD)</th></tr>"
+        );
+    }
+    for o in &snapshot.orgs {
+        let amount = |m: Option<i64>| m.map_or_else(|| "-".to_owned(), usd);
+        let _ = write!(
+            page,
+            "<tr class=\"org\"><td class=\"org-name\">{}</td><td class=\"org-id\">{}</td>\
+             <td class=\"mtd\">{}</td><td class=\"forecast\">{}</td></tr>",
+            html(o.org_name.as_deref().unwrap_or("-")),
+            html(&o.org_id),
+            amount(o.month_to_date_micros),
+            amount(o.forecast_micros),
+        );
+    }
+    if !snapshot.orgs.is_empty() {
+        page.push_str(
+            "</table><p>From each org's <code>services</code> query (the org's total); the \
+             forecast scales the month to date to the whole month.</p>",
+        );
+    }
+    page.push_str(
+        "<h2>Queries</h2><table id=\"queries\"><tr><th>Query</th><th>Org</th><th>State</th>\
+         <th>Last success</th><th>Age</th><th>Series</th><th>Last error</th></tr>",
     );
     for s in &snapshot.statuses {
         let status = match (s.attempted, s.up) {
@@ -152,4 +200,63 @@ async fn landing(State(state): State<Arc<AppState>>) -> Response {
         page,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::month::Month;
+    use crate::snapshot::{OrgSummary, Snapshot};
+
+    /// The landing page shows each org's name beside its id with its month to date and
+    /// forecast, the name HTML-escaped, and `-` where there is no value yet.
+    #[tokio::test]
+    async fn landing_page_escapes_org_names_and_shows_amounts() {
+        let month = Month::new(2026, 11).expect("valid month");
+        let cell = Arc::new(SnapshotCell::new(Snapshot {
+            orgs: vec![OrgSummary {
+                org_id: "5f1b2c3d4e5f6a7b8c9d0e1f".to_owned(),
+                org_name: Some("<script>x</script> & \"q\"".to_owned()),
+                month,
+                month_to_date_micros: Some(1_234_567_000),
+                forecast_micros: None,
+            }],
+            ..Snapshot::default()
+        }));
+        let state = Arc::new(AppState {
+            cell,
+            metrics: Arc::new(SelfMetrics::new("1h")),
+            telemetry_path: "/metrics".to_owned(),
+            clock: crate::config::system_clock(),
+        });
+        let body = axum::body::to_bytes(landing(State(state)).await.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let page = String::from_utf8(body.to_vec()).expect("utf-8");
+        assert!(
+            page.contains(
+                "<tr class=\"org\"><td class=\"org-name\">&lt;script&gt;x&lt;/script&gt; &amp; &quot;q&quot;</td>\
+                 <td class=\"org-id\">5f1b2c3d4e5f6a7b8c9d0e1f</td>\
+                 <td class=\"mtd\">1,234.57</td><td class=\"forecast\">-</td></tr>"
+            ),
+            "{page}"
+        );
+        assert!(page.contains("Month to date, 2026-11"), "{page}");
+        assert!(!page.contains("<script>"), "{page}");
+    }
+
+    /// Amounts read as dollars and cents with thousands separators, rounded half away from
+    /// zero; credits keep their sign.
+    #[test]
+    fn usd_has_cents_and_separators() {
+        assert_eq!(usd(0), "0.00");
+        assert_eq!(usd(4_999), "0.00");
+        assert_eq!(usd(5_000), "0.01");
+        assert_eq!(usd(-5_000), "-0.01");
+        assert_eq!(usd(-4_999), "0.00");
+        assert_eq!(usd(999_995_000), "1,000.00");
+        assert_eq!(usd(1_234_567_891_234), "1,234,567.89");
+        assert_eq!(usd(-123_456_000), "-123.46");
+        assert_eq!(usd(i64::MIN), "-9,223,372,036,854.78");
+    }
 }

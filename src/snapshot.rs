@@ -22,6 +22,7 @@ pub struct EncodedCosts {
     /// Series in `atlas_cost_usage_usd`.
     pub usage_series: usize,
 }
+use crate::month::Month;
 
 /// What a query's last refreshes came to.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,11 +64,30 @@ impl QueryStatus {
     }
 }
 
+/// What the landing page shows of an org: its name, and the current month's total from its
+/// `services` query (the org's total by service), computed once per published refresh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OrgSummary {
+    /// Org id.
+    pub org_id: String,
+    /// `org_name` of the org's `services` series, when Atlas gave one.
+    pub org_name: Option<String>,
+    /// The current UTC month.
+    pub month: Month,
+    /// Month to date of the `services` query, micro-dollars; `None` while it has no series
+    /// for the month (not refreshed yet, failing from the start, or no such query).
+    pub month_to_date_micros: Option<i64>,
+    /// The month-end forecast of that total ([`crate::budget::forecast_micros`]).
+    pub forecast_micros: Option<i64>,
+}
+
 /// One published refresh.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     /// One per (org, query), in configuration order.
     pub statuses: Vec<QueryStatus>,
+    /// One per org, in configuration order.
+    pub orgs: Vec<OrgSummary>,
     /// The cost series, pre-encoded.
     pub costs: EncodedCosts,
     /// The refresh interval in human form, for HELP text.

@@ -495,6 +495,18 @@ async fn promtool_finds_nothing_and_every_self_metric_is_there() {
     ] {
         assert!(s.named(name).next().is_some(), "{name} missing");
     }
+    // Build information as Prometheus's own exporters give it.
+    let info = s.named("atlas_cost_build_info").next().unwrap();
+    assert_eq!(info.value, Some(1.0));
+    assert_eq!(info.label("version"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        info.label("revision"),
+        Some(atlas_cost_exporter::version::REVISION)
+    );
+    assert_eq!(
+        info.label("rustversion"),
+        Some(atlas_cost_exporter::version::RUSTVERSION)
+    );
     // The series gauge agrees with what is served.
     for org in &sim.sim.dataset().orgs {
         let served = s
