@@ -13,12 +13,9 @@ use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{self as sim, Fault, NotReady, SimConfig, SimEndpoint};
 use common::*;
 
+/// The three queries every org gets by default: the library's own, not a copy.
 fn default_queries(months: u32) -> Vec<atlas_cost_exporter::config::QuerySpec> {
-    vec![
-        query("services", GroupBy::Ungrouped, months),
-        query("projects", GroupBy::Projects, months),
-        query("clusters", GroupBy::Clusters, months),
-    ]
+    atlas_cost_exporter::config::QuerySpec::defaults(months)
 }
 
 /// Checks that every org's three default queries each add up, to the cent, to the org's

@@ -14,21 +14,9 @@ use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
 use common::*;
 
+/// The three default queries over two months: the library's own, not a copy.
 fn default_queries() -> Vec<atlas_cost_exporter::config::QuerySpec> {
-    vec![
-        query("services", GroupBy::Ungrouped, 2),
-        query("projects", GroupBy::Projects, 2),
-        query("clusters", GroupBy::Clusters, 2),
-    ]
-}
-
-/// A configuration that refreshes often and gives up fast, so faults show quickly.
-fn fast(url: &str, orgs: Vec<atlas_cost_exporter::config::OrgConfig>) -> Config {
-    let mut c = config(url, orgs);
-    c.refresh_interval = Duration::from_millis(300);
-    c.request_timeout = Duration::from_secs(1);
-    c.query_timeout = Duration::from_secs(5);
-    c
+    atlas_cost_exporter::config::QuerySpec::defaults(2)
 }
 
 struct Rig {

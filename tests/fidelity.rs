@@ -10,33 +10,19 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use atlas_cost_exporter::config::{Config, GroupBy, QuerySpec, ResultFormat};
+use atlas_cost_exporter::config::{GroupBy, QuerySpec, ResultFormat};
 use atlas_cost_exporter::simulator::{CsvLayout, Fault, RowKeys, SimConfig, SimEndpoint};
 use common::*;
 
 /// Months read back: enough to reach the deleted project (deleted six months ago).
 const MONTHS: u32 = 8;
 
+/// The three default queries (the library's own) in `format`.
 fn default_queries(format: ResultFormat) -> Vec<QuerySpec> {
-    [
-        ("services", GroupBy::Ungrouped),
-        ("projects", GroupBy::Projects),
-        ("clusters", GroupBy::Clusters),
-    ]
-    .into_iter()
-    .map(|(name, g)| QuerySpec {
-        format,
-        ..query(name, g, MONTHS)
-    })
-    .collect()
-}
-
-fn fast(url: &str, orgs: Vec<atlas_cost_exporter::config::OrgConfig>) -> Config {
-    let mut c = config(url, orgs);
-    c.refresh_interval = Duration::from_millis(300);
-    c.request_timeout = Duration::from_secs(2);
-    c.query_timeout = Duration::from_secs(10);
-    c
+    QuerySpec::defaults(MONTHS)
+        .into_iter()
+        .map(|q| QuerySpec { format, ..q })
+        .collect()
 }
 
 /// Each default query adds up to the org total; the `projects` and `clusters` queries

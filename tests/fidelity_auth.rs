@@ -20,15 +20,6 @@ use common::*;
 
 const JSON: &str = "application/vnd.atlas.2023-01-01+json";
 
-/// A configuration that refreshes often and gives up fast, so outcomes show quickly.
-fn fast(url: &str, orgs: Vec<atlas_cost_exporter::config::OrgConfig>) -> Config {
-    let mut c = config(url, orgs);
-    c.refresh_interval = Duration::from_millis(300);
-    c.request_timeout = Duration::from_secs(1);
-    c.query_timeout = Duration::from_secs(5);
-    c
-}
-
 fn services() -> QuerySpec {
     query("services", GroupBy::Ungrouped, 1)
 }

@@ -70,6 +70,16 @@ pub fn query(name: &str, group_by: GroupBy, months: u32) -> QuerySpec {
     }
 }
 
+/// A configuration that refreshes often and gives up fast, so faults and recoveries show
+/// within seconds.
+pub fn fast(url: &str, orgs: Vec<OrgConfig>) -> Config {
+    let mut c = config(url, orgs);
+    c.refresh_interval = Duration::from_millis(300);
+    c.request_timeout = Duration::from_secs(1);
+    c.query_timeout = Duration::from_secs(5);
+    c
+}
+
 /// Every org of the simulator, with the given credentials and queries.
 pub fn orgs(sim: &Simulator, credentials: &Credentials, queries: &[QuerySpec]) -> Vec<OrgConfig> {
     sim.dataset()
