@@ -836,60 +836,41 @@ impl Refresher {
             m = m.plus(1);
         }
         let mut shed = 0;
-        let (mut series, rollup): (Vec<CostSeries>, Rollup) =
-            if spec.controls.max_series().is_some() {
-                let mut all: BTreeMap<(Month, SeriesKey), i64> = by_month
-                    .iter()
-                    .flat_map(|(month, s)| s.iter().map(|(k, v)| ((*month, k.clone()), *v)))
-                    .collect();
-                shed = spec.controls.limit(grouped, &mut all);
-                let rollup = Rollup::new(start, current, all.iter().map(|((m, k), v)| (*m, k, *v)));
-                let series = all
-                    .into_iter()
-                    .map(|((month, key), micros)| CostSeries {
-                        labels: key.render(&spec.name),
-                        month,
-                        micros,
-                    })
-                    .collect();
-                (series, rollup)
-            } else {
-                let rollup = Rollup::new(
-                    start,
-                    current,
-                    by_month
-                        .iter()
-                        .flat_map(|(m, s)| s.iter().map(move |(k, v)| (*m, k, *v))),
-                );
-                let series = by_month
-                    .iter()
-                    .flat_map(|(month, s)| {
-                        s.iter().map(|(key, micros)| CostSeries {
-                            labels: key.render(&spec.name),
-                            month: *month,
-                            micros: *micros,
-                        })
-                    })
-                    .collect();
-                (series, rollup)
-            };
-        if shed > 0 {
-            let first = org
-                .shed_reported
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(spec.name.clone());
-            if first {
-                tracing::warn!(
-                    org_id = %org.config.id,
-                    query = %spec.name,
-                    max_series = spec.controls.max_series().unwrap_or(0),
-                    shed,
-                    "the query has more series than its max_series: the least expensive are \
-                     folded into (other) series (totals stay exact); see \
-                     atlas_cost_query_series_shed (logged once)"
-                );
-            }
+        // With a series limit, the limited set; else every month's series, borrowed.
+        let limited: BTreeMap<(Month, SeriesKey), i64>;
+        let kept: Vec<(Month, &SeriesKey, i64)> = if spec.controls.max_series().is_some() {
+            let mut all: BTreeMap<(Month, SeriesKey), i64> = by_month
+                .iter()
+                .flat_map(|(month, s)| s.iter().map(|(k, v)| ((*month, k.clone()), *v)))
+                .collect();
+            shed = spec.controls.limit(grouped, &mut all);
+            limited = all;
+            limited.iter().map(|((m, k), v)| (*m, k, *v)).collect()
+        } else {
+            by_month
+                .iter()
+                .flat_map(|(m, s)| s.iter().map(move |(k, v)| (*m, k, *v)))
+                .collect()
+        };
+        let rollup = Rollup::new(start, current, kept.iter().copied());
+        let mut series: Vec<CostSeries> = kept
+            .iter()
+            .map(|(month, key, micros)| CostSeries {
+                labels: key.render(&spec.name),
+                month: *month,
+                micros: *micros,
+            })
+            .collect();
+        if shed > 0 && first_time(&org.shed_reported, &spec.name) {
+            tracing::warn!(
+                org_id = %org.config.id,
+                query = %spec.name,
+                max_series = spec.controls.max_series().unwrap_or(0),
+                shed,
+                "the query has more series than its max_series: the least expensive are \
+                 folded into (other) series (totals stay exact); see \
+                 atlas_cost_query_series_shed (logged once)"
+            );
         }
         series.sort_unstable();
         // A real name that reads "(other)" could meet a folded series: sum, so every label
@@ -935,12 +916,7 @@ impl Refresher {
             .map(String::as_str)
             .collect::<Vec<_>>()
             .join(", ");
-        let first = org
-            .dimension_reported
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(spec.name.clone());
-        if first {
+        if first_time(&org.dimension_reported, &spec.name) {
             tracing::warn!(
                 org_id = %org.config.id,
                 query = %spec.name,
@@ -961,6 +937,15 @@ impl Refresher {
             ),
         ))
     }
+}
+
+/// Whether `query` is new to `reported` (and now in it): for warnings logged once per query.
+fn first_time(reported: &std::sync::Mutex<std::collections::HashSet<String>>, query: &str) -> bool {
+    // std Mutex: a short section, no await inside.
+    reported
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(query.to_owned())
 }
 
 /// Whether a row carries the dimension a query groups by (its id or its name).

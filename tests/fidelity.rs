@@ -25,6 +25,18 @@ fn default_queries(format: ResultFormat) -> Vec<QuerySpec> {
         .collect()
 }
 
+/// The exporter with the default queries in `format` on every org of `sim`; `fast` refreshes
+/// often and gives up fast, so failures show within seconds.
+async fn exporter(sim: &Sim, format: ResultFormat, fast_refresh: bool) -> Exporter {
+    let orgs = orgs(&sim.sim, &service_account(), &default_queries(format));
+    Exporter::start(if fast_refresh {
+        fast(&sim.url, orgs)
+    } else {
+        config(&sim.url, orgs)
+    })
+    .await
+}
+
 /// Each default query adds up to the org total; the `projects` and `clusters` queries
 /// attribute exactly the spend of what the listings return, and the rest is in their
 /// `(unattributed)` remainders.
@@ -70,15 +82,7 @@ async fn every_default_query_adds_up_to_the_org_total_across_key_spellings() {
             ..SimConfig::default()
         })
         .await;
-        let exporter = Exporter::start(config(
-            &sim.url,
-            orgs(
-                &sim.sim,
-                &service_account(),
-                &default_queries(ResultFormat::Json),
-            ),
-        ))
-        .await;
+        let exporter = exporter(&sim, ResultFormat::Json, false).await;
         exporter.wait_ready().await;
         let s = exporter.samples().await;
         assert_adds_up(&s, &sim, &format!("{keys:?}"));
@@ -116,15 +120,7 @@ async fn unknown_dimension_keys_fail_the_grouped_queries_as_decode() {
     })
     .await;
     let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &default_queries(ResultFormat::Json),
-        ),
-    ))
-    .await;
+    let exporter = exporter(&sim, ResultFormat::Json, true).await;
     exporter.wait_ready().await;
     let s = exporter
         .wait_for("both grouped queries counted as decode", |s| {
@@ -150,15 +146,7 @@ async fn csv_layouts_are_read_to_the_cent_and_the_garbled_example_is_refused() {
             ..SimConfig::default()
         })
         .await;
-        let exporter = Exporter::start(config(
-            &sim.url,
-            orgs(
-                &sim.sim,
-                &service_account(),
-                &default_queries(ResultFormat::Csv),
-            ),
-        ))
-        .await;
+        let exporter = exporter(&sim, ResultFormat::Csv, false).await;
         exporter.wait_ready().await;
         assert_adds_up(&exporter.samples().await, &sim, &format!("{layout:?}"));
         exporter.stop().await;
@@ -170,15 +158,7 @@ async fn csv_layouts_are_read_to_the_cent_and_the_garbled_example_is_refused() {
     })
     .await;
     let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &default_queries(ResultFormat::Csv),
-        ),
-    ))
-    .await;
+    let exporter = exporter(&sim, ResultFormat::Csv, true).await;
     let s = exporter
         .wait_for("every query counted as decode", |s| {
             ["services", "projects", "clusters"]
@@ -203,15 +183,7 @@ async fn a_deleted_cluster_keeps_its_history() {
     })
     .await;
     let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &default_queries(ResultFormat::Json),
-        ),
-    ))
-    .await;
+    let exporter = exporter(&sim, ResultFormat::Json, true).await;
     exporter.wait_ready().await;
     let data = sim.sim.dataset();
     let victim = data.orgs[0].projects[0].clusters[0].id.clone();
@@ -262,15 +234,7 @@ async fn a_failed_cluster_listing_does_not_fail_the_projects_query() {
     })
     .await;
     let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &default_queries(ResultFormat::Json),
-        ),
-    ))
-    .await;
+    let exporter = exporter(&sim, ResultFormat::Json, true).await;
     exporter.wait_ready().await;
     sim.sim.fail(SimEndpoint::Clusters, Fault::Status(500));
     let s = exporter
@@ -293,15 +257,7 @@ async fn a_project_gone_during_listing_has_no_clusters() {
     })
     .await;
     let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &default_queries(ResultFormat::Json),
-        ),
-    ))
-    .await;
+    let exporter = exporter(&sim, ResultFormat::Json, true).await;
     exporter.wait_ready().await;
     let good = exporter.samples().await.costs("clusters");
     let listings = sim.sim.requests(SimEndpoint::Clusters);
