@@ -774,38 +774,26 @@ fn parse_filter(body: &[u8], current: Month) -> Result<Filter, Rejected> {
         clusters: list("clusters", true)?,
         services: list("services", false)?,
     };
-    // "At least one filter value needs to be provided for a dimension to be used."
+    // "At least one filter value needs to be provided for a dimension to be used." No groupBy
+    // (or "") is per service and needs no filter.
     let explicit = obj
         .get("groupBy")
         .and_then(Value::as_str)
         .is_some_and(|g| !g.is_empty());
-    if explicit && group_by == GroupBy::Services && filter.services.is_empty() {
+    let needed = match group_by {
+        GroupBy::Services if explicit => Some(("services", &filter.services, "service")),
+        GroupBy::Services => None,
+        GroupBy::Organizations => Some(("organizations", &filter.organizations, "organization id")),
+        GroupBy::Projects => Some(("projects", &filter.projects, "project id")),
+        GroupBy::Clusters => Some(("clusters", &filter.clusters, "cluster unique id")),
+    };
+    if let Some((field, values, what)) = needed
+        && values.is_empty()
+    {
         return Err(field_error(
             "VALIDATION_ERROR",
-            "services",
-            "Grouping by services needs at least one service in services.".to_string(),
-        ));
-    }
-    if group_by == GroupBy::Organizations && filter.organizations.is_empty() {
-        return Err(field_error(
-            "VALIDATION_ERROR",
-            "organizations",
-            "Grouping by organizations needs at least one organization id in organizations."
-                .to_string(),
-        ));
-    }
-    if group_by == GroupBy::Projects && filter.projects.is_empty() {
-        return Err(field_error(
-            "VALIDATION_ERROR",
-            "projects",
-            "Grouping by projects needs at least one project id in projects.".to_string(),
-        ));
-    }
-    if group_by == GroupBy::Clusters && filter.clusters.is_empty() {
-        return Err(field_error(
-            "VALIDATION_ERROR",
-            "clusters",
-            "Grouping by clusters needs at least one cluster unique id in clusters.".to_string(),
+            field,
+            format!("Grouping by {field} needs at least one {what} in {field}."),
         ));
     }
     Ok(filter)
