@@ -9,12 +9,14 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-pub use crate::model::{ConfigError, GroupBy, is_atlas_id};
+pub use crate::model::{
+    Clock, ConfigError, Credentials, GroupBy, ResultFormat, Secret, is_atlas_id, system_clock,
+};
 
 /// Default port: unused by other exporters in the Prometheus default-port allocation list.
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":9879";
@@ -166,68 +168,6 @@ pub struct Flags {
     pub demo: bool,
 }
 
-/// A secret string: never printed, not even by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<Arc<str>>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// How the exporter authenticates to Atlas.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Credentials {
-    /// OAuth 2.0 client credentials of a service account (recommended by MongoDB).
-    ServiceAccount {
-        /// Client id (not secret).
-        client_id: String,
-        /// Client secret.
-        client_secret: Secret,
-    },
-    /// A legacy programmatic API key, used with HTTP Digest.
-    ApiKey {
-        /// Public key (the Digest user name).
-        public_key: String,
-        /// Private key (the Digest password).
-        private_key: Secret,
-    },
-}
-
-impl Credentials {
-    /// A short, secret-free description for logs and the landing page.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Credentials::ServiceAccount { .. } => "service account",
-            Credentials::ApiKey { .. } => "API key",
-        }
-    }
-}
-
-/// Which representation of the result to ask Atlas for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResultFormat {
-    /// `application/vnd.atlas.2023-01-01+json` (the default).
-    #[default]
-    Json,
-    /// `application/vnd.atlas.2023-01-01+csv`.
-    Csv,
-}
-
 /// One named Cost Explorer query.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct QuerySpec {
@@ -295,14 +235,6 @@ pub struct OrgConfig {
     pub credentials: Credentials,
     /// Its queries.
     pub queries: Vec<QuerySpec>,
-}
-
-/// Where "now" comes from; tests pin it to check month roll-over.
-pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(SystemTime::now)
 }
 
 /// Validated configuration of the exporter.

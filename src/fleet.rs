@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::atlas::TokenCache;
-use crate::config::{Credentials, Secret};
+use crate::model::{Credentials, Secret};
 pub use crate::model::{Shard, fnv1a64};
 
 /// The org's stable phase within the interval: a fraction of it, from the org id's hash

@@ -9,7 +9,15 @@
 //! - [`Shard`] and [`fnv1a64`]: which orgs a replica exports, by a hash fixed by its
 //!   definition.
 //!
+//! - [`Secret`] and [`Credentials`]: how the exporter signs in to Atlas, never printed;
+//! - [`ResultFormat`]: JSON or CSV results;
+//! - [`Clock`]: where "now" comes from.
+//!
 //! Months are in [`crate::month`], which imports nothing either.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::Deserialize;
 
@@ -228,4 +236,74 @@ impl Shard {
     pub fn owns(&self, org_id: &str) -> bool {
         Shard::of(org_id, self.count) == self.index
     }
+}
+
+/// A secret string: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<Arc<str>>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How the exporter authenticates to Atlas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// OAuth 2.0 client credentials of a service account (recommended by MongoDB).
+    ServiceAccount {
+        /// Client id (not secret).
+        client_id: String,
+        /// Client secret.
+        client_secret: Secret,
+    },
+    /// A legacy programmatic API key, used with HTTP Digest.
+    ApiKey {
+        /// Public key (the Digest user name).
+        public_key: String,
+        /// Private key (the Digest password).
+        private_key: Secret,
+    },
+}
+
+impl Credentials {
+    /// A short, secret-free description for logs and the landing page.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credentials::ServiceAccount { .. } => "service account",
+            Credentials::ApiKey { .. } => "API key",
+        }
+    }
+}
+
+/// Which representation of the result to ask Atlas for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultFormat {
+    /// `application/vnd.atlas.2023-01-01+json` (the default).
+    #[default]
+    Json,
+    /// `application/vnd.atlas.2023-01-01+csv`.
+    Csv,
+}
+
+/// Where "now" comes from; tests pin it to check month roll-over.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(SystemTime::now)
 }

@@ -14,9 +14,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::config::Clock;
 use crate::exposition;
 use crate::metrics::SelfMetrics;
+use crate::model::Clock;
 use crate::snapshot::SnapshotCell;
 
 /// What the handlers share.

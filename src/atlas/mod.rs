@@ -23,9 +23,10 @@ use reqwest::header::{
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{Credentials, QuerySpec, ResultFormat, Secret};
+use crate::config::QuerySpec;
 use crate::metrics::{EndpointLabels, QueryLabels, RequestLabels, SelfMetrics};
 use crate::model::is_atlas_id;
+use crate::model::{Credentials, ResultFormat, Secret};
 pub use crate::model::{Endpoint, Reason};
 use crate::month::Month;
 use auth::Challenge;
