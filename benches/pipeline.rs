@@ -206,7 +206,7 @@ fn snapshot(series: &[CostSeries], current: Month) -> Snapshot {
             .collect(),
         orgs: Vec::new(),
         costs: encoded(&refs, current),
-        refresh: "1h".to_owned(),
+        refresh: Duration::from_secs(3600),
         generation: 1,
     }
 }

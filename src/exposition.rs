@@ -6,7 +6,7 @@
 //! pre-encoded bytes ([`render`]). Label values from Atlas are escaped here, once.
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -75,6 +75,11 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
             (coding.eq_ignore_ascii_case("gzip") || coding == "*") && quality(params) > 0.0
         })
     })
+}
+
+/// The refresh interval in the short human form used in HELP text: `1h`, `30m`, `90s`.
+pub fn human_interval(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
 }
 
 /// Appends `value` escaped as a label value (both formats): `\` `"` and newline.
@@ -240,7 +245,7 @@ fn unix_seconds(t: SystemTime) -> f64 {
 
 /// Renders the per-scrape section: query state gauges computed from the snapshot at `now`.
 fn render_state(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
-    let refresh = &snapshot.refresh;
+    let refresh = human_interval(snapshot.refresh);
     let q = |s: &crate::snapshot::QueryStatus| {
         let mut l = String::new();
         push_label(&mut l, "query", &s.query);
@@ -446,7 +451,7 @@ mod tests {
             )],
             orgs: Vec::new(),
             costs: EncodedCosts::seal(text, usage),
-            refresh: "1h".to_owned(),
+            refresh: Duration::from_secs(3600),
             generation: 1,
         }
     }

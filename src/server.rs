@@ -131,7 +131,7 @@ async fn landing(State(state): State<Arc<AppState>>) -> Response {
          </head><body><h1>Atlas Cost Exporter</h1><p>Version {} &middot; refreshed every {} &middot; <a href=\"{}\">Metrics</a> &middot; \
          <a href=\"/healthz\">Health</a> &middot; <a href=\"/readyz\">Readiness</a></p>",
         crate::version::LONG,
-        html(&snapshot.refresh),
+        html(&crate::exposition::human_interval(snapshot.refresh)),
         html(&state.telemetry_path),
     );
     // The summaries were computed when the refresh was published: nothing is summed here.

@@ -4,7 +4,7 @@
 //! families arrive encoded ([`EncodedCosts`], built by [`crate::exposition`] once per refresh).
 
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
@@ -90,8 +90,9 @@ pub struct Snapshot {
     pub orgs: Vec<OrgSummary>,
     /// The cost series, pre-encoded.
     pub costs: EncodedCosts,
-    /// The refresh interval in human form, for HELP text.
-    pub refresh: String,
+    /// The refresh interval (`--refresh.interval`), shown in HELP text and on the landing
+    /// page.
+    pub refresh: Duration,
     /// Number of refreshes published before this one.
     pub generation: u64,
 }

@@ -1,0 +1,284 @@
+//! Discovery: the projects and clusters of an org, listed at each refresh and remembered, so
+//! that the queries grouped by project or cluster know which ids to filter on and how to name
+//! them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::{OrgWorker, Refresher};
+use crate::atlas::result::UsageRow;
+use crate::atlas::{AtlasError, Cluster};
+use crate::config::QuerySpec;
+use crate::model::{Endpoint, GroupBy, Reason, is_atlas_id};
+
+/// Cluster listings in flight at once per org during discovery.
+const DISCOVERY_CONCURRENCY: usize = 4;
+
+/// Ids seen for one org, in a listing or in a result row. Deleted clusters and projects are
+/// billed in the months before their deletion, but no listing returns them: an id seen once
+/// stays in the queries' filters for as long as the process runs (nothing is kept across
+/// restarts; their spend then shows in the `(unattributed)` remainder).
+#[derive(Default)]
+pub(super) struct KnownIds {
+    /// Project id -> name.
+    projects: BTreeMap<String, String>,
+    /// Cluster id -> (name, project id).
+    clusters: BTreeMap<String, (String, Option<String>)>,
+}
+
+impl KnownIds {
+    /// Remembers the project and cluster ids that result rows name.
+    pub(super) fn learn(&mut self, rows: &[UsageRow]) {
+        for row in rows {
+            if let Some(p) = row.project_id.as_deref().filter(|p| is_atlas_id(p))
+                && !self.projects.contains_key(p)
+            {
+                self.projects
+                    .insert(p.to_owned(), row.project_name.clone().unwrap_or_default());
+            }
+            if let Some(c) = row.cluster_id.as_deref().filter(|c| is_atlas_id(c))
+                && !self.clusters.contains_key(c)
+            {
+                self.clusters.insert(
+                    c.to_owned(),
+                    (
+                        row.cluster_name.clone().unwrap_or_default(),
+                        row.project_id.clone().filter(|p| is_atlas_id(p)),
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// What discovery found for one org during one refresh, with every id seen before.
+#[derive(Default)]
+pub(super) struct Discovery {
+    /// Project ids to query, sorted.
+    pub(super) project_ids: Vec<String>,
+    /// Cluster ids (regular and Flex) to query, sorted.
+    pub(super) cluster_ids: Vec<String>,
+    /// Project id -> name.
+    pub(super) project_names: HashMap<String, String>,
+    /// Cluster id -> (name, project id).
+    pub(super) cluster_info: HashMap<String, (String, Option<String>)>,
+    /// Why the project ids are missing, when they are.
+    pub(super) projects_failed: Option<(Reason, String)>,
+    /// Why some cluster ids are missing, when they are: fails the queries grouped by
+    /// clusters only.
+    pub(super) clusters_failed: Option<(Reason, String)>,
+}
+
+impl Discovery {
+    /// The project and cluster ids `spec` filters on: its own, or the discovered ones when it
+    /// groups by a dimension it names none of.
+    ///
+    /// # Errors
+    /// Why discovery could not list the ids the query needs.
+    pub(super) fn ids_for(
+        &self,
+        spec: &QuerySpec,
+    ) -> Result<(Vec<String>, Vec<String>), (Reason, String)> {
+        match spec.group_by {
+            GroupBy::Projects if spec.projects.is_empty() => match &self.projects_failed {
+                Some(f) => Err(f.clone()),
+                None => Ok((self.project_ids.clone(), spec.clusters.clone())),
+            },
+            GroupBy::Clusters if spec.clusters.is_empty() => match &self.clusters_failed {
+                Some(f) => Err(f.clone()),
+                None => Ok((spec.projects.clone(), self.cluster_ids.clone())),
+            },
+            _ => Ok((spec.projects.clone(), spec.clusters.clone())),
+        }
+    }
+}
+
+impl Refresher {
+    /// Lists what the org's queries need: projects when one groups by discovered projects
+    /// or clusters, clusters when one groups by discovered clusters.
+    pub(super) async fn discover_for_queries(&self, org: &OrgWorker) -> Discovery {
+        let queries = &org.config.queries;
+        let needs_projects = queries.iter().any(QuerySpec::needs_discovery);
+        let needs_clusters = queries
+            .iter()
+            .any(|q| q.group_by == GroupBy::Clusters && q.needs_discovery());
+        if needs_projects {
+            self.discover(org, needs_clusters).await
+        } else {
+            Discovery::default()
+        }
+    }
+
+    fn report_forbidden(&self, org: &OrgWorker, endpoint: Endpoint, e: &AtlasError) {
+        if !org.forbidden_reported.swap(true, Ordering::Relaxed) {
+            let role = match endpoint {
+                Endpoint::Clusters => {
+                    "Project Read Only on every project (Organization Read Only grants it)"
+                }
+                _ => "Organization Member",
+            };
+            tracing::warn!(
+                org_id = %org.config.id,
+                endpoint = endpoint.as_str(),
+                error = %e,
+                "discovery is forbidden: the credentials need the {role} role besides Organization \
+                 Billing Viewer; queries grouped by project or cluster fail until then, the other \
+                 queries keep working"
+            );
+        }
+    }
+
+    async fn discover(&self, org: &OrgWorker, with_clusters: bool) -> Discovery {
+        let deadline = Instant::now() + self.query_timeout;
+        let mut d = Discovery::default();
+        // Discovery takes permits of the same semaphore as queries: requests in flight stay
+        // within --refresh.concurrency across every org.
+        let permit = self.semaphore.acquire().await.ok();
+        let projects = self
+            .bounded(org, deadline, org.client.projects(deadline))
+            .await;
+        drop(permit);
+        let projects = match projects {
+            Ok(p) => p,
+            Err(e) => {
+                if e.reason() == Reason::Forbidden {
+                    self.report_forbidden(org, Endpoint::Projects, &e);
+                }
+                let hint = if e.reason() == Reason::Forbidden {
+                    " (the Organization Member role is needed to list projects)"
+                } else {
+                    ""
+                };
+                d.projects_failed = Some((e.reason(), format!("discovering projects: {e}{hint}")));
+                d.clusters_failed.clone_from(&d.projects_failed);
+                return d;
+            }
+        };
+        let mut clusters: Vec<(Cluster, String)> = Vec::new();
+        if with_clusters {
+            let limit = Semaphore::new(DISCOVERY_CONCURRENCY);
+            // Regular and Flex clusters: since January 2026 each has its own listing.
+            let listings = futures_util::future::join_all(projects.iter().flat_map(|p| {
+                [Endpoint::Clusters, Endpoint::FlexClusters].map(|endpoint| {
+                    let limit = &limit;
+                    async move {
+                        let _permit = limit.acquire().await.ok();
+                        let _global = self.semaphore.acquire().await.ok();
+                        let listing = match endpoint {
+                            Endpoint::FlexClusters => {
+                                self.bounded(
+                                    org,
+                                    deadline,
+                                    org.client.flex_clusters(&p.id, deadline),
+                                )
+                                .await
+                            }
+                            _ => {
+                                self.bounded(org, deadline, org.client.clusters(&p.id, deadline))
+                                    .await
+                            }
+                        };
+                        (endpoint, p.id.clone(), listing)
+                    }
+                })
+            }))
+            .await;
+            for (endpoint, project_id, listing) in listings {
+                match listing {
+                    Ok(found) => {
+                        clusters.extend(found.into_iter().map(|c| (c, project_id.clone())))
+                    }
+                    Err(e) => {
+                        if e.reason() == Reason::Forbidden {
+                            self.report_forbidden(org, endpoint, &e);
+                        }
+                        d.clusters_failed = Some((
+                            e.reason(),
+                            format!("discovering the {endpoint} of project {project_id}: {e}"),
+                        ));
+                    }
+                }
+            }
+        }
+        // Listed now, plus every id seen before: deleted clusters and projects keep the
+        // history they were billed for.
+        let mut known = org
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in projects {
+            known.projects.insert(p.id, p.name);
+        }
+        for (c, project_id) in clusters {
+            known.clusters.insert(c.id, (c.name, Some(project_id)));
+        }
+        d.project_ids = known.projects.keys().cloned().collect();
+        d.project_names = known.projects.clone().into_iter().collect();
+        if with_clusters {
+            d.cluster_ids = known.clusters.keys().cloned().collect();
+            d.cluster_info = known.clusters.clone().into_iter().collect();
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::month::Month;
+
+    const P: &str = "111111111111111111111111";
+    const C: &str = "cccccccccccccccccccccccc";
+
+    fn row(project: Option<&str>, cluster: Option<&str>) -> UsageRow {
+        UsageRow {
+            org_id: None,
+            org_name: None,
+            project_id: project.map(str::to_owned),
+            project_name: project.map(|_| "web".to_owned()),
+            cluster_id: cluster.map(str::to_owned),
+            cluster_name: cluster.map(|_| "prod".to_owned()),
+            service: Some("Clusters".to_owned()),
+            month: Month::new(2026, 11).expect("valid"),
+            amount_micros: 1,
+        }
+    }
+
+    /// Ids named by result rows are remembered with their names and parent; ids that are not
+    /// Atlas ids are not.
+    #[test]
+    fn rows_teach_valid_ids_only() {
+        let mut known = KnownIds::default();
+        known.learn(&[row(Some(P), Some(C)), row(Some("../x"), Some("nothex"))]);
+        assert_eq!(known.projects.keys().collect::<Vec<_>>(), [P]);
+        assert_eq!(
+            known.clusters.get(C),
+            Some(&("prod".to_owned(), Some(P.to_owned())))
+        );
+        assert_eq!(known.clusters.len(), 1);
+    }
+
+    /// A query grouped by discovered clusters fails with discovery's reason when the
+    /// listing failed; a query naming its own ids does not depend on discovery.
+    #[test]
+    fn ids_for_a_query_follow_discovery_or_its_own_filters() {
+        let d = Discovery {
+            project_ids: vec![P.to_owned()],
+            clusters_failed: Some((Reason::Forbidden, "no".to_owned())),
+            ..Discovery::default()
+        };
+        let [_, projects, clusters] = <[QuerySpec; 3]>::try_from(QuerySpec::defaults(1))
+            .unwrap_or_else(|_| unreachable!("three default queries"));
+        assert_eq!(d.ids_for(&projects), Ok((vec![P.to_owned()], Vec::new())));
+        assert_eq!(
+            d.ids_for(&clusters),
+            Err((Reason::Forbidden, "no".to_owned()))
+        );
+        let mut own = clusters;
+        own.clusters = vec![C.to_owned()];
+        assert_eq!(d.ids_for(&own), Ok((Vec::new(), vec![C.to_owned()])));
+    }
+}
