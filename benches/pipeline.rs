@@ -3,7 +3,8 @@
 //!
 //! - `parse_json` / `parse_csv`: [`result::parse_body`] and [`result::parse_csv`] on result
 //!   bodies shaped like the simulator's (`groupBy: clusters`, every field filled in);
-//! - `encode_costs`: building the pre-encoded cost section of a snapshot from `CostSeries`;
+//! - `encode_costs`: building the pre-encoded cost section of a snapshot from the rendered
+//!   series (`RenderedSeries`);
 //! - `render_text` / `render_text_gzip`: one `/metrics` body (text 0.0.4), as a scrape builds it
 //!   today, and the same gzipped at the server's level (`Compression::fast`).
 //!
@@ -22,9 +23,10 @@ use std::time::{Duration, SystemTime};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 use atlas_cost_exporter::atlas::result::{self, Parsed, UsageRow};
-use atlas_cost_exporter::exposition::{self, CostSeries, Format};
+use atlas_cost_exporter::exposition::{self, Format, RenderedSeries};
 use atlas_cost_exporter::metrics::SelfMetrics;
 use atlas_cost_exporter::month::Month;
+use atlas_cost_exporter::series::{CostSeries, Label, SeriesKey};
 use atlas_cost_exporter::simulator::{CSV_HEADER, Dataset, SimConfig};
 use atlas_cost_exporter::snapshot::{QueryStatus, Snapshot};
 
@@ -137,35 +139,30 @@ fn csv_body(rows: &[Row<'_>]) -> Vec<u8> {
     w.into_inner().expect("CSV flush")
 }
 
-/// Cost series as the refresher builds them from parsed rows (same label order).
-fn cost_series(rows: &[UsageRow]) -> Vec<CostSeries> {
-    let mut series: Vec<CostSeries> = rows
-        .iter()
-        .map(|r| {
-            let mut labels = String::with_capacity(256);
-            exposition::push_label(&mut labels, "query", "clusters");
-            for (name, value) in [
-                ("org_id", &r.org_id),
-                ("org_name", &r.org_name),
-                ("project_id", &r.project_id),
-                ("project_name", &r.project_name),
-                ("cluster_id", &r.cluster_id),
-                ("cluster_name", &r.cluster_name),
-                ("atlas_service", &r.service),
-            ] {
-                if let Some(v) = value {
-                    exposition::push_label(&mut labels, name, v);
-                }
-            }
-            CostSeries {
-                labels,
-                month: r.month,
-                micros: r.amount_micros,
-            }
-        })
-        .collect();
-    series.sort();
-    series
+/// Cost series as the refresher builds them from parsed rows, rendered once as a refresh
+/// does, in exposition order.
+fn cost_series(rows: &[UsageRow]) -> Vec<RenderedSeries> {
+    let query: Arc<str> = Arc::from("clusters");
+    exposition::render_sorted(rows.iter().map(|r| {
+        let mut key = SeriesKey::default();
+        for (label, value) in Label::ALL.into_iter().zip([
+            &r.org_id,
+            &r.org_name,
+            &r.project_id,
+            &r.project_name,
+            &r.cluster_id,
+            &r.cluster_name,
+            &r.service,
+        ]) {
+            key.set(label, value.as_deref());
+        }
+        CostSeries {
+            query: query.clone(),
+            key,
+            month: r.month,
+            micros: r.amount_micros,
+        }
+    }))
 }
 
 fn parsed_rows(body: &[u8]) -> Vec<UsageRow> {
@@ -176,8 +173,8 @@ fn parsed_rows(body: &[u8]) -> Vec<UsageRow> {
 }
 
 /// A published snapshot holding `series`, with one query status per org.
-fn snapshot(series: &[CostSeries], current: Month) -> Snapshot {
-    let refs: Vec<&CostSeries> = series.iter().collect();
+fn snapshot(series: &[RenderedSeries], current: Month) -> Snapshot {
+    let refs: Vec<&RenderedSeries> = series.iter().collect();
     let mut orgs: Vec<&str> = Vec::new();
     for s in series {
         let org = s
@@ -212,7 +209,10 @@ fn snapshot(series: &[CostSeries], current: Month) -> Snapshot {
 }
 
 /// What a refresh does once: encode the cost section and compress it.
-fn encoded(refs: &[&CostSeries], current: Month) -> atlas_cost_exporter::snapshot::EncodedCosts {
+fn encoded(
+    refs: &[&RenderedSeries],
+    current: Month,
+) -> atlas_cost_exporter::snapshot::EncodedCosts {
     let mut text = String::new();
     let n = exposition::encode_costs(&mut text, refs, current, "1h");
     atlas_cost_exporter::snapshot::EncodedCosts::seal(text, n)
@@ -233,7 +233,7 @@ fn pipeline(c: &mut Criterion) {
         let csv = csv_body(&rows);
         let parsed = parsed_rows(&json);
         let series = cost_series(&parsed);
-        let refs: Vec<&CostSeries> = series.iter().collect();
+        let refs: Vec<&RenderedSeries> = series.iter().collect();
         let snap = snapshot(&series, current);
         let body = scrape_body(&snap, &metrics, false).to_vec();
         eprintln!(

@@ -14,21 +14,11 @@ use std::fmt::Write as _;
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::exposition::{CostSeries, push_label, push_micros};
-use crate::model::{ConfigError, GroupBy, is_atlas_id};
+use crate::exposition::{RenderedSeries, push_label, push_micros};
+use crate::model::{AtlasId, ConfigError, GroupBy, usd_to_micros};
 use crate::month::Month;
+use crate::series::{CostSeries, Label};
 use crate::snapshot::OrgSummary;
-
-/// Labels a budget scope can name, in exposition order.
-pub const SCOPE_LABELS: [&str; 7] = [
-    "org_id",
-    "org_name",
-    "project_id",
-    "project_name",
-    "cluster_id",
-    "cluster_name",
-    "atlas_service",
-];
 
 /// Days of data behind the month-to-date on day `day` (1-based) of a month: Atlas posts a
 /// day's charges the next day, so on day `d` the data runs through day `d - 1`. On the 1st
@@ -55,9 +45,9 @@ pub struct Budget {
     /// The `query` label of the series it sums.
     pub query: String,
     /// Exact `label = value` pairs a series must carry; exported as labels of the budget.
-    pub scope: Vec<(String, String)>,
+    pub scope: Vec<(Label, String)>,
     /// Anchored regexes over label values (an absent label reads as ""), as in PromQL.
-    pub matchers: Vec<(String, Regex)>,
+    pub matchers: Vec<(Label, Regex)>,
 }
 
 /// A budget as written in the YAML file.
@@ -87,19 +77,20 @@ struct FileScope {
 }
 
 impl FileScope {
-    fn exact(&self) -> Vec<(String, String)> {
-        [
-            ("org_id", &self.org_id),
-            ("org_name", &self.org_name),
-            ("project_id", &self.project_id),
-            ("project_name", &self.project_name),
-            ("cluster_id", &self.cluster_id),
-            ("cluster_name", &self.cluster_name),
-            ("atlas_service", &self.atlas_service),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
-        .collect()
+    fn exact(&self) -> Vec<(Label, String)> {
+        Label::ALL
+            .into_iter()
+            .zip([
+                &self.org_id,
+                &self.org_name,
+                &self.project_id,
+                &self.project_name,
+                &self.cluster_id,
+                &self.cluster_name,
+                &self.atlas_service,
+            ])
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k, v.clone())))
+            .collect()
     }
 }
 
@@ -113,10 +104,16 @@ fn is_budget_name(s: &str) -> bool {
 /// The query a budget reads by default: the least detailed default query that carries every
 /// label of its scope (`clusters` for cluster labels, `projects` for project labels,
 /// `services` otherwise: the only one that holds org-level charges).
-fn default_query(labels: &[&str]) -> &'static str {
-    if labels.iter().any(|l| l.starts_with("cluster_")) {
+fn default_query(labels: &[Label]) -> &'static str {
+    if labels
+        .iter()
+        .any(|l| matches!(l, Label::ClusterId | Label::ClusterName))
+    {
         GroupBy::Clusters.as_str()
-    } else if labels.iter().any(|l| l.starts_with("project_")) {
+    } else if labels
+        .iter()
+        .any(|l| matches!(l, Label::ProjectId | Label::ProjectName))
+    {
         GroupBy::Projects.as_str()
     } else {
         "services"
@@ -153,14 +150,12 @@ pub fn validate(
         if out.iter().any(|o| o.name == b.name) {
             return fail(format!("{key}.name: {:?} is used twice", b.name));
         }
-        if !(b.amount_usd.is_finite() && b.amount_usd > 0.0 && b.amount_usd < 1e12) {
+        let Some(amount_micros) = usd_to_micros(b.amount_usd).filter(|_| b.amount_usd > 0.0) else {
             return fail(format!(
                 "{key}.amount_usd: {} must be a positive number of USD per month",
                 b.amount_usd
             ));
-        }
-        #[allow(clippy::cast_possible_truncation)]
-        let amount_micros = (b.amount_usd * 1e6).round() as i64;
+        };
         if amount_micros <= 0 {
             return fail(format!(
                 "{key}.amount_usd: {} is below a micro-dollar",
@@ -169,38 +164,44 @@ pub fn validate(
         }
         let scope = b.scope.exact();
         if let Some((k, v)) = scope.iter().find(|(_, v)| v.is_empty()) {
-            return fail(format!("{key}.scope.{k}: {v:?} is empty"));
+            return fail(format!("{key}.scope.{}: {v:?} is empty", k.as_str()));
         }
-        if let Some(org) = b.scope.org_id.as_ref().filter(|o| !is_atlas_id(o)) {
+        if let Some(org) = b
+            .scope
+            .org_id
+            .as_ref()
+            .filter(|o| AtlasId::parse(o).is_none())
+        {
             return fail(format!(
                 "{key}.scope.org_id: {org:?} is not an Atlas org id (24 lowercase hex characters)"
             ));
         }
         let mut matchers = Vec::with_capacity(b.scope.matchers.len());
-        for (label, pattern) in &b.scope.matchers {
-            if !SCOPE_LABELS.contains(&label.as_str()) {
+        for (name, pattern) in &b.scope.matchers {
+            let Some(label) = Label::from_name(name) else {
+                let names: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
                 return fail(format!(
-                    "{key}.scope.match.{label}: not a cost label (one of {})",
-                    SCOPE_LABELS.join(", ")
+                    "{key}.scope.match.{name}: not a cost label (one of {})",
+                    names.join(", ")
                 ));
-            }
+            };
             let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
                 ConfigError(format!(
-                    "{key}.scope.match.{label}: {pattern:?} is not a regex: {}",
+                    "{key}.scope.match.{name}: {pattern:?} is not a regex: {}",
                     e.to_string().replace('\n', " ")
                 ))
             })?;
-            matchers.push((label.clone(), re));
+            matchers.push((label, re));
         }
         if scope.is_empty() && matchers.is_empty() {
             return fail(format!(
                 "{key}.scope: empty; give org_id, project_name, cluster_name, atlas_service... or match"
             ));
         }
-        let labels: Vec<&str> = scope
+        let labels: Vec<Label> = scope
             .iter()
-            .map(|(k, _)| k.as_str())
-            .chain(matchers.iter().map(|(k, _)| k.as_str()))
+            .map(|(k, _)| *k)
+            .chain(matchers.iter().map(|(k, _)| *k))
             .collect();
         let query = b.query.unwrap_or_else(|| default_query(&labels).to_owned());
         let has_query = orgs
@@ -223,53 +224,21 @@ pub fn validate(
     Ok(out)
 }
 
-/// Parses a pre-rendered, escaped label string (`a="x",b="y\"z"`) back into pairs.
-fn parse_labels(s: &str) -> Vec<(&str, String)> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some((name, after)) = rest.split_once("=\"") {
-        let name = name.trim_start_matches(',');
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => {}
-                },
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        out.push((name, value));
-        rest = &after[end..];
-    }
-    out
-}
-
 impl Budget {
-    fn matches(&self, labels: &[(&str, String)]) -> bool {
-        let get = |name: &str| {
-            labels
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map_or("", |(_, v)| v.as_str())
-        };
-        get("query") == self.query
-            && self.scope.iter().all(|(k, v)| get(k) == v)
-            && self.matchers.iter().all(|(k, re)| re.is_match(get(k)))
+    /// Whether `s` is one of the series this budget sums.
+    fn matches(&self, s: &CostSeries) -> bool {
+        // An absent label reads as "", as in PromQL.
+        let get = |label: Label| s.key.get(label).unwrap_or("");
+        *s.query == *self.query
+            && self.scope.iter().all(|(k, v)| get(*k) == v)
+            && self.matchers.iter().all(|(k, re)| re.is_match(get(*k)))
     }
 
     fn labels(&self) -> String {
         let mut l = String::new();
         push_label(&mut l, "budget", &self.name);
         for (k, v) in &self.scope {
-            push_label(&mut l, k, v);
+            push_label(&mut l, k.as_str(), v);
         }
         l
     }
@@ -291,7 +260,7 @@ fn push_ratio(out: &mut String, name: &str, labels: &str, micros: i64, budget: i
 /// The text reads the same in both exposition formats.
 pub fn encode(
     out: &mut String,
-    series: &[&CostSeries],
+    series: &[&RenderedSeries],
     current: Month,
     day: u32,
     budgets: &[Budget],
@@ -302,9 +271,9 @@ pub fn encode(
         "atlas_cost_month_forecast_usd",
         "Forecast of the current UTC month's total in USD: month to date * days in month / days of data (day of month - 1, at least 1: Atlas posts a day late)",
     );
-    for s in series.iter().filter(|s| s.month == current) {
+    for s in series.iter().filter(|s| s.series.month == current) {
         let _ = write!(out, "atlas_cost_month_forecast_usd{{{}}} ", s.labels);
-        push_micros(out, forecast_micros(s.micros, current, day));
+        push_micros(out, forecast_micros(s.series.micros, current, day));
         out.push('\n');
     }
     let previous = current.plus(-1);
@@ -313,27 +282,19 @@ pub fn encode(
         "atlas_cost_previous_month_usd",
         "Usage of the previous UTC month in USD, with the labels of atlas_cost_month_to_date_usd (absent when --cost.months is 1)",
     );
-    for s in series.iter().filter(|s| s.month == previous) {
+    for s in series.iter().filter(|s| s.series.month == previous) {
         let _ = write!(out, "atlas_cost_previous_month_usd{{{}}} ", s.labels);
-        push_micros(out, s.micros);
+        push_micros(out, s.series.micros);
         out.push('\n');
     }
-    let current_series: Vec<(Vec<(&str, String)>, i64)> = if budgets.is_empty() {
-        Vec::new()
-    } else {
-        series
-            .iter()
-            .filter(|s| s.month == current)
-            .map(|s| (parse_labels(&s.labels), s.micros))
-            .collect()
-    };
     let evaluated: Vec<(String, &Budget, Option<i64>)> = budgets
         .iter()
         .map(|b| {
-            let matched: Vec<i64> = current_series
+            let matched: Vec<i64> = series
                 .iter()
-                .filter(|(l, _)| b.matches(l))
-                .map(|(_, m)| *m)
+                .map(|s| &s.series)
+                .filter(|s| s.month == current && b.matches(s))
+                .map(|s| s.micros)
                 .collect();
             let mtd = (!matched.is_empty())
                 .then(|| matched.iter().fold(0i64, |a, m| a.saturating_add(*m)));
@@ -398,7 +359,7 @@ pub fn encode(
 /// `day`. Computed once per published refresh, like the budgets.
 pub fn org_summaries<'a>(
     org_ids: impl Iterator<Item = &'a str>,
-    series: &[&CostSeries],
+    series: &[&RenderedSeries],
     current: Month,
     day: u32,
 ) -> Vec<OrgSummary> {
@@ -411,20 +372,21 @@ pub fn org_summaries<'a>(
             forecast_micros: None,
         })
         .collect();
-    // Labels are rendered in a fixed order, `query` first: most series are ruled out here
-    // without being parsed.
+    // In the order the series are exposed: the first `org_name` there is the one shown.
     for s in series
         .iter()
-        .filter(|s| s.month == current && s.labels.starts_with(r#"query="services","#))
+        .map(|s| &s.series)
+        .filter(|s| s.month == current && &*s.query == "services")
     {
-        let labels = parse_labels(&s.labels);
-        let get = |name: &str| labels.iter().find(|(k, _)| *k == name).map(|(_, v)| v);
-        let Some(org) = get("org_id").and_then(|id| orgs.iter_mut().find(|o| o.org_id == *id))
+        let Some(org) = s
+            .key
+            .get(Label::OrgId)
+            .and_then(|id| orgs.iter_mut().find(|o| o.org_id == id))
         else {
             continue;
         };
         if org.org_name.is_none() {
-            org.org_name = get("org_name").cloned();
+            org.org_name = s.key.get(Label::OrgName).map(str::to_owned);
         }
         org.month_to_date_micros = Some(
             org.month_to_date_micros
@@ -580,33 +542,22 @@ mod tests {
         assert!(unknown.contains("cluster"), "{unknown}");
     }
 
-    fn series(labels: &[(&str, &str)], month: Month, micros: i64) -> CostSeries {
-        let mut l = String::new();
-        for (k, v) in labels {
-            push_label(&mut l, k, v);
+    /// A rendered series from `(label name, value)` pairs, `query` among them.
+    fn series(labels: &[(&str, &str)], month: Month, micros: i64) -> RenderedSeries {
+        let mut key = crate::series::SeriesKey::default();
+        let mut query = "";
+        for (name, value) in labels {
+            match Label::from_name(name) {
+                Some(label) => key.set(label, Some(value)),
+                None => query = value,
+            }
         }
-        CostSeries {
-            labels: l,
+        RenderedSeries::new(CostSeries {
+            query: query.into(),
+            key,
             month,
             micros,
-        }
-    }
-
-    /// Escaped label values read back as they were.
-    #[test]
-    fn rendered_labels_parse_back() {
-        let s = series(
-            &[("query", "q"), ("project_name", "a\"b\\c\nd,e=\"f")],
-            month(2026, 1),
-            0,
-        );
-        assert_eq!(
-            parse_labels(&s.labels),
-            vec![
-                ("query", "q".to_owned()),
-                ("project_name", "a\"b\\c\nd,e=\"f".to_owned())
-            ]
-        );
+        })
     }
 
     /// A budget sums the current month of its query's matching series only, and its ratios
@@ -665,7 +616,7 @@ mod tests {
                 70_000_000,
             ),
         ];
-        let refs: Vec<&CostSeries> = s.iter().collect();
+        let refs: Vec<&RenderedSeries> = s.iter().collect();
         let budgets = parse(&format!(
             "- {{name: prod, amount_usd: 80, scope: {{org_id: {ORG}, match: {{cluster_name: 'prod-.*'}}}}}}\n\
              - {{name: none, amount_usd: 5, scope: {{cluster_name: gone}}}}\n"
@@ -737,7 +688,7 @@ mod tests {
             // Not an org of this replica.
             svc("ffffffffffffffffffffffff", "Clusters", nov, 1),
         ];
-        let refs: Vec<&CostSeries> = s.iter().collect();
+        let refs: Vec<&RenderedSeries> = s.iter().collect();
         let got = org_summaries([ORG, OTHER].into_iter(), &refs, nov, 11);
         assert_eq!(
             got,

@@ -18,63 +18,12 @@ use std::hash::{Hash, Hasher};
 use regex::Regex;
 use serde::Deserialize;
 
-use crate::exposition::push_label;
-use crate::model::{ConfigError, GroupBy};
+use crate::model::{ConfigError, GroupBy, usd_to_micros};
 use crate::month::Month;
+use crate::series::{Label, SeriesKey};
 
 /// The name label value of a folded series.
 pub const OTHER: &str = "(other)";
-
-/// Label names, in exposition order (after `query`).
-pub const LABELS: [&str; 7] = [
-    "org_id",
-    "org_name",
-    "project_id",
-    "project_name",
-    "cluster_id",
-    "cluster_name",
-    "atlas_service",
-];
-const PROJECT_NAME: usize = 3;
-const CLUSTER_NAME: usize = 5;
-const SERVICE: usize = 6;
-
-/// The label values of a series, in [`LABELS`] order (without `query` and `month`). `None`
-/// is a label the series does not have.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SeriesKey(pub [Option<Box<str>>; 7]);
-
-impl SeriesKey {
-    /// A key from label values; empty values count as absent.
-    pub fn new(values: [Option<&str>; 7]) -> SeriesKey {
-        SeriesKey(values.map(|v| v.filter(|v| !v.is_empty()).map(Box::from)))
-    }
-
-    fn get(&self, i: usize) -> &str {
-        self.0[i].as_deref().unwrap_or("")
-    }
-
-    /// The labels before `end`, the rest absent.
-    fn prefix(&self, end: usize) -> SeriesKey {
-        let mut k = self.clone();
-        for v in &mut k.0[end..] {
-            *v = None;
-        }
-        k
-    }
-
-    /// Renders `query="..",org_id="..",...` (escaped), leaving absent labels out.
-    pub fn render(&self, query: &str) -> String {
-        let mut l = String::with_capacity(160);
-        push_label(&mut l, "query", query);
-        for (name, value) in LABELS.iter().zip(&self.0) {
-            if let Some(v) = value {
-                push_label(&mut l, name, v);
-            }
-        }
-        l
-    }
-}
 
 /// A level of the hierarchy that rows can be folded at, outermost first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,56 +46,59 @@ impl Level {
         }
     }
 
-    /// Labels kept by a fold at this level (the parent): `[0, parent_end)`.
-    fn parent_end(self) -> usize {
+    /// The first label of this level's entities: a fold keeps the labels above it (the
+    /// parent's).
+    fn first_label(self) -> Label {
         match self {
-            Level::Project => 2,
-            Level::Cluster => 4,
-            Level::Service => 6,
+            Level::Project => Label::ProjectId,
+            Level::Cluster => Label::ClusterId,
+            Level::Service => Label::AtlasService,
         }
     }
 
-    /// Labels that identify one entity of this level: `[0, entity_end)`.
-    fn entity_end(self) -> usize {
+    /// The labels that identify one entity of this level.
+    fn entity(self, key: &SeriesKey) -> SeriesKey {
         match self {
-            Level::Project => 4,
-            Level::Cluster => 6,
-            Level::Service => 7,
+            Level::Project => key.above(Label::ClusterId),
+            Level::Cluster => key.above(Label::AtlasService),
+            Level::Service => key.clone(),
         }
     }
 
-    fn name_label(self) -> usize {
+    /// The label a fold at this level sets to `(other)`.
+    fn name_label(self) -> Label {
         match self {
-            Level::Project => PROJECT_NAME,
-            Level::Cluster => CLUSTER_NAME,
-            Level::Service => SERVICE,
+            Level::Project => Label::ProjectName,
+            Level::Cluster => Label::ClusterName,
+            Level::Service => Label::AtlasService,
         }
     }
 
     /// The level a label belongs to.
-    fn of_label(label: usize) -> Level {
+    fn of_label(label: Label) -> Level {
         match label {
-            0..=3 => Level::Project,
-            4 | 5 => Level::Cluster,
-            _ => Level::Service,
+            Label::OrgId | Label::OrgName | Label::ProjectId | Label::ProjectName => Level::Project,
+            Label::ClusterId | Label::ClusterName => Level::Cluster,
+            Label::AtlasService => Level::Service,
         }
     }
 
     /// `key` folded at this level: parent labels, then `(other)`.
     pub fn fold(self, key: &SeriesKey) -> SeriesKey {
-        let mut k = key.prefix(self.parent_end());
-        k.0[self.name_label()] = Some(Box::from(OTHER));
+        let mut k = key.above(self.first_label());
+        k.set(self.name_label(), Some(OTHER));
         k
     }
 
-    /// Whether `key` is already an `(other)` series of this level or an outer one.
+    /// Whether `key` is already an `(other)` series of this level or an outer one: its name
+    /// label reads `(other)` and it has no id label of that level.
     fn is_folded(self, key: &SeriesKey) -> bool {
         [Level::Project, Level::Cluster, Level::Service]
             .into_iter()
             .filter(|l| *l <= self)
             .any(|l| {
-                key.0[l.name_label()].as_deref() == Some(OTHER)
-                    && (l == Level::Service || key.0[l.name_label() - 1].is_none())
+                key.get(l.name_label()) == Some(OTHER)
+                    && (l == Level::Service || key.get(l.first_label()).is_none())
             })
     }
 }
@@ -174,7 +126,7 @@ pub struct FileControls {
 
 #[derive(Clone, Debug)]
 struct Matcher {
-    label: usize,
+    label: Label,
     source: String,
     regex: Regex,
 }
@@ -204,8 +156,8 @@ impl Hash for Controls {
 }
 
 type Fingerprint<'a> = (
-    Vec<(usize, &'a str)>,
-    Vec<(usize, &'a str)>,
+    Vec<(Label, &'a str)>,
+    Vec<(Label, &'a str)>,
     Option<i64>,
     Option<usize>,
     Option<usize>,
@@ -214,7 +166,8 @@ type Fingerprint<'a> = (
 fn compile(key: &str, map: &BTreeMap<String, String>) -> Result<Vec<Matcher>, ConfigError> {
     let mut out = Vec::with_capacity(map.len());
     for (name, source) in map {
-        let Some(label) = LABELS.iter().skip(2).position(|l| l == name) else {
+        // Org labels are the same on every series of a query: nothing to filter.
+        let Some(label) = Label::from_name(name).filter(|l| *l >= Label::ProjectId) else {
             return Err(ConfigError(format!(
                 "{key}.{name}: not a label that can be filtered; use project_id, project_name, \
                  cluster_id, cluster_name or atlas_service"
@@ -227,7 +180,7 @@ fn compile(key: &str, map: &BTreeMap<String, String>) -> Result<Vec<Matcher>, Co
             ))
         })?;
         out.push(Matcher {
-            label: label + 2,
+            label,
             source: source.clone(),
             regex,
         });
@@ -249,11 +202,7 @@ impl Controls {
         let deny = compile(&format!("{key}.deny"), &c.deny)?;
         let min_micros = match c.min_usd {
             None => None,
-            Some(v) if v.is_finite() && (0.0..1e12).contains(&v) => {
-                #[allow(clippy::cast_possible_truncation)]
-                let micros = (v * 1e6).round() as i64;
-                Some(micros)
-            }
+            Some(v) if v >= 0.0 && usd_to_micros(v).is_some() => usd_to_micros(v),
             Some(v) => {
                 return Err(ConfigError(format!(
                     "{key}.min_usd: {v} must be a number of dollars, 0 or more"
@@ -281,7 +230,7 @@ impl Controls {
     }
 
     fn fingerprint(&self) -> Fingerprint<'_> {
-        fn m(v: &[Matcher]) -> Vec<(usize, &str)> {
+        fn m(v: &[Matcher]) -> Vec<(Label, &str)> {
             v.iter().map(|m| (m.label, m.source.as_str())).collect()
         }
         (
@@ -310,15 +259,13 @@ impl Controls {
     /// The level a row is folded at by the allow and deny lists, if any: the outermost level
     /// whose label fails (a label deeper than the grouped dimension folds at the grouped one).
     fn filtered(&self, key: &SeriesKey, grouped: Level) -> Option<Level> {
+        // An absent label reads as "", as in PromQL.
+        let value = |m: &Matcher| key.get(m.label).unwrap_or("");
         let failing = self
             .allow
             .iter()
-            .filter(|m| !m.regex.is_match(key.get(m.label)))
-            .chain(
-                self.deny
-                    .iter()
-                    .filter(|m| m.regex.is_match(key.get(m.label))),
-            )
+            .filter(|m| !m.regex.is_match(value(m)))
+            .chain(self.deny.iter().filter(|m| m.regex.is_match(value(m))))
             .map(|m| Level::of_label(m.label).min(grouped));
         failing.min()
     }
@@ -346,18 +293,17 @@ impl Controls {
             }
         }
         if self.min_micros.is_some() || self.top.is_some() {
-            let end = grouped.entity_end();
             let mut totals: HashMap<SeriesKey, i64> = HashMap::new();
             for (key, micros) in &kept {
                 if !grouped.is_folded(key) {
-                    let t = totals.entry(key.prefix(end)).or_insert(0);
+                    let t = totals.entry(grouped.entity(key)).or_insert(0);
                     *t = t.saturating_add(*micros);
                 }
             }
             let mut by_parent: BTreeMap<SeriesKey, Vec<(i64, SeriesKey)>> = BTreeMap::new();
             for (entity, total) in totals {
                 by_parent
-                    .entry(entity.prefix(grouped.parent_end()))
+                    .entry(entity.above(grouped.first_label()))
                     .or_default()
                     .push((total, entity));
             }
@@ -374,7 +320,7 @@ impl Controls {
                 }
             }
             for (key, micros) in kept {
-                if !folded.is_empty() && folded.contains(&key.prefix(end)) {
+                if !folded.is_empty() && folded.contains(&grouped.entity(&key)) {
                     add(&mut out, grouped.fold(&key), micros);
                 } else {
                     add(&mut out, key, micros);
@@ -435,6 +381,7 @@ fn add(map: &mut BTreeMap<SeriesKey, i64>, key: SeriesKey, micros: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exposition::label_text;
 
     fn key(project: &str, cluster: &str, service: &str) -> SeriesKey {
         let (pid, cid) = (format!("p-{project}"), format!("c-{cluster}"));
@@ -478,7 +425,7 @@ mod tests {
         let out = c.apply_month(Level::Cluster, month());
         let mut other =
             SeriesKey::new([Some("org"), None, Some("p-a"), Some("a"), None, None, None]);
-        other.0[CLUSTER_NAME] = Some(Box::from(OTHER));
+        other.set(Label::ClusterName, Some(OTHER));
         assert_eq!(out.get(&other), Some(&6));
         assert_eq!(out.get(&key("a", "x", "Backup")), Some(&1));
         assert_eq!(out.get(&key("b", "w", "Clusters")), Some(&3));
@@ -507,13 +454,13 @@ mod tests {
         let out = c.apply_month(Level::Cluster, month());
         let org_other = Level::Project.fold(&key("b", "w", "Clusters"));
         assert_eq!(
-            org_other.render("q"),
+            label_text("q", &org_other),
             r#"query="q",org_id="org",project_name="(other)""#
         );
         assert_eq!(out.get(&org_other), Some(&3));
         let a_other = Level::Cluster.fold(&key("a", "x", "Backup"));
         assert_eq!(
-            a_other.render("q"),
+            label_text("q", &a_other),
             r#"query="q",org_id="org",project_id="p-a",project_name="a",cluster_name="(other)""#
         );
         assert_eq!(out.get(&a_other), Some(&1));
@@ -560,7 +507,7 @@ mod tests {
         assert_eq!(all.len(), 1);
         let (only, v) = all.iter().next().expect("one");
         assert_eq!(
-            only.1.render("q"),
+            label_text("q", &only.1),
             r#"query="q",org_id="org",project_name="(other)""#
         );
         assert_eq!(*v, 20);

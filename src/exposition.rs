@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::metrics::SelfMetrics;
 use crate::month::Month;
+use crate::series::{CostSeries, SeriesKey};
 use crate::snapshot::{EncodedCosts, Snapshot};
 
 /// The exposition format of a scrape.
@@ -118,15 +119,50 @@ pub fn push_micros(out: &mut String, micros: i64) {
     }
 }
 
-/// One cost series: pre-rendered labels (without `month`), its month and amount.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CostSeries {
-    /// `query="..",org_id="..",...`, escaped, in a fixed order.
+/// Appends the labels of a cost series (without `month`): `query` first, then every label it
+/// has in [`crate::series::Label::ALL`] order, escaped.
+pub fn push_series_labels(out: &mut String, query: &str, key: &SeriesKey) {
+    push_label(out, "query", query);
+    for (label, value) in key.labels() {
+        push_label(out, label.as_str(), value);
+    }
+}
+
+/// The label text of a cost series: `query="..",org_id="..",...` ([`push_series_labels`]).
+pub fn label_text(query: &str, key: &SeriesKey) -> String {
+    let mut out = String::with_capacity(160);
+    push_series_labels(&mut out, query, key);
+    out
+}
+
+/// A cost series with its label text, rendered once per refresh of its query and written
+/// by every publication after that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderedSeries {
+    /// `query="..",org_id="..",...`, escaped, in a fixed order (without `month`).
     pub labels: String,
-    /// The usage month.
-    pub month: Month,
-    /// The amount, micro-dollars.
-    pub micros: i64,
+    /// The series.
+    pub series: CostSeries,
+}
+
+impl RenderedSeries {
+    /// Renders the labels of `series`.
+    pub fn new(series: CostSeries) -> RenderedSeries {
+        RenderedSeries {
+            labels: label_text(&series.query, &series.key),
+            series,
+        }
+    }
+}
+
+/// Renders the series of a query, in the order of their label text and month: the order they
+/// are exposed in.
+pub fn render_sorted(series: impl IntoIterator<Item = CostSeries>) -> Vec<RenderedSeries> {
+    let mut out: Vec<RenderedSeries> = series.into_iter().map(RenderedSeries::new).collect();
+    out.sort_unstable_by(|a, b| {
+        (a.labels.as_str(), a.series.month).cmp(&(b.labels.as_str(), b.series.month))
+    });
+    out
 }
 
 impl EncodedCosts {
@@ -170,7 +206,7 @@ fn family_header(out: &mut String, name: &str, help: &str) {
 /// gauges, so the text is built once and shared. Returns the number of usage series.
 pub fn encode_costs(
     out: &mut String,
-    series: &[&CostSeries],
+    series: &[&RenderedSeries],
     current: Month,
     refresh: &str,
 ) -> usize {
@@ -183,8 +219,8 @@ pub fn encode_costs(
         ),
     );
     for s in series {
-        let _ = write!(out, "{USAGE}{{{},month=\"{}\"}} ", s.labels, s.month);
-        push_micros(out, s.micros);
+        let _ = write!(out, "{USAGE}{{{},month=\"{}\"}} ", s.labels, s.series.month);
+        push_micros(out, s.series.micros);
         out.push('\n');
     }
     family_header(
@@ -194,9 +230,9 @@ pub fn encode_costs(
             "Atlas Cost Explorer usage of the current UTC month so far, in USD (credits on a sales contract). Atlas posts charges a day late. Cached: refreshed every {refresh}"
         ),
     );
-    for s in series.iter().filter(|s| s.month == current) {
+    for s in series.iter().filter(|s| s.series.month == current) {
         let _ = write!(out, "{MTD}{{{}}} ", s.labels);
-        push_micros(out, s.micros);
+        push_micros(out, s.series.micros);
         out.push('\n');
     }
     series.len()
@@ -426,22 +462,22 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::series::Label;
 
     fn snapshot_with_costs(n: usize) -> Snapshot {
         let month = Month::new(2026, 11).expect("valid");
-        let series: Vec<CostSeries> = (0..n)
-            .map(|i| {
-                let mut labels = String::new();
-                push_label(&mut labels, "query", "clusters");
-                push_label(&mut labels, "cluster_name", &format!("c{i} \"q\""));
-                CostSeries {
-                    labels,
-                    month,
-                    micros: i64::try_from(i).expect("small") * 1_010_000,
-                }
-            })
-            .collect();
-        let refs: Vec<&CostSeries> = series.iter().collect();
+        let query: std::sync::Arc<str> = "clusters".into();
+        let series = render_sorted((0..n).map(|i| {
+            let mut key = SeriesKey::default();
+            key.set(Label::ClusterName, Some(&format!("c{i} \"q\"")));
+            CostSeries {
+                query: query.clone(),
+                key,
+                month,
+                micros: i64::try_from(i).expect("small") * 1_010_000,
+            }
+        }));
+        let refs: Vec<&RenderedSeries> = series.iter().collect();
         let mut text = String::new();
         let usage = encode_costs(&mut text, &refs, month, "1h");
         Snapshot {
@@ -507,6 +543,60 @@ mod tests {
         let mut out = String::new();
         push_label(&mut out, "project_name", "a\"b\\c\n");
         assert_eq!(out, r#"project_name="a\"b\\c\n""#);
+    }
+
+    /// A series with every label renders `query` first, then the labels in their fixed order,
+    /// each value escaped; absent labels are left out.
+    #[test]
+    fn series_labels_render_in_order_and_escaped() {
+        let values = ["o", "O \"q\"", "p", "a\\b", "c", "line\nbreak", "S"];
+        let key = SeriesKey::new(values.map(Some));
+        assert_eq!(
+            label_text("q\"", &key),
+            r#"query="q\"",org_id="o",org_name="O \"q\"",project_id="p",project_name="a\\b",cluster_id="c",cluster_name="line\nbreak",atlas_service="S""#
+        );
+        let mut sparse = key.clone();
+        for l in [Label::OrgName, Label::ProjectId, Label::ClusterId] {
+            sparse.set(l, None);
+        }
+        assert_eq!(
+            label_text("q", &sparse),
+            r#"query="q",org_id="o",project_name="a\\b",cluster_name="line\nbreak",atlas_service="S""#
+        );
+    }
+
+    /// Rendered series are ordered by their label text, as they are exposed, not by their
+    /// typed keys: a value with a space sorts before the same value without it.
+    #[test]
+    fn rendered_series_sort_by_label_text() {
+        let month = Month::new(2026, 11).expect("valid");
+        let series = |name: &str, month: Month| {
+            let mut key = SeriesKey::default();
+            key.set(Label::ProjectName, Some(name));
+            CostSeries {
+                query: "q".into(),
+                key,
+                month,
+                micros: 1,
+            }
+        };
+        let rendered = render_sorted([
+            series("ab", month),
+            series("ab", month.plus(-1)),
+            series("ab c", month),
+        ]);
+        let order: Vec<(&str, Month)> = rendered
+            .iter()
+            .map(|r| (r.labels.as_str(), r.series.month))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (r#"query="q",project_name="ab c""#, month),
+                (r#"query="q",project_name="ab""#, month.plus(-1)),
+                (r#"query="q",project_name="ab""#, month),
+            ]
+        );
     }
 
     /// Amounts print as exact decimals, with no float noise.

@@ -6,6 +6,8 @@
 //!
 //! - [`model`] and [`month`]: the domain vocabulary at the bottom (ids, groupings, endpoints,
 //!   failure reasons, months); they import nothing of the crate.
+//! - [`series`]: the cost series, typed: the label set, a series' label values, its amount;
+//!   rendered as text only by [`exposition`].
 //! - [`config`]: flags, environment and YAML, validated at start-up; [`cli`]: the command
 //!   line (flags and the `simulate` subcommand).
 //! - [`atlas`]: the Atlas client: OAuth and Digest, rate limits, Cost Explorer queries,
@@ -39,6 +41,7 @@ pub mod model;
 pub mod month;
 pub mod refresher;
 pub mod remainder;
+pub mod series;
 pub mod server;
 pub mod simulator;
 pub mod snapshot;

@@ -1,7 +1,9 @@
 //! The domain model, at the bottom of the crate: it imports nothing of the crate, and every
 //! layer above takes its vocabulary from here.
 //!
-//! - [`is_atlas_id`]: the one check of an Atlas id (org, project, cluster);
+//! - [`is_atlas_id`]: the one check of an Atlas id (org, project, cluster), and [`AtlasId`],
+//!   an id that passed it;
+//! - [`usd_to_micros`]: the one conversion of USD to micro-dollars, the unit of every amount;
 //! - [`GroupBy`]: the Cost Explorer dimension a query groups by;
 //! - [`Endpoint`] and [`Reason`]: the Atlas endpoints and the failure reasons, which the self
 //!   metrics take as label values;
@@ -13,7 +15,8 @@
 //! - [`ResultFormat`]: JSON or CSV results;
 //! - [`Clock`]: where "now" comes from.
 //!
-//! Months are in [`crate::month`], which imports nothing either.
+//! Months are in [`crate::month`], which imports nothing either; the cost series (label set,
+//! typed key, amount) in [`crate::series`], which imports only these two.
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,6 +28,51 @@ use serde::Deserialize;
 /// Every id goes through this before it is put into a URL path.
 pub fn is_atlas_id(s: &str) -> bool {
     s.len() == 24 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// An Atlas org, project or cluster id that passed [`is_atlas_id`]: holding one is the proof
+/// that it was checked.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AtlasId(Box<str>);
+
+impl AtlasId {
+    /// `s` as an id, when it is one.
+    pub fn parse(s: &str) -> Option<AtlasId> {
+        is_atlas_id(s).then(|| AtlasId(Box::from(s)))
+    }
+
+    /// The id's 24 characters.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AtlasId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for AtlasId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The largest amount of USD taken for a real one: anything bigger is a broken value, not a
+/// bill.
+const MAX_USD: f64 = 1e12;
+
+/// USD to micro-dollars (millionths of a dollar, the unit every amount is kept in), rounded
+/// to the nearest; `None` for NaN, infinities and amounts of [`MAX_USD`] or more either way.
+pub fn usd_to_micros(usd: f64) -> Option<i64> {
+    if usd.is_finite() && usd.abs() < MAX_USD {
+        // Below 1e18 micro-dollars: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        Some((usd * 1e6).round() as i64)
+    } else {
+        None
+    }
 }
 
 /// The Cost Explorer `groupBy` dimension.

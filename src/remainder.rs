@@ -18,19 +18,13 @@
 //! remainder of zero is served too, so the set of series stays stable.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
-use crate::controls::SeriesKey;
-use crate::exposition::CostSeries;
 use crate::month::Month;
+use crate::series::{CostSeries, Label, SeriesKey};
 
 /// The name label value of a remainder series.
 pub const UNATTRIBUTED: &str = "(unattributed)";
-
-/// Indexes into [`SeriesKey`] (see [`crate::controls::LABELS`]).
-const ORG_NAME: usize = 1;
-const PROJECT_ID: usize = 2;
-const PROJECT_NAME: usize = 3;
-const SERVICE: usize = 6;
 
 /// (month, project id, service).
 type SumKey = (Month, Option<Box<str>>, Option<Box<str>>);
@@ -59,19 +53,17 @@ impl Rollup {
             ..Rollup::default()
         };
         for (month, key, micros) in series {
-            let project = key.0[PROJECT_ID].clone();
-            if let (Some(id), Some(name)) = (&project, &key.0[PROJECT_NAME]) {
+            let project: Option<Box<str>> = key.get(Label::ProjectId).map(Box::from);
+            if let (Some(id), Some(name)) = (&project, key.get(Label::ProjectName)) {
                 r.project_names
                     .entry(id.clone())
-                    .or_insert_with(|| name.clone());
+                    .or_insert_with(|| Box::from(name));
             }
             if r.org_name.is_none() {
-                r.org_name.clone_from(&key.0[ORG_NAME]);
+                r.org_name = key.get(Label::OrgName).map(Box::from);
             }
-            let sum = r
-                .sums
-                .entry((month, project, key.0[SERVICE].clone()))
-                .or_insert(0);
+            let service = key.get(Label::AtlasService).map(Box::from);
+            let sum = r.sums.entry((month, project, service)).or_insert(0);
             *sum = sum.saturating_add(micros);
         }
         r
@@ -121,6 +113,7 @@ pub fn projects_remainder(
     projects: &Rollup,
 ) -> Vec<CostSeries> {
     let mut out = Vec::new();
+    let query: Arc<str> = Arc::from(query);
     for month in months(projects).filter(|m| total.covers(*m)) {
         let t = total.by_service(month, |_| true);
         let p = projects.by_service(month, |_| true);
@@ -128,18 +121,15 @@ pub fn projects_remainder(
             let rest = get(&t, service).saturating_sub(get(&p, service));
             push(
                 &mut out,
-                query,
+                &query,
                 month,
                 rest,
-                [
-                    Some(org_id),
-                    org_name(total, projects),
-                    None,
-                    Some(UNATTRIBUTED),
-                    None,
-                    None,
-                    service.as_deref(),
-                ],
+                Remainder {
+                    org: (org_id, org_name(total, projects)),
+                    project: None,
+                    in_clusters_query: false,
+                    service: service.as_deref(),
+                },
             );
         }
     }
@@ -157,6 +147,7 @@ pub fn clusters_remainder(
     clusters: &Rollup,
 ) -> Vec<CostSeries> {
     let mut out = Vec::new();
+    let query: Arc<str> = Arc::from(query);
     let org_name = org_name(total, clusters);
     for month in months(clusters).filter(|m| total.covers(*m)) {
         let per_project = projects
@@ -173,18 +164,15 @@ pub fn clusters_remainder(
             let name = projects.and_then(|p| p.project_names.get(project));
             push(
                 &mut out,
-                query,
+                &query,
                 month,
                 p_sum.saturating_sub(c_sum),
-                [
-                    Some(org_id),
-                    org_name,
-                    Some(project),
-                    name.map(|n| &**n),
-                    None,
-                    Some(UNATTRIBUTED),
-                    service.as_deref(),
-                ],
+                Remainder {
+                    org: (org_id, org_name),
+                    project: Some((project, name.map(|n| &**n))),
+                    in_clusters_query: true,
+                    service: service.as_deref(),
+                },
             );
         }
         // Everything else: the total, less the listed projects' totals (their clusters and
@@ -200,18 +188,15 @@ pub fn clusters_remainder(
         for service in keys(&t, &accounted) {
             push(
                 &mut out,
-                query,
+                &query,
                 month,
                 get(&t, service).saturating_sub(get(&accounted, service)),
-                [
-                    Some(org_id),
-                    org_name,
-                    None,
-                    Some(UNATTRIBUTED),
-                    None,
-                    Some(UNATTRIBUTED),
-                    service.as_deref(),
-                ],
+                Remainder {
+                    org: (org_id, org_name),
+                    project: None,
+                    in_clusters_query: true,
+                    service: service.as_deref(),
+                },
             );
         }
     }
@@ -247,23 +232,50 @@ fn add(m: &mut BTreeMap<Option<Box<str>>, i64>, k: &Option<Box<str>>, v: i64) {
 /// Served even when zero: the keys come from the queries' own series, so the set of remainder
 /// series is as stable as theirs, and one query refreshed a little before another makes a
 /// value move, never a series appear or vanish.
-fn push(
-    out: &mut Vec<CostSeries>,
-    query: &str,
-    month: Month,
-    micros: i64,
-    labels: [Option<&str>; 7],
-) {
+fn push(out: &mut Vec<CostSeries>, query: &Arc<str>, month: Month, micros: i64, r: Remainder<'_>) {
+    let mut key = SeriesKey::default();
+    key.set(Label::OrgId, Some(r.org.0));
+    key.set(Label::OrgName, r.org.1);
+    match r.project {
+        Some((id, name)) => {
+            key.set(Label::ProjectId, Some(id));
+            key.set(Label::ProjectName, name);
+        }
+        None => key.set(Label::ProjectName, Some(UNATTRIBUTED)),
+    }
+    if r.in_clusters_query {
+        key.set(Label::ClusterName, Some(UNATTRIBUTED));
+    }
+    key.set(Label::AtlasService, r.service);
     out.push(CostSeries {
-        labels: SeriesKey::new(labels).render(query),
+        query: query.clone(),
+        key,
         month,
         micros,
     });
 }
 
+/// What a remainder series is the rest of.
+struct Remainder<'a> {
+    /// The org's id and name.
+    org: (&'a str, Option<&'a str>),
+    /// The project (id, name) whose rest it is; `None` for `project_name="(unattributed)"`.
+    project: Option<(&'a str, Option<&'a str>)>,
+    /// Whether it belongs to a `clusters` query: `cluster_name="(unattributed)"`.
+    in_clusters_query: bool,
+    /// The service.
+    service: Option<&'a str>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exposition::label_text;
+
+    /// The label text a remainder series is exposed with.
+    fn text(s: &CostSeries) -> String {
+        label_text(&s.query, &s.key)
+    }
 
     const ORG: &str = "aaaaaaaaaaaaaaaaaaaaaaaa";
     const P1: &str = "111111111111111111111111";
@@ -315,7 +327,8 @@ mod tests {
         ];
         let r = projects_remainder(ORG, "projects", &rollup(&total()), &rollup(&projects));
         assert_eq!(sum(&projects, &r), 1_000 + 70 + 300 - 50);
-        let labels: Vec<(&str, i64)> = r.iter().map(|s| (s.labels.as_str(), s.micros)).collect();
+        let labels: Vec<(String, i64)> = r.iter().map(|s| (text(s), s.micros)).collect();
+        let labels: Vec<(&str, i64)> = labels.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         assert!(labels.contains(&(
             "query=\"projects\",org_id=\"aaaaaaaaaaaaaaaaaaaaaaaa\",org_name=\"Org\",project_name=\"(unattributed)\",atlas_service=\"Support\"",
             300
@@ -374,7 +387,7 @@ mod tests {
         assert_eq!(sum(&clusters, &r), 1_000 + 70 + 300 - 50);
         let find = |needle: &str| {
             r.iter()
-                .filter(|s| s.labels.contains(needle))
+                .filter(|s| text(s).contains(needle))
                 .map(|s| s.micros)
                 .collect::<Vec<_>>()
         };
@@ -414,7 +427,7 @@ mod tests {
         assert_eq!(sum(&clusters, &r), 1_320);
         assert!(
             r.iter()
-                .all(|s| s.labels.contains("project_name=\"(unattributed)\""))
+                .all(|s| text(s).contains("project_name=\"(unattributed)\""))
         );
     }
 

@@ -83,18 +83,8 @@ pub enum Parsed {
 #[error("{0}")]
 pub struct DecodeError(pub String);
 
-/// Largest amount accepted, in dollars: anything bigger is a broken value, not a bill.
-const MAX_AMOUNT: f64 = 1e12;
-
 /// Dollars to micro-dollars, refusing NaN, infinities and absurd values.
-pub fn to_micros(amount: f64) -> Option<i64> {
-    if amount.is_finite() && amount.abs() < MAX_AMOUNT {
-        #[allow(clippy::cast_possible_truncation)]
-        Some((amount * 1e6).round() as i64)
-    } else {
-        None
-    }
-}
+pub use crate::model::usd_to_micros as to_micros;
 
 /// Parses an amount written as text: `51.19`, ` -3 `, `$1,234.50`.
 pub fn parse_amount_text(s: &str) -> Option<i64> {

@@ -11,11 +11,11 @@ use super::discovery::Discovery;
 use super::month_cache::MonthSeries;
 use crate::atlas::result::{ParsedResult, UsageRow};
 use crate::config::QuerySpec;
-use crate::controls::{Level, SeriesKey};
-use crate::exposition::CostSeries;
+use crate::controls::Level;
 use crate::model::{GroupBy, Reason};
 use crate::month::Month;
 use crate::remainder::Rollup;
+use crate::series::{CostSeries, Label, SeriesKey};
 
 /// The months of one refresh of a query.
 #[derive(Clone, Copy, Debug)]
@@ -34,7 +34,8 @@ pub(super) struct Aggregated {
     /// Each month read from Atlas (`fetch_from..=current`), with the month's controls
     /// applied: the closed ones are what the month cache keeps.
     pub(super) fetched: BTreeMap<Month, MonthSeries>,
-    /// The kept series of every month, after the series limit, sorted by their labels.
+    /// The kept series of every month, after the series limit; each label set appears once a
+    /// month (a real name that reads `(other)` and a folded series are one key, summed).
     pub(super) series: Vec<CostSeries>,
     /// The kept series summed for the remainders.
     pub(super) rollup: Rollup,
@@ -128,25 +129,16 @@ pub(super) fn aggregate(
             .collect()
     };
     let rollup = Rollup::new(start, current, kept.iter().copied());
-    let mut series: Vec<CostSeries> = kept
+    let query: Arc<str> = Arc::from(spec.name.as_str());
+    let series: Vec<CostSeries> = kept
         .iter()
         .map(|(month, key, micros)| CostSeries {
-            labels: key.render(&spec.name),
+            query: query.clone(),
+            key: (*key).clone(),
             month: *month,
             micros: *micros,
         })
         .collect();
-    series.sort_unstable();
-    // A real name that reads "(other)" could meet a folded series: sum, so every label
-    // set appears once.
-    series.dedup_by(|b, a| {
-        if a.labels == b.labels && a.month == b.month {
-            a.micros = a.micros.saturating_add(b.micros);
-            true
-        } else {
-            false
-        }
-    });
     Ok(Aggregated {
         fetched,
         series,
@@ -172,20 +164,23 @@ fn series_labels(org_id: &str, row: &UsageRow, d: &Discovery) -> SeriesKey {
         .cluster_name
         .as_deref()
         .or(cluster.map(|(n, _)| n.as_str()));
-    SeriesKey::new([
+    let mut key = SeriesKey::default();
+    key.set(
+        Label::OrgId,
         Some(
             row.org_id
                 .as_deref()
                 .filter(|o| !o.is_empty())
                 .unwrap_or(org_id),
         ),
-        row.org_name.as_deref(),
-        project_id,
-        project_name,
-        row.cluster_id.as_deref(),
-        cluster_name,
-        row.service.as_deref(),
-    ])
+    );
+    key.set(Label::OrgName, row.org_name.as_deref());
+    key.set(Label::ProjectId, project_id);
+    key.set(Label::ProjectName, project_name);
+    key.set(Label::ClusterId, row.cluster_id.as_deref());
+    key.set(Label::ClusterName, cluster_name);
+    key.set(Label::AtlasService, row.service.as_deref());
+    key
 }
 
 /// Rows of a grouped query that lack the dimension it groups by, when that is a decode
@@ -297,11 +292,11 @@ mod tests {
         .expect("aggregates")
     }
 
-    /// (rendered labels, month, micros) of every served series.
+    /// (label text, month, micros) of every served series, in the order they are exposed.
     fn served(a: &Aggregated) -> Vec<(String, Month, i64)> {
-        a.series
-            .iter()
-            .map(|s| (s.labels.to_string(), s.month, s.micros))
+        crate::exposition::render_sorted(a.series.iter().cloned())
+            .into_iter()
+            .map(|r| (r.labels, r.series.month, r.series.micros))
             .collect()
     }
 
@@ -394,7 +389,7 @@ mod tests {
             assert!(
                 a.series
                     .iter()
-                    .any(|s| s.labels.to_string().contains(r#"project_name="(other)""#)),
+                    .any(|s| s.key.get(Label::ProjectName) == Some("(other)")),
                 "{:?}",
                 served(a)
             );

@@ -10,9 +10,9 @@ use tokio::time::Instant;
 
 use super::{OrgWorker, Refresher};
 use crate::atlas::result::UsageRow;
-use crate::atlas::{AtlasError, Cluster};
+use crate::atlas::{AtlasError, Cluster, Project};
 use crate::config::QuerySpec;
-use crate::model::{Endpoint, GroupBy, Reason, is_atlas_id};
+use crate::model::{AtlasId, Endpoint, GroupBy, Reason};
 
 /// Cluster listings in flight at once per org during discovery.
 const DISCOVERY_CONCURRENCY: usize = 4;
@@ -24,32 +24,68 @@ const DISCOVERY_CONCURRENCY: usize = 4;
 #[derive(Default)]
 pub(super) struct KnownIds {
     /// Project id -> name.
-    projects: BTreeMap<String, String>,
+    projects: BTreeMap<AtlasId, String>,
     /// Cluster id -> (name, project id).
-    clusters: BTreeMap<String, (String, Option<String>)>,
+    clusters: BTreeMap<AtlasId, (String, Option<AtlasId>)>,
 }
 
 impl KnownIds {
     /// Remembers the project and cluster ids that result rows name.
     pub(super) fn learn(&mut self, rows: &[UsageRow]) {
         for row in rows {
-            if let Some(p) = row.project_id.as_deref().filter(|p| is_atlas_id(p))
+            let project = row.project_id.as_deref().and_then(AtlasId::parse);
+            if let Some(p) = &project
                 && !self.projects.contains_key(p)
             {
                 self.projects
-                    .insert(p.to_owned(), row.project_name.clone().unwrap_or_default());
+                    .insert(p.clone(), row.project_name.clone().unwrap_or_default());
             }
-            if let Some(c) = row.cluster_id.as_deref().filter(|c| is_atlas_id(c))
-                && !self.clusters.contains_key(c)
+            if let Some(c) = row.cluster_id.as_deref().and_then(AtlasId::parse)
+                && !self.clusters.contains_key(&c)
             {
-                self.clusters.insert(
-                    c.to_owned(),
-                    (
-                        row.cluster_name.clone().unwrap_or_default(),
-                        row.project_id.clone().filter(|p| is_atlas_id(p)),
-                    ),
-                );
+                self.clusters
+                    .insert(c, (row.cluster_name.clone().unwrap_or_default(), project));
             }
+        }
+    }
+
+    /// Remembers what the listings returned: names and parents as listed now.
+    fn record(&mut self, projects: Vec<Project>, clusters: Vec<(Cluster, String)>) {
+        // The client lists valid ids only: nothing is dropped here.
+        for p in projects {
+            if let Some(id) = AtlasId::parse(&p.id) {
+                self.projects.insert(id, p.name);
+            }
+        }
+        for (c, project_id) in clusters {
+            if let Some(id) = AtlasId::parse(&c.id) {
+                self.clusters
+                    .insert(id, (c.name, AtlasId::parse(&project_id)));
+            }
+        }
+    }
+
+    /// Every id known, as [`Discovery`] hands them to the queries; clusters only
+    /// `with_clusters`.
+    fn fill(&self, d: &mut Discovery, with_clusters: bool) {
+        d.project_ids = self.projects.keys().map(AtlasId::to_string).collect();
+        d.project_names = self
+            .projects
+            .iter()
+            .map(|(id, name)| (id.to_string(), name.clone()))
+            .collect();
+        if with_clusters {
+            d.cluster_ids = self.clusters.keys().map(AtlasId::to_string).collect();
+            d.cluster_info = self
+                .clusters
+                .iter()
+                .map(|(id, (name, project))| {
+                    (
+                        id.to_string(),
+                        (name.clone(), project.as_ref().map(AtlasId::to_string)),
+                    )
+                })
+                .collect();
         }
     }
 }
@@ -209,18 +245,8 @@ impl Refresher {
             .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for p in projects {
-            known.projects.insert(p.id, p.name);
-        }
-        for (c, project_id) in clusters {
-            known.clusters.insert(c.id, (c.name, Some(project_id)));
-        }
-        d.project_ids = known.projects.keys().cloned().collect();
-        d.project_names = known.projects.clone().into_iter().collect();
-        if with_clusters {
-            d.cluster_ids = known.clusters.keys().cloned().collect();
-            d.cluster_info = known.clusters.clone().into_iter().collect();
-        }
+        known.record(projects, clusters);
+        known.fill(&mut d, with_clusters);
         d
     }
 }
@@ -253,12 +279,15 @@ mod tests {
     fn rows_teach_valid_ids_only() {
         let mut known = KnownIds::default();
         known.learn(&[row(Some(P), Some(C)), row(Some("../x"), Some("nothex"))]);
-        assert_eq!(known.projects.keys().collect::<Vec<_>>(), [P]);
+        let mut d = Discovery::default();
+        known.fill(&mut d, true);
+        assert_eq!(d.project_ids, [P]);
+        assert_eq!(d.project_names.get(P).map(String::as_str), Some("web"));
+        assert_eq!(d.cluster_ids, [C]);
         assert_eq!(
-            known.clusters.get(C),
+            d.cluster_info.get(C),
             Some(&("prod".to_owned(), Some(P.to_owned())))
         );
-        assert_eq!(known.clusters.len(), 1);
     }
 
     /// A query grouped by discovered clusters fails with discovery's reason when the
@@ -270,9 +299,9 @@ mod tests {
             clusters_failed: Some((Reason::Forbidden, "no".to_owned())),
             ..Discovery::default()
         };
-        let [_, projects, clusters] = <[QuerySpec; 3]>::try_from(QuerySpec::defaults(1))
-            .unwrap_or_else(|_| unreachable!("three default queries"));
-        assert_eq!(d.ids_for(&projects), Ok((vec![P.to_owned()], Vec::new())));
+        let defaults = QuerySpec::defaults(1);
+        let (projects, clusters) = (&defaults[1], defaults[2].clone());
+        assert_eq!(d.ids_for(projects), Ok((vec![P.to_owned()], Vec::new())));
         assert_eq!(
             d.ids_for(&clusters),
             Err((Reason::Forbidden, "no".to_owned()))

@@ -35,7 +35,7 @@ use crate::atlas::result::ParsedResult;
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Endpoint, Reason};
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
-use crate::exposition::{CostSeries, encode_costs};
+use crate::exposition::{RenderedSeries, encode_costs, render_sorted};
 use crate::metrics::{QueryLabels, SelfMetrics};
 use crate::month::{Month, day_of_month};
 use crate::remainder::Rollup;
@@ -63,11 +63,12 @@ struct OrgWorker {
 /// The data of a query from its last successful refresh.
 struct Slot {
     status: QueryStatus,
-    series: Arc<Vec<CostSeries>>,
+    /// Its series, rendered once when they were refreshed, in exposition order.
+    series: Arc<Vec<RenderedSeries>>,
     /// The query's data summed for the remainders.
     rollup: Option<Arc<Rollup>>,
     /// Its `(unattributed)` series, derived anew at each publication of its org.
-    remainder: Arc<Vec<CostSeries>>,
+    remainder: Arc<Vec<RenderedSeries>>,
 }
 
 /// One query of an org to refresh, with what the org's refresh knows.
@@ -84,7 +85,8 @@ struct QueryJob<'a> {
 
 /// A successful query refresh.
 struct QueryData {
-    series: Vec<CostSeries>,
+    /// The series, rendered, in exposition order.
+    series: Vec<RenderedSeries>,
     rollup: Rollup,
     invalid_rows: u64,
     /// Series folded into `(other)` by the query's series limit.
@@ -256,7 +258,7 @@ impl Refresher {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             published.slots[org.slots.clone()]
                 .iter()
-                .map(|s| s.series.iter().map(|c| c.month).collect())
+                .map(|s| s.series.iter().map(|c| c.series.month).collect())
                 .collect()
         };
         let outcomes = self.refresh_org(org, now, &held).await;
@@ -311,7 +313,7 @@ impl Refresher {
     fn publish(&self, published: &Published) {
         let now = (self.clock)();
         let current = Month::containing(now);
-        let all: Vec<&CostSeries> = published
+        let all: Vec<&RenderedSeries> = published
             .slots
             .iter()
             .flat_map(|s| s.series.iter().chain(s.remainder.iter()))
@@ -527,7 +529,8 @@ impl Refresher {
             );
         }
         Ok(QueryData {
-            series: aggregated.series,
+            // The per-refresh encoding: label text rendered once, in exposition order.
+            series: render_sorted(aggregated.series),
             rollup: aggregated.rollup,
             invalid_rows: parsed.invalid_rows,
             shed,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::QuerySpec;
-use crate::controls::SeriesKey;
 use crate::month::Month;
+use crate::series::SeriesKey;
 
 /// One closed month of one query, aggregated and with the month's controls applied:
 /// `(labels, micros)` pairs.

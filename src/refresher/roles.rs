@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::Slot;
 use crate::config::QuerySpec;
+use crate::exposition::RenderedSeries;
 use crate::model::GroupBy;
 use crate::remainder::{clusters_remainder, projects_remainder};
 
@@ -59,6 +60,7 @@ pub(super) fn attach_remainders(org_id: &str, roles: &[Role], slots: &mut [Slot]
             }
             Role::Total | Role::None => continue,
         };
-        slot.remainder = Arc::new(remainder);
+        // Rendered in the order derived: a remainder is exposed after its query's series.
+        slot.remainder = Arc::new(remainder.into_iter().map(RenderedSeries::new).collect());
     }
 }
