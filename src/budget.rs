@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::exposition::text::family_header;
 use crate::exposition::{RenderedSeries, push_label, push_micros};
 use crate::model::{AtlasId, ConfigError, GroupBy, usd_to_micros};
 use crate::month::Month;
@@ -244,11 +245,6 @@ impl Budget {
     }
 }
 
-fn header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-}
-
 fn push_ratio(out: &mut String, name: &str, labels: &str, micros: i64, budget: i64) {
     #[allow(clippy::cast_precision_loss)]
     let ratio = micros as f64 / budget as f64;
@@ -266,7 +262,7 @@ pub fn encode(
     budgets: &[Budget],
     refresh_interval_secs: u64,
 ) {
-    header(
+    family_header(
         out,
         "atlas_cost_month_forecast_usd",
         "Forecast of the current UTC month's total in USD: month to date * days in month / days of data (day of month - 1, at least 1: Atlas posts a day late)",
@@ -277,7 +273,7 @@ pub fn encode(
         out.push('\n');
     }
     let previous = current.plus(-1);
-    header(
+    family_header(
         out,
         "atlas_cost_previous_month_usd",
         "Usage of the previous UTC month in USD, with the labels of atlas_cost_month_to_date_usd (absent when --cost.months is 1)",
@@ -301,7 +297,7 @@ pub fn encode(
             (b.labels(), b, mtd)
         })
         .collect();
-    header(
+    family_header(
         out,
         "atlas_cost_budget_usd",
         "Monthly budget in USD from the configuration file, labelled with its name and scope",
@@ -311,7 +307,7 @@ pub fn encode(
         push_micros(out, b.amount_micros);
         out.push('\n');
     }
-    header(
+    family_header(
         out,
         "atlas_cost_budget_consumed_ratio",
         "Month to date of the budget's series over the budget (1 = all spent); absent while no series matches",
@@ -327,7 +323,7 @@ pub fn encode(
             );
         }
     }
-    header(
+    family_header(
         out,
         "atlas_cost_budget_forecast_ratio",
         "Month-end forecast of the budget's series over the budget (over 1 = on course to exceed it); absent while no series matches",
@@ -343,7 +339,7 @@ pub fn encode(
             );
         }
     }
-    header(
+    family_header(
         out,
         "atlas_cost_refresh_interval_seconds",
         "The configured --refresh.interval, for staleness alerts",

@@ -1,19 +1,16 @@
-//! Exposition: the Prometheus text format 0.0.4 and OpenMetrics 1.0, chosen per scrape from
-//! the `Accept` header.
-//!
-//! Cost series are encoded once per refresh, in both formats, when the snapshot is built
-//! ([`encode_costs`]); a scrape only renders the small self-metrics section and appends the
-//! pre-encoded bytes ([`render`]). Label values from Atlas are escaped here, once.
+//! The per-scrape render: the format and compression a scrape asks for, the query state
+//! gauges and self metrics encoded for it, and the pre-encoded cost bytes appended (spliced
+//! into the gzip stream when compressed) without being touched.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::costs::deflate_sync;
+use super::text::{family_header, human_interval, openmetrics_to_text, push_label};
 use crate::metrics::SelfMetrics;
-use crate::month::Month;
-use crate::series::{CostSeries, SeriesKey};
-use crate::snapshot::{EncodedCosts, Snapshot};
+use crate::snapshot::Snapshot;
 
 /// The exposition format of a scrape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,201 +73,6 @@ pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
             (coding.eq_ignore_ascii_case("gzip") || coding == "*") && quality(params) > 0.0
         })
     })
-}
-
-/// The refresh interval in the short human form used in HELP text: `1h`, `30m`, `90s`.
-pub fn human_interval(d: Duration) -> String {
-    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
-}
-
-/// Appends `value` escaped as a label value (both formats): `\` `"` and newline.
-pub fn escape_label_value(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Appends `name="value"` (with a leading comma unless it is the first label).
-pub fn push_label(out: &mut String, name: &str, value: &str) {
-    if !out.is_empty() {
-        out.push(',');
-    }
-    out.push_str(name);
-    out.push_str("=\"");
-    escape_label_value(out, value);
-    out.push('"');
-}
-
-/// Appends an amount in micro-dollars as an exact decimal: `51.19`, `-0.000005`, `0`.
-pub fn push_micros(out: &mut String, micros: i64) {
-    let sign = if micros < 0 { "-" } else { "" };
-    let abs = micros.unsigned_abs();
-    let (whole, frac) = (abs / 1_000_000, abs % 1_000_000);
-    let _ = write!(out, "{sign}{whole}");
-    if frac != 0 {
-        let digits = format!("{frac:06}");
-        out.push('.');
-        out.push_str(digits.trim_end_matches('0'));
-    }
-}
-
-/// Appends the labels of a cost series (without `month`): `query` first, then every label it
-/// has in [`crate::series::Label::ALL`] order, escaped.
-pub fn push_series_labels(out: &mut String, query: &str, key: &SeriesKey) {
-    push_label(out, "query", query);
-    for (label, value) in key.labels() {
-        push_label(out, label.as_str(), value);
-    }
-}
-
-/// The label text of a cost series: `query="..",org_id="..",...` ([`push_series_labels`]).
-pub fn label_text(query: &str, key: &SeriesKey) -> String {
-    let mut out = String::with_capacity(160);
-    push_series_labels(&mut out, query, key);
-    out
-}
-
-/// A cost series with its label text, rendered once per refresh of its query and written
-/// by every publication after that.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RenderedSeries {
-    /// `query="..",org_id="..",...`, escaped, in a fixed order (without `month`).
-    pub labels: String,
-    /// The series.
-    pub series: CostSeries,
-}
-
-impl RenderedSeries {
-    /// Renders the labels of `series`.
-    pub fn new(series: CostSeries) -> RenderedSeries {
-        RenderedSeries {
-            labels: label_text(&series.query, &series.key),
-            series,
-        }
-    }
-}
-
-/// Renders the series of a query, in the order of their label text and month: the order they
-/// are exposed in.
-pub fn render_sorted(series: impl IntoIterator<Item = CostSeries>) -> Vec<RenderedSeries> {
-    let mut out: Vec<RenderedSeries> = series.into_iter().map(RenderedSeries::new).collect();
-    out.sort_unstable_by(|a, b| {
-        (a.labels.as_str(), a.series.month).cmp(&(b.labels.as_str(), b.series.month))
-    });
-    out
-}
-
-impl EncodedCosts {
-    /// Freezes the text of the cost families and compresses it, once per refresh.
-    pub fn seal(text: String, usage_series: usize) -> EncodedCosts {
-        let body = Bytes::from(text);
-        let deflated = Bytes::from(deflate_sync(&body, flate2::Compression::default()));
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&body);
-        EncodedCosts {
-            body,
-            deflated,
-            crc: crc.finalize(),
-            usage_series,
-        }
-    }
-}
-
-/// Raw DEFLATE of `data` from an empty window, ending on a sync flush (no final block).
-fn deflate_sync(data: &[u8], level: flate2::Compression) -> Vec<u8> {
-    use std::io::Write as _;
-    let mut encoder =
-        flate2::write::DeflateEncoder::new(Vec::with_capacity(data.len() / 4 + 64), level);
-    // Writing to a Vec cannot fail.
-    let _ = encoder.write_all(data);
-    // flush() is a DEFLATE sync flush: everything out, byte-aligned, stream left open.
-    let _ = encoder.flush();
-    std::mem::take(encoder.get_mut())
-}
-
-const USAGE: &str = "atlas_cost_usage_usd";
-const MTD: &str = "atlas_cost_month_to_date_usd";
-
-fn family_header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-}
-
-/// Appends every cost series to `out`: `atlas_cost_usage_usd` for every month and
-/// `atlas_cost_month_to_date_usd` for `current` only. Both formats read the same for
-/// gauges, so the text is built once and shared. Returns the number of usage series.
-pub fn encode_costs(
-    out: &mut String,
-    series: &[&RenderedSeries],
-    current: Month,
-    refresh: &str,
-) -> usize {
-    out.reserve(series.len() * 200 + 1024);
-    family_header(
-        out,
-        USAGE,
-        &format!(
-            "Atlas Cost Explorer usage per calendar month (UTC) in USD; credits for customers on a sales contract. Cached: refreshed every {refresh}, see atlas_cost_query_data_age_seconds"
-        ),
-    );
-    for s in series {
-        let _ = write!(out, "{USAGE}{{{},month=\"{}\"}} ", s.labels, s.series.month);
-        push_micros(out, s.series.micros);
-        out.push('\n');
-    }
-    family_header(
-        out,
-        MTD,
-        &format!(
-            "Atlas Cost Explorer usage of the current UTC month so far, in USD (credits on a sales contract). Atlas posts charges a day late. Cached: refreshed every {refresh}"
-        ),
-    );
-    for s in series.iter().filter(|s| s.series.month == current) {
-        let _ = write!(out, "{MTD}{{{}}} ", s.labels);
-        push_micros(out, s.series.micros);
-        out.push('\n');
-    }
-    series.len()
-}
-
-/// Rewrites prometheus-client's OpenMetrics output as text 0.0.4: no `# UNIT` or `# EOF`,
-/// and counters named with their `_total` suffix in HELP and TYPE.
-pub fn openmetrics_to_text(src: &str, out: &mut String) {
-    let mut pending_help: Option<&str> = None;
-    for line in src.lines() {
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            if let Some(h) = pending_help.replace(rest) {
-                let _ = writeln!(out, "# HELP {h}");
-            }
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            if let Some(h) = pending_help.take() {
-                let (hname, htext) = h.split_once(' ').unwrap_or((h, ""));
-                let _ = writeln!(out, "# HELP {hname}{suffix} {htext}");
-            }
-            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
-            continue;
-        }
-        if let Some(h) = pending_help.take() {
-            let _ = writeln!(out, "# HELP {h}");
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    if let Some(h) = pending_help {
-        let _ = writeln!(out, "# HELP {h}");
-    }
 }
 
 /// Seconds since the Unix epoch, as a float.
@@ -462,7 +264,12 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::series::Label;
+    use std::time::Duration;
+
+    use crate::exposition::{RenderedSeries, encode_costs, render_sorted};
+    use crate::month::Month;
+    use crate::series::{CostSeries, Label, SeriesKey};
+    use crate::snapshot::EncodedCosts;
 
     fn snapshot_with_costs(n: usize) -> Snapshot {
         let month = Month::new(2026, 11).expect("valid");
@@ -537,84 +344,6 @@ mod tests {
         assert_eq!(body.size_hint().exact(), Some(body.to_vec().len() as u64));
     }
 
-    /// A project named `a"b\c` followed by a newline is escaped, not emitted raw.
-    #[test]
-    fn label_values_are_escaped() {
-        let mut out = String::new();
-        push_label(&mut out, "project_name", "a\"b\\c\n");
-        assert_eq!(out, r#"project_name="a\"b\\c\n""#);
-    }
-
-    /// A series with every label renders `query` first, then the labels in their fixed order,
-    /// each value escaped; absent labels are left out.
-    #[test]
-    fn series_labels_render_in_order_and_escaped() {
-        let values = ["o", "O \"q\"", "p", "a\\b", "c", "line\nbreak", "S"];
-        let key = SeriesKey::new(values.map(Some));
-        assert_eq!(
-            label_text("q\"", &key),
-            r#"query="q\"",org_id="o",org_name="O \"q\"",project_id="p",project_name="a\\b",cluster_id="c",cluster_name="line\nbreak",atlas_service="S""#
-        );
-        let mut sparse = key.clone();
-        for l in [Label::OrgName, Label::ProjectId, Label::ClusterId] {
-            sparse.set(l, None);
-        }
-        assert_eq!(
-            label_text("q", &sparse),
-            r#"query="q",org_id="o",project_name="a\\b",cluster_name="line\nbreak",atlas_service="S""#
-        );
-    }
-
-    /// Rendered series are ordered by their label text, as they are exposed, not by their
-    /// typed keys: a value with a space sorts before the same value without it.
-    #[test]
-    fn rendered_series_sort_by_label_text() {
-        let month = Month::new(2026, 11).expect("valid");
-        let series = |name: &str, month: Month| {
-            let mut key = SeriesKey::default();
-            key.set(Label::ProjectName, Some(name));
-            CostSeries {
-                query: "q".into(),
-                key,
-                month,
-                micros: 1,
-            }
-        };
-        let rendered = render_sorted([
-            series("ab", month),
-            series("ab", month.plus(-1)),
-            series("ab c", month),
-        ]);
-        let order: Vec<(&str, Month)> = rendered
-            .iter()
-            .map(|r| (r.labels.as_str(), r.series.month))
-            .collect();
-        assert_eq!(
-            order,
-            [
-                (r#"query="q",project_name="ab c""#, month),
-                (r#"query="q",project_name="ab""#, month.plus(-1)),
-                (r#"query="q",project_name="ab""#, month),
-            ]
-        );
-    }
-
-    /// Amounts print as exact decimals, with no float noise.
-    #[test]
-    fn micros_print_exactly() {
-        for (m, s) in [
-            (51_190_000, "51.19"),
-            (300_000, "0.3"),
-            (-5, "-0.000005"),
-            (0, "0"),
-            (12_000_000, "12"),
-        ] {
-            let mut out = String::new();
-            push_micros(&mut out, m);
-            assert_eq!(out, s);
-        }
-    }
-
     /// Prometheus's own Accept header gets OpenMetrics; curl and promtool get text.
     #[test]
     fn negotiation_follows_accept() {
@@ -641,17 +370,5 @@ mod tests {
         assert!(!accepts_gzip(Some("gzip;q=0")));
         assert!(!accepts_gzip(Some("identity")));
         assert!(!accepts_gzip(None));
-    }
-
-    /// Counters get `_total` in HELP and TYPE for text 0.0.4; UNIT and EOF lines go.
-    #[test]
-    fn openmetrics_counters_are_renamed_for_text() {
-        let src = "# HELP a_polls Polls.\n# TYPE a_polls counter\na_polls_total 1\n# HELP b_seconds Time.\n# TYPE b_seconds histogram\n# UNIT b_seconds seconds\nb_seconds_sum 0\n# EOF\n";
-        let mut out = String::new();
-        openmetrics_to_text(src, &mut out);
-        assert_eq!(
-            out,
-            "# HELP a_polls_total Polls.\n# TYPE a_polls_total counter\na_polls_total 1\n# HELP b_seconds Time.\n# TYPE b_seconds histogram\nb_seconds_sum 0\n"
-        );
     }
 }

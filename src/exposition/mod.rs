@@ -1,0 +1,19 @@
+//! Exposition: the Prometheus text format 0.0.4 and OpenMetrics 1.0, chosen per scrape from
+//! the `Accept` header. Three parts:
+//!
+//! - [`text`]: the text writers; label values from Atlas are escaped here, once;
+//! - [`costs`]: the cost series, rendered once per refresh of their query and encoded once per
+//!   published refresh, in both formats ([`encode_costs`]);
+//! - [`scrape`]: a scrape renders only the small state and self-metrics section and appends
+//!   the pre-encoded bytes ([`render`]).
+
+pub mod costs;
+pub mod scrape;
+pub mod text;
+
+pub use self::costs::{RenderedSeries, encode_costs, render_sorted};
+pub use self::scrape::{Format, ScrapeBody, accepts_gzip, negotiate, render};
+pub use self::text::{
+    escape_label_value, human_interval, label_text, openmetrics_to_text, push_label, push_micros,
+    push_series_labels,
+};

@@ -1,0 +1,168 @@
+//! Text writers shared by every part of the exposition: label values escaped once, exact
+//! decimal amounts, the label text of a cost series, family headers, and the rewrite of
+//! prometheus-client's OpenMetrics as text 0.0.4.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::series::SeriesKey;
+
+/// The refresh interval in the short human form used in HELP text: `1h`, `30m`, `90s`.
+pub fn human_interval(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
+}
+
+/// Appends `value` escaped as a label value (both formats): `\` `"` and newline.
+pub fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends `name="value"` (with a leading comma unless it is the first label).
+pub fn push_label(out: &mut String, name: &str, value: &str) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(name);
+    out.push_str("=\"");
+    escape_label_value(out, value);
+    out.push('"');
+}
+
+/// Appends an amount in micro-dollars as an exact decimal: `51.19`, `-0.000005`, `0`.
+pub fn push_micros(out: &mut String, micros: i64) {
+    let sign = if micros < 0 { "-" } else { "" };
+    let abs = micros.unsigned_abs();
+    let (whole, frac) = (abs / 1_000_000, abs % 1_000_000);
+    let _ = write!(out, "{sign}{whole}");
+    if frac != 0 {
+        let digits = format!("{frac:06}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+}
+
+/// Appends the labels of a cost series (without `month`): `query` first, then every label it
+/// has in [`crate::series::Label::ALL`] order, escaped.
+pub fn push_series_labels(out: &mut String, query: &str, key: &SeriesKey) {
+    push_label(out, "query", query);
+    for (label, value) in key.labels() {
+        push_label(out, label.as_str(), value);
+    }
+}
+
+/// The label text of a cost series: `query="..",org_id="..",...` ([`push_series_labels`]).
+pub fn label_text(query: &str, key: &SeriesKey) -> String {
+    let mut out = String::with_capacity(160);
+    push_series_labels(&mut out, query, key);
+    out
+}
+
+/// Appends the `# HELP` and `# TYPE` lines of a gauge family.
+pub fn family_header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+}
+
+/// Rewrites prometheus-client's OpenMetrics output as text 0.0.4: no `# UNIT` or `# EOF`,
+/// and counters named with their `_total` suffix in HELP and TYPE.
+pub fn openmetrics_to_text(src: &str, out: &mut String) {
+    let mut pending_help: Option<&str> = None;
+    for line in src.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            if let Some(h) = pending_help.replace(rest) {
+                let _ = writeln!(out, "# HELP {h}");
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            if let Some(h) = pending_help.take() {
+                let (hname, htext) = h.split_once(' ').unwrap_or((h, ""));
+                let _ = writeln!(out, "# HELP {hname}{suffix} {htext}");
+            }
+            let _ = writeln!(out, "# TYPE {name}{suffix} {kind}");
+            continue;
+        }
+        if let Some(h) = pending_help.take() {
+            let _ = writeln!(out, "# HELP {h}");
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(h) = pending_help {
+        let _ = writeln!(out, "# HELP {h}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::series::Label;
+
+    /// A project named `a"b\c` followed by a newline is escaped, not emitted raw.
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        push_label(&mut out, "project_name", "a\"b\\c\n");
+        assert_eq!(out, r#"project_name="a\"b\\c\n""#);
+    }
+
+    /// A series with every label renders `query` first, then the labels in their fixed order,
+    /// each value escaped; absent labels are left out.
+    #[test]
+    fn series_labels_render_in_order_and_escaped() {
+        let values = ["o", "O \"q\"", "p", "a\\b", "c", "line\nbreak", "S"];
+        let key = SeriesKey::new(values.map(Some));
+        assert_eq!(
+            label_text("q\"", &key),
+            r#"query="q\"",org_id="o",org_name="O \"q\"",project_id="p",project_name="a\\b",cluster_id="c",cluster_name="line\nbreak",atlas_service="S""#
+        );
+        let mut sparse = key.clone();
+        for l in [Label::OrgName, Label::ProjectId, Label::ClusterId] {
+            sparse.set(l, None);
+        }
+        assert_eq!(
+            label_text("q", &sparse),
+            r#"query="q",org_id="o",project_name="a\\b",cluster_name="line\nbreak",atlas_service="S""#
+        );
+    }
+
+    /// Amounts print as exact decimals, with no float noise.
+    #[test]
+    fn micros_print_exactly() {
+        for (m, s) in [
+            (51_190_000, "51.19"),
+            (300_000, "0.3"),
+            (-5, "-0.000005"),
+            (0, "0"),
+            (12_000_000, "12"),
+        ] {
+            let mut out = String::new();
+            push_micros(&mut out, m);
+            assert_eq!(out, s);
+        }
+    }
+
+    /// Counters get `_total` in HELP and TYPE for text 0.0.4; UNIT and EOF lines go.
+    #[test]
+    fn openmetrics_counters_are_renamed_for_text() {
+        let src = "# HELP a_polls Polls.\n# TYPE a_polls counter\na_polls_total 1\n# HELP b_seconds Time.\n# TYPE b_seconds histogram\n# UNIT b_seconds seconds\nb_seconds_sum 0\n# EOF\n";
+        let mut out = String::new();
+        openmetrics_to_text(src, &mut out);
+        assert_eq!(
+            out,
+            "# HELP a_polls_total Polls.\n# TYPE a_polls_total counter\na_polls_total 1\n# HELP b_seconds Time.\n# TYPE b_seconds histogram\nb_seconds_sum 0\n"
+        );
+    }
+}
