@@ -7,9 +7,11 @@
 //!
 //! This module schedules the refreshes and publishes them; each step of a query's refresh has
 //! its own module:
-//! - [`discovery`]: the projects and clusters of an org, listed and remembered;
-//! - [`month_cache`]: the closed months, cached per query configuration;
-//! - [`aggregate`]: rows to served series, a pure function.
+//! - `discovery`: the projects and clusters of an org, listed and remembered;
+//! - `month_cache`: the closed months, cached per query configuration;
+//! - `aggregate`: rows to served series, a pure function;
+//! - `roles`: which queries the remainders make add up, and deriving them;
+//! - `http_client`: the HTTP client every org's Atlas client shares.
 
 mod aggregate;
 mod discovery;
@@ -44,6 +46,7 @@ use crate::snapshot::{EncodedCosts, QueryStatus, Snapshot, SnapshotCell};
 /// How long a closed month stays cached before it is read again.
 const CLOSED_MONTH_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// One org: its configuration, its client, and what its refreshes remember.
 struct OrgWorker {
     config: OrgConfig,
     /// This org's queries in [`Published::slots`].

@@ -64,3 +64,24 @@ pub(super) fn attach_remainders(org_id: &str, roles: &[Role], slots: &mut [Slot]
         slot.remainder = Arc::new(remainder.into_iter().map(RenderedSeries::new).collect());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Of the default queries, `services` is the total and `projects` and `clusters` get
+    /// remainders; a query with any filter, or grouped by services, gets none.
+    #[test]
+    fn only_unfiltered_default_groupings_take_part_in_remainders() {
+        let defaults = QuerySpec::defaults(1);
+        let roles: Vec<Role> = defaults.iter().map(Role::of).collect();
+        assert_eq!(roles, [Role::Total, Role::Projects, Role::Clusters]);
+        for mut f in defaults {
+            f.services = vec!["Clusters".to_owned()];
+            assert_eq!(Role::of(&f), Role::None, "{}", f.name);
+        }
+        let mut by_service = QuerySpec::defaults(1).remove(0);
+        by_service.group_by = GroupBy::Services;
+        assert_eq!(Role::of(&by_service), Role::None);
+    }
+}
