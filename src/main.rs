@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 use atlas_cost_exporter::cli::{
     Cli, Command, Flags, LogFormat, LogLevel, SimCsvLayout, SimNotReady, SimRowKeys, SimulateArgs,
 };
-use atlas_cost_exporter::config::{Config, ProcessEnv};
+use atlas_cost_exporter::config::{Config, ProcessEnv, env};
 use atlas_cost_exporter::simulator::{CsvLayout, NotReady, RowKeys, SimConfig, Simulator};
 
 fn init_logging(flags: &Flags) {
@@ -107,8 +107,8 @@ async fn main() -> ExitCode {
         let mut demo_flags = flags.clone();
         demo_flags.org_ids = vec!["000000000000000000000000".to_owned()];
         let env = std::collections::HashMap::from([
-            ("MONGODB_ATLAS_CLIENT_ID", "demo"),
-            ("MONGODB_ATLAS_CLIENT_SECRET", "demo"),
+            (env::CLIENT_ID, "demo"),
+            (env::CLIENT_SECRET, "demo"),
         ]);
         Config::from_flags(&demo_flags, &env).map(|c| (c, true))
     } else {
