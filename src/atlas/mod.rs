@@ -10,13 +10,13 @@
 //! It depends on the model, the months and the self-metrics, never on the configuration:
 //! its callers hand it [`ClientSettings`], [`Credentials`] and a [`UsageQuery`].
 //!
-//! - [`error`]: [`AtlasError`] and its `reason` label;
-//! - [`gate`]: the request budgets per endpoint set and scope, `Retry-After`, backoff;
-//! - [`auth`]: the wire formats of Digest and Basic; [`session`]: the OAuth token cache and
+//! - `error`: [`AtlasError`] and its `reason` label;
+//! - `gate`: the request budgets per endpoint set and scope, `Retry-After`, backoff;
+//! - [`auth`]: the wire formats of Digest and Basic; `session`: the OAuth token cache and
 //!   the Digest challenge;
-//! - [`request`]: one authenticated request, with its gate, size cap, metrics and retries;
-//! - [`discovery`]: projects, clusters and Flex clusters, page by page;
-//! - [`usage`]: a Cost Explorer query, created and polled until ready;
+//! - `request`: one authenticated request, with its gate, size cap, metrics and retries;
+//! - `discovery`: projects, clusters and Flex clusters, page by page;
+//! - `usage`: a Cost Explorer query, created and polled until ready;
 //! - [`result`]: the JSON and CSV result parsers.
 
 pub mod auth;
