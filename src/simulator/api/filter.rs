@@ -1,0 +1,261 @@
+//! A create request's body: its validation into a [`Filter`], as Atlas documents the rules,
+//! and the result [`Row`]s the filter selects from the data, summed by its grouping.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::http::StatusCode;
+use serde_json::Value;
+
+use super::is_object_id;
+use super::respond::{Rejected, atlas_error, field_error};
+use crate::month::Month;
+use crate::simulator::data::{Dataset, GroupBy};
+
+/// Months of data Atlas keeps (and accepts queries for).
+const HISTORY_MONTHS: i64 = 18;
+
+/// One result row: the group key and the summed amount.
+pub(super) struct Row {
+    pub(super) month: Month,
+    pub(super) project: Option<usize>,
+    pub(super) cluster: Option<usize>,
+    pub(super) service: Option<String>,
+    pub(super) cents: i64,
+}
+
+/// The validated body of a create request.
+pub(super) struct Filter {
+    start: Month,
+    end: Month,
+    pub(super) group_by: GroupBy,
+    include_partial: bool,
+    organizations: Vec<String>,
+    projects: Vec<String>,
+    clusters: Vec<String>,
+    services: Vec<String>,
+}
+
+/// `YYYY-MM-01` exactly.
+fn parse_first_of_month(s: &str) -> Option<Month> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) || !digits(5..7) {
+        return None;
+    }
+    if &s[8..10] != "01" {
+        return None;
+    }
+    Month::parse_date(s)
+}
+
+/// The create body, validated against the documented rules and `current` (the last month
+/// with data); the first rule broken is answered as Atlas does.
+pub(super) fn parse_filter(body: &[u8], current: Month) -> Result<Filter, Rejected> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        atlas_error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            format!("Malformed JSON body: {e}"),
+        )
+    })?;
+    let Some(obj) = value.as_object() else {
+        return Err(Rejected::from(atlas_error(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "The body must be a JSON object.",
+        )));
+    };
+    let date = |field: &str| -> Result<Month, Rejected> {
+        match obj.get(field) {
+            None | Some(Value::Null) => Err(field_error(
+                "VALIDATION_ERROR",
+                field,
+                format!("{field} is required."),
+            )),
+            Some(v) => v.as_str().and_then(parse_first_of_month).ok_or_else(|| {
+                field_error(
+                    "INVALID_DATE_FORMAT",
+                    field,
+                    format!("{field} must be a date YYYY-MM-DD on the first of a month, got {v}."),
+                )
+            }),
+        }
+    };
+    let start = date("startDate")?;
+    let end = date("endDate")?;
+    if start >= end {
+        return Err(field_error(
+            "START_DATE_AFTER_END_DATE",
+            "startDate",
+            format!(
+                "startDate {} must be before endDate {}.",
+                start.first_day(),
+                end.first_day()
+            ),
+        ));
+    }
+    let earliest = current.plus(1 - HISTORY_MONTHS);
+    let latest_end = current.plus(1);
+    if start < earliest || end > latest_end {
+        return Err(field_error(
+            "INVALID_DATE_RANGE",
+            "startDate",
+            format!(
+                "The date range must lie within {} and {} (the past {HISTORY_MONTHS} months).",
+                earliest.first_day(),
+                latest_end.first_day()
+            ),
+        ));
+    }
+    // No groupBy (or an empty one, as the opencost plugin sent): one row per service and
+    // month, as the one real answer in public code shows.
+    let group_by = match obj.get("groupBy") {
+        None | Some(Value::Null) => GroupBy::Services,
+        Some(Value::String(v)) if v.is_empty() => GroupBy::Services,
+        Some(v) => v.as_str().and_then(GroupBy::parse).ok_or_else(|| {
+            field_error(
+                "INVALID_ENUM_VALUE",
+                "groupBy",
+                format!("groupBy {v} is not one of organizations, projects, clusters, services."),
+            )
+        })?,
+    };
+    let include_partial = match obj.get("includePartialMatches") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err(field_error(
+                "VALIDATION_ERROR",
+                "includePartialMatches",
+                format!("includePartialMatches must be a boolean, got {v}."),
+            ));
+        }
+    };
+    let list = |field: &str, ids: bool| -> Result<Vec<String>, Rejected> {
+        let bad = |detail: String| field_error("VALIDATION_ERROR", field, detail);
+        match obj.get(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| match item.as_str() {
+                    Some(s) if !ids || is_object_id(s) => Ok(s.to_string()),
+                    _ => Err(bad(format!(
+                        "{field} must hold {}, got {item}.",
+                        if ids { "24-hex ids" } else { "strings" }
+                    ))),
+                })
+                .collect(),
+            Some(v) => Err(bad(format!("{field} must be an array, got {v}."))),
+        }
+    };
+    let filter = Filter {
+        start,
+        end,
+        group_by,
+        include_partial,
+        organizations: list("organizations", true)?,
+        projects: list("projects", true)?,
+        clusters: list("clusters", true)?,
+        services: list("services", false)?,
+    };
+    // "At least one filter value needs to be provided for a dimension to be used." No groupBy
+    // (or "") is per service and needs no filter.
+    let explicit = obj
+        .get("groupBy")
+        .and_then(Value::as_str)
+        .is_some_and(|g| !g.is_empty());
+    let needed = match group_by {
+        GroupBy::Services if explicit => Some(("services", &filter.services, "service")),
+        GroupBy::Services => None,
+        GroupBy::Organizations => Some(("organizations", &filter.organizations, "organization id")),
+        GroupBy::Projects => Some(("projects", &filter.projects, "project id")),
+        GroupBy::Clusters => Some(("clusters", &filter.clusters, "cluster unique id")),
+    };
+    if let Some((field, values, what)) = needed
+        && values.is_empty()
+    {
+        return Err(field_error(
+            "VALIDATION_ERROR",
+            field,
+            format!("Grouping by {field} needs at least one {what} in {field}."),
+        ));
+    }
+    Ok(filter)
+}
+
+/// (month, project, cluster, service): ordered so results come month by month.
+type GroupKey<'a> = (Month, Option<usize>, Option<usize>, Option<&'a str>);
+
+/// Sums the matching records of `org` by the group key.
+pub(super) fn compute(data: &Dataset, org: usize, f: &Filter, duplicate: bool) -> Vec<Row> {
+    let Some(org_rec) = data.orgs.get(org) else {
+        return Vec::new();
+    };
+    if !f.organizations.is_empty() && !f.organizations.contains(&org_rec.id) {
+        return Vec::new();
+    }
+    let projects: HashSet<usize> = f
+        .projects
+        .iter()
+        .filter_map(|id| data.project_by_id(id))
+        .filter(|(o, _)| *o == org)
+        .map(|(_, p)| p)
+        .collect();
+    let clusters: HashSet<(usize, usize)> = f
+        .clusters
+        .iter()
+        .filter_map(|id| data.cluster_by_id(id))
+        .filter(|(o, _, _)| *o == org)
+        .map(|(_, p, c)| (p, c))
+        .collect();
+    let services: HashSet<&str> = f.services.iter().map(String::as_str).collect();
+    let mut groups: BTreeMap<GroupKey<'_>, i64> = BTreeMap::new();
+    for r in data.org_usage(org) {
+        if r.month < f.start || r.month >= f.end {
+            continue;
+        }
+        if !services.is_empty() && !services.contains(r.service.as_str()) {
+            continue;
+        }
+        if !f.projects.is_empty() {
+            match r.project {
+                Some(p) if !projects.contains(&p) => continue,
+                None if !f.include_partial => continue,
+                _ => {}
+            }
+        }
+        if !f.clusters.is_empty() {
+            match (r.project, r.cluster) {
+                (Some(p), Some(c)) if !clusters.contains(&(p, c)) => continue,
+                (_, None) if !f.include_partial => continue,
+                _ => {}
+            }
+        }
+        let service = Some(r.service.as_str());
+        let key = match f.group_by {
+            GroupBy::Organizations => (r.month, None, None, None),
+            GroupBy::Services => (r.month, None, None, service),
+            GroupBy::Projects => (r.month, r.project, None, service),
+            GroupBy::Clusters => (r.month, r.project, r.cluster, service),
+        };
+        *groups.entry(key).or_insert(0) += r.amount_cents;
+    }
+    let mut rows = Vec::with_capacity(groups.len() * if duplicate { 2 } else { 1 });
+    for ((month, project, cluster, service), cents) in groups {
+        let row = |cents| Row {
+            month,
+            project,
+            cluster,
+            service: service.map(str::to_string),
+            cents,
+        };
+        if duplicate {
+            let half = cents / 2;
+            rows.push(row(half));
+            rows.push(row(cents - half));
+        } else {
+            rows.push(row(cents));
+        }
+    }
+    rows
+}

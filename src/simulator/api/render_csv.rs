@@ -1,0 +1,174 @@
+//! The CSV result in each [`CsvLayout`]: Atlas documents the CSV media type but its only
+//! example is garbled, so each layout is one plausible reading.
+
+use super::cost_explorer::Query;
+use crate::month::Month;
+use crate::simulator::data::GroupBy;
+use crate::simulator::{CsvLayout, RowKeys};
+
+/// Header of the CSV result table in the [`CsvLayout::Extended`] layout.
+pub const CSV_HEADER: [&str; 11] = [
+    "Billed Date",
+    "Invoice Id",
+    "Organization Name",
+    "Organization ID",
+    "Project Name",
+    "Project Id",
+    "Cluster Name",
+    "Cluster Unique Id",
+    "Service",
+    "Usage Date",
+    "Usage Amount",
+];
+
+/// The column labels of the spec's CSV example, in its order ([`CsvLayout::Spec`]).
+pub const SPEC_CSV_HEADER: [&str; 9] = [
+    "Billed Date",
+    "Invoice Id",
+    "Organization Name",
+    "Organization ID",
+    "Project Name",
+    "Project Id",
+    "Cluster Name",
+    "Cluster Unique Id",
+    "Usage Amount",
+];
+
+/// A body of the shape of the CSV example of `getCostExplorerUsage` in the Atlas OpenAPI
+/// spec (2026-08), as YAML reads it: the labels down the first column, values under the
+/// wrong labels (`Billed Date` holds an id, `Invoice Id` a date range), one line per label.
+/// The values are the query's own (the spec's text is not copied). Served by
+/// [`CsvLayout::SpecExample`].
+fn spec_example_shaped(org_id: &str, org_name: &str, month: Option<Month>, cents: i64) -> String {
+    let range = month.map_or_else(String::new, |m| {
+        format!("{} - {}", m.first_day(), m.plus(1).first_day())
+    });
+    let values = [
+        org_id.to_owned(),
+        range,
+        org_name.to_owned(),
+        org_id.to_owned(),
+        org_id.to_owned(),
+        org_id.to_owned(),
+        "TestCluster".to_owned(),
+        org_id.to_owned(),
+        format!(" {}", format_cents(cents)),
+    ];
+    let mut out = String::new();
+    for (i, (label, value)) in SPEC_CSV_HEADER.iter().zip(values).enumerate() {
+        let quoted = if value.contains(',') {
+            format!("\"{value}\"")
+        } else {
+            value
+        };
+        // The spec's lines end in a comma for the first six labels only.
+        let comma = if i < 6 { "," } else { "" };
+        out.push_str(&format!("{label},{quoted}{comma}\n"));
+    }
+    out
+}
+
+/// The [`CsvLayout::NoPreamble`] header: the Extended labels in other cases, with stray
+/// spaces, and two empty trailing cells.
+const NO_PREAMBLE_HEADER: [&str; 13] = [
+    " billed date",
+    "INVOICE ID ",
+    "organization name",
+    " Organization Id ",
+    "PROJECT NAME",
+    "project id ",
+    "Cluster name",
+    " CLUSTER UNIQUE ID",
+    "service ",
+    " Usage date",
+    "USAGE AMOUNT ",
+    "",
+    "",
+];
+
+/// `-12.34` from cents.
+fn format_cents(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    let abs = cents.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+impl Query {
+    /// The result as CSV text in `layout`.
+    pub(super) fn csv(&self, layout: CsvLayout) -> Result<String, csv::Error> {
+        let mut w = csv::WriterBuilder::new()
+            .flexible(true)
+            .from_writer(Vec::new());
+        let with_service = self.group_by != GroupBy::Organizations;
+        match layout {
+            CsvLayout::SpecExample => {
+                let org = self.data.orgs.get(self.org);
+                let month = self.rows.first().map(|r| r.month);
+                return Ok(spec_example_shaped(
+                    org.map_or("", |o| o.id.as_str()),
+                    org.map_or("", |o| o.name.as_str()),
+                    month,
+                    self.rows.iter().map(|r| r.cents).sum(),
+                ));
+            }
+            CsvLayout::Extended => {
+                // A metadata preamble like Atlas invoice CSVs: one line, then an empty line.
+                let org_name = self.data.orgs.get(self.org).map_or("", |o| o.name.as_str());
+                w.write_record([format!("Organization: {org_name}")])?;
+                let mut buf = w.into_inner().map_err(|e| e.into_error())?;
+                buf.push(b'\n');
+                w = csv::WriterBuilder::new().flexible(true).from_writer(buf);
+                w.write_record(CSV_HEADER)?;
+            }
+            CsvLayout::NoPreamble => w.write_record(NO_PREAMBLE_HEADER)?,
+            CsvLayout::Spec => {
+                let mut header = SPEC_CSV_HEADER.to_vec();
+                if with_service {
+                    header.insert(header.len() - 1, "Service");
+                }
+                w.write_record(header)?;
+            }
+        }
+        for r in self.json_rows(RowKeys::ProjectId) {
+            let amount = format_cents(r.cents);
+            let usage_date = r.usage_date.as_str();
+            let dimensions = [
+                r.invoice_id.as_str(),
+                r.organization_name,
+                r.organization_id,
+                r.project_name.unwrap_or(""),
+                r.project_id.unwrap_or(""),
+                r.cluster_name.unwrap_or(""),
+                r.cluster_id.unwrap_or(""),
+            ];
+            let service = r.service.unwrap_or("");
+            let mut record: Vec<&str> = Vec::with_capacity(13);
+            match layout {
+                CsvLayout::Spec => {
+                    // The only date column carries the usage month.
+                    record.push(usage_date);
+                    record.extend(dimensions);
+                    if with_service {
+                        record.push(service);
+                    }
+                    record.push(&amount);
+                }
+                CsvLayout::Extended | CsvLayout::NoPreamble | CsvLayout::SpecExample => {
+                    record.push(&r.billed_date);
+                    record.extend(dimensions);
+                    record.extend([service, usage_date]);
+                    if layout == CsvLayout::NoPreamble {
+                        let spaced = format!(" {amount}");
+                        record.extend([spaced.as_str(), "", ""]);
+                        w.write_record(&record)?;
+                        continue;
+                    }
+                    record.push(&amount);
+                }
+            }
+            w.write_record(&record)?;
+        }
+        let buf = w.into_inner().map_err(|e| e.into_error())?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    }
+}
