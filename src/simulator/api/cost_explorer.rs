@@ -19,7 +19,7 @@ use serde_json::json;
 use super::faults::broken_response;
 use super::filter::{Row, compute, parse_filter};
 use super::respond::{Answer, Envelope, atlas_error, atlas_json, json_or_500, not_found};
-use super::{CSV_TYPE, JSON_TYPE, find_org, query_params, wants_envelope};
+use super::{CSV_TYPE, JSON_TYPE, find_org, media_type, query_params, wants_envelope};
 use crate::month::Month;
 use crate::simulator::auth;
 use crate::simulator::data::{Dataset, GroupBy};
@@ -49,13 +49,7 @@ pub(super) async fn create(
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
+        .map(media_type);
     if content_type.as_deref() != Some(JSON_TYPE) {
         return Err(atlas_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

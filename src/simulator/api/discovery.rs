@@ -161,18 +161,22 @@ async fn project_listing(
     Ok(page(&parts.headers, &parts.uri, page_num, per_page, items))
 }
 
-/// A dedicated cluster as `listGroupClusters` lists it.
-fn cluster_json(project: &SimProject, c: &SimCluster) -> Value {
-    json!({
+/// A cluster as a listing shows it: the fields both listings share, and `extra`, the
+/// listing's own.
+fn cluster_json(project: &SimProject, c: &SimCluster, extra: Value) -> Value {
+    let mut v = json!({
         "id": c.id,
         "name": c.name,
         "groupId": project.id,
         "clusterType": "REPLICASET",
         "stateName": "IDLE",
         "mongoDBVersion": "8.0.4",
-        "paused": false,
         "tags": tags_json(&c.tags),
-    })
+    });
+    if let (Some(fields), Value::Object(extra)) = (v.as_object_mut(), extra) {
+        fields.extend(extra);
+    }
+    v
 }
 
 /// `GET /api/atlas/v2/groups/{groupId}/clusters`: dedicated clusters (with
@@ -197,7 +201,7 @@ pub(super) async fn clusters(
                 .clusters
                 .iter()
                 .filter(|c| c.in_clusters_listing(retained) || (flex_too && c.in_flex_listing()))
-                .map(|c| cluster_json(project, c))
+                .map(|c| cluster_json(project, c, json!({"paused": false})))
                 .collect()
         },
     )
@@ -220,13 +224,7 @@ pub(super) async fn flex_clusters(
             project
                 .listed_flex_clusters()
                 .map(|c| {
-                    json!({
-                        "id": c.id,
-                        "name": c.name,
-                        "groupId": project.id,
-                        "clusterType": "REPLICASET",
-                        "stateName": "IDLE",
-                        "mongoDBVersion": "8.0.4",
+                    let extra = json!({
                         "versionReleaseSystem": "LTS",
                         "terminationProtectionEnabled": false,
                         "createDate": "2025-03-04T10:00:00Z",
@@ -236,8 +234,8 @@ pub(super) async fn flex_clusters(
                             "regionName": "US_EAST_1",
                             "diskSizeGB": 5.0,
                         },
-                        "tags": tags_json(&c.tags),
-                    })
+                    });
+                    cluster_json(project, c, extra)
                 })
                 .collect()
         },

@@ -194,13 +194,7 @@ fn negotiate(headers: &HeaderMap, allowed: &[&'static str]) -> Result<&'static s
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(media_type)
         .collect::<Vec<_>>();
     for a in &accept {
         if let Some(t) = allowed.iter().find(|t| **t == a) {
@@ -218,6 +212,16 @@ fn negotiate(headers: &HeaderMap, allowed: &[&'static str]) -> Result<&'static s
         accept.into_iter().map(Value::String).collect(),
     )
     .into())
+}
+
+/// The media type of a header value, without parameters, in lower case.
+fn media_type(value: &str) -> String {
+    value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// The decoded query string of `uri`, in order.

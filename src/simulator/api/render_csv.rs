@@ -6,8 +6,9 @@ use crate::month::Month;
 use crate::simulator::data::GroupBy;
 use crate::simulator::{CsvLayout, RowKeys};
 
-/// Header of the CSV result table in the [`CsvLayout::Extended`] layout.
-pub const CSV_HEADER: [&str; 11] = [
+/// The labels of the columns every layout has, in the spec's order: billing, organization,
+/// project and cluster.
+const DIMENSION_LABELS: [&str; 8] = [
     "Billed Date",
     "Invoice Id",
     "Organization Name",
@@ -16,23 +17,36 @@ pub const CSV_HEADER: [&str; 11] = [
     "Project Id",
     "Cluster Name",
     "Cluster Unique Id",
-    "Service",
-    "Usage Date",
-    "Usage Amount",
 ];
 
+/// Header of the CSV result table in the [`CsvLayout::Extended`] layout: the spec's labels
+/// with `Service` and `Usage Date` before `Usage Amount`.
+pub const CSV_HEADER: [&str; 11] = joined(
+    &DIMENSION_LABELS,
+    &["Service", "Usage Date", "Usage Amount"],
+);
+
 /// The column labels of the spec's CSV example, in its order ([`CsvLayout::Spec`]).
-pub const SPEC_CSV_HEADER: [&str; 9] = [
-    "Billed Date",
-    "Invoice Id",
-    "Organization Name",
-    "Organization ID",
-    "Project Name",
-    "Project Id",
-    "Cluster Name",
-    "Cluster Unique Id",
-    "Usage Amount",
-];
+pub const SPEC_CSV_HEADER: [&str; 9] = joined(&DIMENSION_LABELS, &["Usage Amount"]);
+
+/// `head` then `tail`, as one array (a compile error unless they fill it exactly).
+const fn joined<const N: usize>(head: &[&'static str], tail: &[&'static str]) -> [&'static str; N] {
+    assert!(
+        head.len() + tail.len() == N,
+        "the labels must fill the header"
+    );
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < head.len() {
+            head[i]
+        } else {
+            tail[i - head.len()]
+        };
+        i += 1;
+    }
+    out
+}
 
 /// A body of the shape of the CSV example of `getCostExplorerUsage` in the Atlas OpenAPI
 /// spec (2026-08), as YAML reads it: the labels down the first column, values under the
