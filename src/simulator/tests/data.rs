@@ -89,8 +89,6 @@ async fn amount_scale_replaces_the_dataset() {
     });
 }
 
-/// Good client credentials get a Bearer token; bad ones 401 invalid_client; a missing grant
-
 /// The totals helpers agree with each other to the cent: the org total is org-level plus
 /// project-level plus every cluster (deleted and Flex included); the projects plus the
 /// org-level charges give it too; per-month and per-service totals sum to it; and the
