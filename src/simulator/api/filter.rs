@@ -259,3 +259,161 @@ pub(super) fn compute(data: &Dataset, org: usize, f: &Filter, duplicate: bool) -
     }
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::simulator::SimConfig;
+
+    fn current() -> Month {
+        Month::new(2026, 11).expect("month")
+    }
+
+    fn parse(body: &Value) -> Result<Filter, Rejected> {
+        parse_filter(body.to_string().as_bytes(), current())
+    }
+
+    fn accepted(body: &Value) -> Filter {
+        parse(body).unwrap_or_else(|_| panic!("refused: {body}"))
+    }
+
+    /// The default data set, its current month fixed.
+    fn data() -> Dataset {
+        let config = SimConfig {
+            current_month: Some(current()),
+            ..SimConfig::default()
+        };
+        Dataset::generate(&config, current())
+    }
+
+    /// No `groupBy`, a null one or an empty one (as the opencost plugin sent) is per service
+    /// and needs no filter.
+    #[test]
+    fn no_group_by_is_per_service_without_a_filter() {
+        for group_by in [None, Some(json!(null)), Some(json!(""))] {
+            let mut body = json!({"startDate": "2026-10-01", "endDate": "2026-12-01"});
+            if let Some(g) = group_by {
+                body["groupBy"] = g;
+            }
+            let filter = accepted(&body);
+            assert_eq!(filter.group_by, GroupBy::Services, "{body}");
+            assert_eq!(
+                (filter.start, filter.end),
+                (current().plus(-1), current().plus(1))
+            );
+        }
+    }
+
+    /// An explicit grouping without a value in its filter is a 400 `VALIDATION_ERROR` naming
+    /// that filter, in `parameters` and in `badRequestDetail`.
+    #[tokio::test]
+    async fn a_grouping_without_its_filter_is_refused_naming_the_filter() {
+        for (group_by, field) in [
+            ("projects", "projects"),
+            ("clusters", "clusters"),
+            ("services", "services"),
+            ("organizations", "organizations"),
+        ] {
+            let body = json!({"startDate": "2026-11-01", "endDate": "2026-12-01",
+                              "groupBy": group_by});
+            let Err(refusal) = parse(&body) else {
+                panic!("accepted: {body}");
+            };
+            let (status, v) = refusal.status_and_json().await;
+            assert_eq!(
+                (status, v["errorCode"].as_str()),
+                (400, Some("VALIDATION_ERROR"))
+            );
+            assert_eq!(v["parameters"], json!([field]));
+            assert_eq!(v["badRequestDetail"]["fields"][0]["field"], field);
+        }
+    }
+
+    /// Dates must be the first of a month, in order, within the 18 months Atlas keeps (the end
+    /// at most next month's first day); each broken rule has its own error code.
+    #[tokio::test]
+    async fn dates_are_checked_for_shape_order_and_range() {
+        for (start, end, code) in [
+            ("2026-11-02", "2026-12-01", "INVALID_DATE_FORMAT"),
+            ("2026-11-01T00:00:00Z", "2026-12-01", "INVALID_DATE_FORMAT"),
+            ("2026-12-01", "2026-11-01", "START_DATE_AFTER_END_DATE"),
+            ("2025-05-01", "2026-12-01", "INVALID_DATE_RANGE"),
+            ("2026-11-01", "2027-01-01", "INVALID_DATE_RANGE"),
+        ] {
+            let body = json!({"startDate": start, "endDate": end});
+            let Err(refusal) = parse(&body) else {
+                panic!("accepted: {body}");
+            };
+            let (status, v) = refusal.status_and_json().await;
+            assert_eq!(
+                (status, v["errorCode"].as_str()),
+                (400, Some(code)),
+                "{body}"
+            );
+        }
+        let earliest = json!({"startDate": "2025-06-01", "endDate": "2026-12-01"});
+        assert_eq!(accepted(&earliest).start, current().plus(-17));
+    }
+
+    /// Grouped by projects, the org-level charges count only with `includePartialMatches`:
+    /// without it every row has a project and the sum is the grouped total, with it the sum is
+    /// the org's whole total.
+    #[test]
+    fn partial_matches_decide_whether_org_level_charges_count() {
+        let data = data();
+        let org = &data.orgs[0];
+        let ids: Vec<&str> = org.projects.iter().map(|p| p.id.as_str()).collect();
+        let (start, end) = (current().plus(-2), current().plus(1));
+        let mut body = json!({"startDate": start.first_day(), "endDate": end.first_day(),
+                              "groupBy": "projects", "projects": ids});
+        let strict = compute(&data, 0, &accepted(&body), false);
+        assert!(
+            strict
+                .iter()
+                .all(|r| r.project.is_some() && r.cluster.is_none())
+        );
+        let grouped = data.total_cents_grouped(&org.id, start, end, GroupBy::Projects, false);
+        assert_eq!(strict.iter().map(|r| r.cents).sum::<i64>(), grouped);
+        body["includePartialMatches"] = json!(true);
+        let partial = compute(&data, 0, &accepted(&body), false);
+        assert!(partial.iter().any(|r| r.project.is_none()));
+        let total = data.total_cents(&org.id, start, end);
+        assert_eq!(partial.iter().map(|r| r.cents).sum::<i64>(), total);
+        assert!(total != grouped);
+    }
+
+    /// With duplicated rows each sum comes as two rows with the same key whose amounts add up
+    /// to it.
+    #[test]
+    fn duplicated_rows_are_two_halves_of_each_sum() {
+        let data = data();
+        let filter = accepted(&json!({"startDate": "2026-11-01", "endDate": "2026-12-01"}));
+        let single = compute(&data, 0, &filter, false);
+        let double = compute(&data, 0, &filter, true);
+        assert!(!single.is_empty());
+        assert_eq!(double.len(), 2 * single.len());
+        for (row, halves) in single.iter().zip(double.chunks(2)) {
+            assert_eq!(halves[0].cents + halves[1].cents, row.cents);
+            assert!(
+                halves
+                    .iter()
+                    .all(|h| (h.month, &h.service) == (row.month, &row.service))
+            );
+        }
+    }
+
+    /// An `organizations` filter that leaves out the org, or an org index out of range, gives
+    /// no rows.
+    #[test]
+    fn another_orgs_filter_or_an_unknown_org_gives_no_rows() {
+        let data = data();
+        let mut body = json!({"startDate": "2026-11-01", "endDate": "2026-12-01",
+                              "organizations": [data.orgs[1].id]});
+        assert!(compute(&data, 0, &accepted(&body), false).is_empty());
+        assert!(!compute(&data, 1, &accepted(&body), false).is_empty());
+        body["organizations"] = json!([]);
+        assert!(compute(&data, 99, &accepted(&body), false).is_empty());
+    }
+}

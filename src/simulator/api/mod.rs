@@ -275,3 +275,71 @@ async fn fallback(uri: Uri) -> Response {
         format!("Cannot find resource {}.", uri.path()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    /// `Accept` is read in header order, values split at commas, parameters and letter case
+    /// ignored: the first allowed type wins, even when a later one is also allowed.
+    #[test]
+    fn negotiation_takes_the_first_allowed_type_in_header_order() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html, Application/VND.atlas.2023-01-01+CSV; q=0.1"),
+        );
+        headers.append(header::ACCEPT, HeaderValue::from_static(JSON_TYPE));
+        assert_eq!(
+            negotiate(&headers, &[JSON_TYPE, CSV_TYPE]).ok(),
+            Some(CSV_TYPE)
+        );
+        assert_eq!(negotiate(&headers, &[JSON_TYPE]).ok(), Some(JSON_TYPE));
+    }
+
+    /// Without an allowed type in `Accept` the answer is 406 `INVALID_VERSION_DATE`, with
+    /// what was asked for in `parameters`.
+    #[tokio::test]
+    async fn an_accept_without_an_allowed_type_is_refused_with_406() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let Err(refusal) = negotiate(&headers, &[FLEX_TYPE]) else {
+            panic!("application/json accepted for the Flex listing");
+        };
+        let (status, body) = refusal.status_and_json().await;
+        assert_eq!(status, 406);
+        assert_eq!(body["errorCode"], "INVALID_VERSION_DATE");
+        assert_eq!(body["parameters"], serde_json::json!(["application/json"]));
+    }
+
+    /// Path ids are 24 lowercase hex characters; anything else is not an id.
+    #[test]
+    fn only_24_lowercase_hex_characters_are_an_id() {
+        assert!(is_object_id("0123456789abcdef01234567"));
+        assert!(!is_object_id("0123456789ABCDEF01234567"));
+        assert!(!is_object_id("0123456789abcdef0123456"));
+        assert!(!is_object_id("0123456789abcdef0123456g"));
+    }
+
+    /// An unknown org id is a 404 `RESOURCE_NOT_FOUND`, a malformed one `INVALID_ORG_ID`; each
+    /// names the id in `parameters`.
+    #[tokio::test]
+    async fn an_org_id_is_found_or_refused_with_404() {
+        let month = crate::month::Month::new(2026, 11).expect("month");
+        let data = Dataset::generate(&super::super::SimConfig::default(), month);
+        assert_eq!(find_org(&data, &data.orgs[1].id).ok(), Some(1));
+        for (id, code) in [
+            ("0123456789abcdef01234567", "RESOURCE_NOT_FOUND"),
+            ("not-an-id", "INVALID_ORG_ID"),
+        ] {
+            let Err(refusal) = find_org(&data, id) else {
+                panic!("{id} found");
+            };
+            let (status, body) = refusal.status_and_json().await;
+            assert_eq!((status, body["errorCode"].as_str()), (404, Some(code)));
+            assert_eq!(body["parameters"], serde_json::json!([id]));
+        }
+    }
+}

@@ -186,3 +186,52 @@ impl Query {
         Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spec layout's header is the spec's nine labels; the extended one shares its first
+    /// eight and adds `Service` and `Usage Date` before `Usage Amount`.
+    #[test]
+    fn headers_are_the_spec_labels_and_the_extended_columns() {
+        assert_eq!(
+            SPEC_CSV_HEADER.join(","),
+            "Billed Date,Invoice Id,Organization Name,Organization ID,Project Name,Project Id,\
+             Cluster Name,Cluster Unique Id,Usage Amount"
+        );
+        assert_eq!(CSV_HEADER[..8], SPEC_CSV_HEADER[..8]);
+        assert_eq!(CSV_HEADER[8..], ["Service", "Usage Date", "Usage Amount"]);
+    }
+
+    /// Amounts are dollars with two decimals, a minus sign only when negative.
+    #[test]
+    fn cents_are_written_as_dollars_with_two_decimals() {
+        let written: Vec<String> = [0, 5, 100, 123_456, -5, -1234]
+            .into_iter()
+            .map(format_cents)
+            .collect();
+        assert_eq!(
+            written,
+            ["0.00", "0.05", "1.00", "1234.56", "-0.05", "-12.34"]
+        );
+    }
+
+    /// The spec-example body puts one label a line with the value beside it, ids under
+    /// `Billed Date` and the month's range under `Invoice Id`; only the first six lines end in
+    /// a comma, and a value holding a comma is quoted.
+    #[test]
+    fn the_spec_example_puts_values_beside_the_wrong_labels() {
+        let month = Month::new(2026, 11).expect("month");
+        let org = "0123456789abcdef01234567";
+        let text = spec_example_shaped(org, "Soylent, Inc.", Some(month), -1234);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 9);
+        assert_eq!(lines[0], format!("Billed Date,{org},"));
+        assert_eq!(lines[1], "Invoice Id,2026-11-01 - 2026-12-01,");
+        assert_eq!(lines[2], "Organization Name,\"Soylent, Inc.\",");
+        assert_eq!(lines[6], "Cluster Name,TestCluster");
+        assert_eq!(lines[8], "Usage Amount, -12.34");
+        assert!(lines[..6].iter().all(|l| l.ends_with(',')));
+    }
+}

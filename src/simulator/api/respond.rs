@@ -113,3 +113,16 @@ pub(super) fn json_or_500(body: serde_json::Result<String>) -> Response {
         ),
     }
 }
+
+#[cfg(test)]
+impl Rejected {
+    /// The status and the JSON body of the refusal (a test helper).
+    pub(super) async fn status_and_json(self) -> (u16, Value) {
+        let resp = self.into_response();
+        let status = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("json"))
+    }
+}
