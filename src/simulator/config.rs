@@ -175,7 +175,7 @@ impl SimConfig {
 /// How JSON result rows spell the project and cluster keys. The public record confirms
 /// only `organizationId`, `organizationName`, `invoiceId`, `service`, `usageAmount` and
 /// `usageDate`; the rest is a guess from the CSV column labels.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowKeys {
     /// `projectId`, `projectName`, `clusterId`, `clusterName`.
     ProjectId,
@@ -200,7 +200,7 @@ impl RowKeys {
 
 /// How a CSV result is laid out. The spec's only CSV example is garbled, so every layout here
 /// is a plausible reading, not a confirmed one.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CsvLayout {
     /// A preamble line (`Organization: <name>`) and an empty line, then [`CSV_HEADER`](super::CSV_HEADER): the
     /// spec's labels plus `Service` and `Usage Date` (the usage month); `Billed Date` is the

@@ -30,12 +30,11 @@
 //! give exact expected totals. Faults can be injected per endpoint ([`Simulator::fail`]).
 //!
 //! This module holds the [`Simulator`] handle: its shared state and how tests steer it
-//! (faults, data changes, timing). Submodules: `config` (what shapes it), `args` (the
-//! `simulate` command line), `data` (the generated account and its exact totals), `auth`
-//! (OAuth and Digest), `api` (the routes and handlers).
+//! (faults, data changes, timing). Submodules: `config` (what shapes it), `data` (the
+//! generated account and its exact totals), `auth` (OAuth and Digest), `api` (the routes and
+//! handlers).
 
 mod api;
-mod args;
 mod auth;
 mod config;
 mod data;
@@ -49,7 +48,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub use api::{CSV_HEADER, FLEX_TYPE, SPEC_CSV_HEADER};
-pub use args::{NotReadyArg, SimArgs};
 pub use config::{CsvLayout, NotReady, RowKeys, SimConfig, SimCredentials};
 pub use data::{
     CLUSTER_SERVICES, ClusterKind, Dataset, GroupBy, SimCluster, SimOrg, SimProject, SimTag,

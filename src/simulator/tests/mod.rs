@@ -1,7 +1,6 @@
 //! Behaviour of the simulator, driven over real HTTP with reqwest: one file per endpoint
 //! family (and one for the data, one for the command line); the shared set-up is here.
 
-mod args;
 mod auth;
 mod cost_explorer;
 mod data;
