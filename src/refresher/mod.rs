@@ -34,7 +34,7 @@ use self::discovery::{Discovery, KnownIds};
 use self::month_cache::{MonthCache, QueryKey, sorted_ids};
 use self::roles::{Role, attach_remainders};
 use crate::atlas::result::ParsedResult;
-use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Endpoint, Reason};
+use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Endpoint, Reason, UsageQuery};
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
 use crate::exposition::{RenderedSeries, encode_costs, render_sorted};
@@ -455,12 +455,18 @@ impl Refresher {
             .bounded(
                 org,
                 deadline,
-                org.client.run_query(
-                    spec,
-                    &projects,
-                    &clusters,
-                    fetch_from,
-                    current.plus(1),
+                org.client.fetch_usage(
+                    &UsageQuery {
+                        name: &spec.name,
+                        group_by: spec.group_by,
+                        format: spec.format,
+                        start: fetch_from,
+                        end: current.plus(1),
+                        projects: &projects,
+                        clusters: &clusters,
+                        services: &spec.services,
+                        include_partial_matches: spec.include_partial_matches,
+                    },
                     deadline,
                 ),
             )
