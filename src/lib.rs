@@ -17,10 +17,11 @@
 //! **Client**
 //! - [`metrics`]: the exporter's own counters and histograms.
 //! - [`atlas`]: the Atlas client, one job per submodule: `error` (the client's errors and the
-//!   reason each is counted under), `gate` (rate limits and `Retry-After`), `auth` (OAuth
-//!   tokens and Digest state), `discovery` (project and cluster listings), `usage` (create a
-//!   Cost Explorer query, then poll until it is ready), [`atlas::result`] (JSON and CSV
-//!   results into rows).
+//!   reason each is counted under), `gate` (rate limits and `Retry-After`), `auth` (the
+//!   Digest and Basic headers), `session` (OAuth tokens and Digest state), `request` (one
+//!   request: credentials, gate, size cap, self metrics, retries), `discovery` (project and
+//!   cluster listings), `usage` (create a Cost Explorer query, then poll until it is ready),
+//!   [`atlas::result`] (JSON and CSV results into rows).
 //! - [`fleet`]: many orgs and replicas: sharding, refresh phases, shared OAuth tokens.
 //!
 //! **Series**
