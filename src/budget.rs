@@ -5,6 +5,10 @@
 //! series of one query that match its scope, and is exported with its consumed and forecast
 //! ratios, so alert rules compare spend to budgets without hard-coded numbers.
 //!
+//! A scope may name tag labels (`tag_team`, issue 11) of the allowlist: such a budget reads
+//! the `clusters` query, whose per-project remainders carry the project's tags, so
+//! project-level spend counts too.
+//!
 //! Everything here is encoded into the pre-built part of the exposition ([`encode`]): nothing
 //! is computed per scrape.
 
@@ -18,7 +22,7 @@ use crate::exposition::text::family_header;
 use crate::exposition::{RenderedSeries, push_label, push_micros};
 use crate::model::{AtlasId, ConfigError, GroupBy, usd_to_micros};
 use crate::month::Month;
-use crate::series::{CostSeries, Label};
+use crate::series::{CostSeries, KeyLabel, Label, TagLabels};
 use crate::snapshot::OrgSummary;
 
 /// Days of data behind the month-to-date on day `day` (1-based) of a month: Atlas posts a
@@ -45,10 +49,13 @@ pub struct Budget {
     pub amount_micros: i64,
     /// The `query` label of the series it sums.
     pub query: String,
-    /// Exact `label = value` pairs a series must carry; exported as labels of the budget.
-    pub scope: Vec<(Label, String)>,
+    /// Exact `label = value` pairs a series must carry; exported as labels of the budget
+    /// (cost labels in their order, then tag labels in allowlist order).
+    pub scope: Vec<(KeyLabel, String)>,
     /// Anchored regexes over label values (an absent label reads as ""), as in PromQL.
-    pub matchers: Vec<(Label, Regex)>,
+    pub matchers: Vec<(KeyLabel, Regex)>,
+    /// `budget="..."` and the scope's labels, rendered once.
+    labels: String,
 }
 
 /// A budget as written in the YAML file.
@@ -62,9 +69,10 @@ pub struct FileBudget {
     scope: FileScope,
 }
 
-/// The scope of a budget in the YAML file: exact label values and label matchers.
+/// The scope of a budget in the YAML file: exact label values and label matchers. Any other
+/// key must be a configured tag label (checked by [`validate`]: serde cannot refuse unknown
+/// keys beside a flattened map).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileScope {
     org_id: Option<String>,
     org_name: Option<String>,
@@ -75,6 +83,9 @@ struct FileScope {
     atlas_service: Option<String>,
     #[serde(default, rename = "match")]
     matchers: BTreeMap<String, String>,
+    /// Tag labels (`tag_team: web`), and whatever else was written.
+    #[serde(flatten)]
+    others: BTreeMap<String, String>,
 }
 
 impl FileScope {
@@ -95,6 +106,27 @@ impl FileScope {
     }
 }
 
+/// The error for a scope key `name` that is no label a budget can name.
+fn unknown_scope_label(
+    key: &str,
+    name: &str,
+    under: &str,
+    budget: &str,
+    tags: &TagLabels,
+) -> String {
+    let mut names: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
+    names.extend(tags.names().iter().map(String::as_str));
+    let hint = if name.starts_with("tag_") {
+        " (a tag label must be in --cost.tag-labels or tag_labels)"
+    } else {
+        ""
+    };
+    format!(
+        "{key}.scope.{under}{name}: budget {budget:?} names {name}, not a cost label (one of {}){hint}",
+        names.join(", ")
+    )
+}
+
 fn is_budget_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -103,17 +135,20 @@ fn is_budget_name(s: &str) -> bool {
 }
 
 /// The query a budget reads by default: the least detailed default query that carries every
-/// label of its scope (`clusters` for cluster labels, `projects` for project labels,
-/// `services` otherwise: the only one that holds org-level charges).
-fn default_query(labels: &[Label]) -> &'static str {
-    if labels
-        .iter()
-        .any(|l| matches!(l, Label::ClusterId | Label::ClusterName))
-    {
+/// label of its scope (`clusters` for cluster and tag labels: its remainders make a tag's
+/// spend complete; `projects` for project labels, `services` otherwise: the only one that
+/// holds org-level charges).
+fn default_query(labels: &[KeyLabel]) -> &'static str {
+    if labels.iter().any(|l| {
+        matches!(
+            l,
+            KeyLabel::Cost(Label::ClusterId | Label::ClusterName) | KeyLabel::Tag(_)
+        )
+    }) {
         GroupBy::Clusters.as_str()
     } else if labels
         .iter()
-        .any(|l| matches!(l, Label::ProjectId | Label::ProjectName))
+        .any(|l| matches!(l, KeyLabel::Cost(Label::ProjectId | Label::ProjectName)))
     {
         GroupBy::Projects.as_str()
     } else {
@@ -137,6 +172,18 @@ pub struct OrgQueries<'a> {
 pub fn validate(
     file: Vec<FileBudget>,
     orgs: &[OrgQueries<'_>],
+) -> Result<Vec<Budget>, ConfigError> {
+    validate_tagged(file, orgs, &TagLabels::default())
+}
+
+/// As [`validate`], where scopes may name the tag labels of `tags`.
+///
+/// # Errors
+/// As [`validate`]; a `tag_*` label not in `tags` names the budget and the label.
+pub fn validate_tagged(
+    file: Vec<FileBudget>,
+    orgs: &[OrgQueries<'_>],
+    tags: &TagLabels,
 ) -> Result<Vec<Budget>, ConfigError> {
     let mut out: Vec<Budget> = Vec::with_capacity(file.len());
     for (i, b) in file.into_iter().enumerate() {
@@ -163,9 +210,23 @@ pub fn validate(
                 b.amount_usd
             ));
         }
-        let scope = b.scope.exact();
+        let mut scope: Vec<(KeyLabel, String)> = b
+            .scope
+            .exact()
+            .into_iter()
+            .map(|(l, v)| (KeyLabel::Cost(l), v))
+            .collect();
+        let mut tagged: Vec<(usize, String)> = Vec::with_capacity(b.scope.others.len());
+        for (name, value) in &b.scope.others {
+            match tags.position(name) {
+                Some(i) => tagged.push((i, value.clone())),
+                None => return fail(unknown_scope_label(&key, name, "", &b.name, tags)),
+            }
+        }
+        tagged.sort_unstable_by_key(|(i, _)| *i);
+        scope.extend(tagged.into_iter().map(|(i, v)| (KeyLabel::Tag(i), v)));
         if let Some((k, v)) = scope.iter().find(|(_, v)| v.is_empty()) {
-            return fail(format!("{key}.scope.{}: {v:?} is empty", k.as_str()));
+            return fail(format!("{key}.scope.{}: {v:?} is empty", tags.name_of(*k)));
         }
         if let Some(org) = b
             .scope
@@ -179,12 +240,8 @@ pub fn validate(
         }
         let mut matchers = Vec::with_capacity(b.scope.matchers.len());
         for (name, pattern) in &b.scope.matchers {
-            let Some(label) = Label::from_name(name) else {
-                let names: Vec<&str> = Label::ALL.iter().map(|l| l.as_str()).collect();
-                return fail(format!(
-                    "{key}.scope.match.{name}: not a cost label (one of {})",
-                    names.join(", ")
-                ));
+            let Some(label) = tags.key_label(name) else {
+                return fail(unknown_scope_label(&key, name, "match.", &b.name, tags));
             };
             let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
                 ConfigError(format!(
@@ -199,7 +256,7 @@ pub fn validate(
                 "{key}.scope: empty; give org_id, project_name, cluster_name, atlas_service... or match"
             ));
         }
-        let labels: Vec<Label> = scope
+        let labels: Vec<KeyLabel> = scope
             .iter()
             .map(|(k, _)| *k)
             .chain(matchers.iter().map(|(k, _)| *k))
@@ -214,12 +271,18 @@ pub fn validate(
                 "{key}.query: no org in scope has a query named {query:?} (the default for this scope; name one with query:)"
             ));
         }
+        let mut rendered = String::new();
+        push_label(&mut rendered, "budget", &b.name);
+        for (k, v) in &scope {
+            push_label(&mut rendered, tags.name_of(*k), v);
+        }
         out.push(Budget {
             name: b.name,
             amount_micros,
             query,
             scope,
             matchers,
+            labels: rendered,
         });
     }
     Ok(out)
@@ -229,19 +292,15 @@ impl Budget {
     /// Whether `s` is one of the series this budget sums.
     fn matches(&self, s: &CostSeries) -> bool {
         // An absent label reads as "", as in PromQL.
-        let get = |label: Label| s.key.get(label).unwrap_or("");
+        let get = |label: KeyLabel| s.key.value(label).unwrap_or("");
         *s.query == *self.query
             && self.scope.iter().all(|(k, v)| get(*k) == v)
             && self.matchers.iter().all(|(k, re)| re.is_match(get(*k)))
     }
 
-    fn labels(&self) -> String {
-        let mut l = String::new();
-        push_label(&mut l, "budget", &self.name);
-        for (k, v) in &self.scope {
-            push_label(&mut l, k.as_str(), v);
-        }
-        l
+    /// `budget="..."` and the scope's labels, as the budget gauges carry them.
+    pub fn labels(&self) -> &str {
+        &self.labels
     }
 }
 
@@ -283,7 +342,7 @@ pub fn encode(
         push_micros(out, s.series.micros);
         out.push('\n');
     }
-    let evaluated: Vec<(String, &Budget, Option<i64>)> = budgets
+    let evaluated: Vec<(&str, &Budget, Option<i64>)> = budgets
         .iter()
         .map(|b| {
             let matched: Vec<i64> = series
@@ -548,12 +607,15 @@ mod tests {
                 None => query = value,
             }
         }
-        RenderedSeries::new(CostSeries {
-            query: query.into(),
-            key,
-            month,
-            micros,
-        })
+        RenderedSeries::new(
+            CostSeries {
+                query: query.into(),
+                key,
+                month,
+                micros,
+            },
+            &TagLabels::default(),
+        )
     }
 
     /// A budget sums the current month of its query's matching series only, and its ratios

@@ -167,6 +167,15 @@ pub struct Flags {
         default_value_t = 0
     )]
     pub shard_index: u32,
+    /// Atlas resource tag keys to export as labels on the cost series grouped by project or
+    /// cluster, separated by commas (`team,env`): each key becomes the label `tag_<key>`.
+    /// None by default.
+    #[arg(
+        long = "cost.tag-labels",
+        env = "ATLAS_EXPORTER_COST_TAG_LABELS",
+        value_delimiter = ','
+    )]
+    pub tag_labels: Vec<String>,
     /// Start the built-in Atlas simulator on loopback and export its data; no account needed.
     #[arg(long = "demo", env = "ATLAS_EXPORTER_DEMO")]
     pub demo: bool,

@@ -11,6 +11,12 @@
 //! project (`group_by: projects`), cluster (`clusters`) or service (`services`,
 //! `organizations`). Its parent is what is above it: the org for projects and services, the
 //! project for clusters.
+//!
+//! Tag labels (`tag_team`, issue 11) can be allowed and denied too; a row whose tag fails is
+//! folded at the grouped level. An `(other)` series keeps only its parent's tags: a fold
+//! drops the series' own tags ([`SeriesKey::above`]), and aggregation sets the parent's again
+//! (a cluster folded into its project's `(other)` carries the project's tags; a project
+//! folded into the org's `(other)` carries none).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -20,7 +26,7 @@ use serde::Deserialize;
 
 use crate::model::{ConfigError, GroupBy, usd_to_micros};
 use crate::month::Month;
-use crate::series::{Label, SeriesKey};
+use crate::series::{KeyLabel, Label, SeriesKey, TagLabels};
 
 /// The name label value of a folded series.
 pub const OTHER: &str = "(other)";
@@ -126,7 +132,7 @@ pub struct FileControls {
 
 #[derive(Clone, Debug)]
 struct Matcher {
-    label: Label,
+    label: KeyLabel,
     source: String,
     regex: Regex,
 }
@@ -156,21 +162,33 @@ impl Hash for Controls {
 }
 
 type Fingerprint<'a> = (
-    Vec<(Label, &'a str)>,
-    Vec<(Label, &'a str)>,
+    Vec<(KeyLabel, &'a str)>,
+    Vec<(KeyLabel, &'a str)>,
     Option<i64>,
     Option<usize>,
     Option<usize>,
 );
 
-fn compile(key: &str, map: &BTreeMap<String, String>) -> Result<Vec<Matcher>, ConfigError> {
+fn compile(
+    key: &str,
+    map: &BTreeMap<String, String>,
+    tags: &TagLabels,
+) -> Result<Vec<Matcher>, ConfigError> {
     let mut out = Vec::with_capacity(map.len());
     for (name, source) in map {
         // Org labels are the same on every series of a query: nothing to filter.
-        let Some(label) = Label::from_name(name).filter(|l| *l >= Label::ProjectId) else {
+        let Some(label) = tags
+            .key_label(name)
+            .filter(|l| *l >= KeyLabel::Cost(Label::ProjectId))
+        else {
+            let tag_hint = if name.starts_with("tag_") {
+                " (a tag label must be in --cost.tag-labels)"
+            } else {
+                ""
+            };
             return Err(ConfigError(format!(
                 "{key}.{name}: not a label that can be filtered; use project_id, project_name, \
-                 cluster_id, cluster_name or atlas_service"
+                 cluster_id, cluster_name, atlas_service or a tag label{tag_hint}"
             )));
         };
         let regex = Regex::new(&format!("^(?:{source})$")).map_err(|e| {
@@ -197,9 +215,23 @@ impl Controls {
     /// non-finite `min_usd`, `top: 0`, or `max_series` below `months` (one `(other)` series
     /// per month is the floor).
     pub fn from_file(key: &str, c: FileControls, months: u32) -> Result<Controls, ConfigError> {
+        Controls::from_file_tagged(key, c, months, &TagLabels::default())
+    }
+
+    /// As [`Controls::from_file`], where `allow` and `deny` may also name the tag labels of
+    /// `tags`.
+    ///
+    /// # Errors
+    /// As [`Controls::from_file`]; a tag label not in `tags` is an unknown label.
+    pub fn from_file_tagged(
+        key: &str,
+        c: FileControls,
+        months: u32,
+        tags: &TagLabels,
+    ) -> Result<Controls, ConfigError> {
         let key = format!("{key}.controls");
-        let allow = compile(&format!("{key}.allow"), &c.allow)?;
-        let deny = compile(&format!("{key}.deny"), &c.deny)?;
+        let allow = compile(&format!("{key}.allow"), &c.allow, tags)?;
+        let deny = compile(&format!("{key}.deny"), &c.deny, tags)?;
         let min_micros = match c.min_usd {
             None => None,
             Some(v) if v >= 0.0 && usd_to_micros(v).is_some() => usd_to_micros(v),
@@ -230,7 +262,7 @@ impl Controls {
     }
 
     fn fingerprint(&self) -> Fingerprint<'_> {
-        fn m(v: &[Matcher]) -> Vec<(Label, &str)> {
+        fn m(v: &[Matcher]) -> Vec<(KeyLabel, &str)> {
             v.iter().map(|m| (m.label, m.source.as_str())).collect()
         }
         (
@@ -260,13 +292,19 @@ impl Controls {
     /// whose label fails (a label deeper than the grouped dimension folds at the grouped one).
     fn filtered(&self, key: &SeriesKey, grouped: Level) -> Option<Level> {
         // An absent label reads as "", as in PromQL.
-        let value = |m: &Matcher| key.get(m.label).unwrap_or("");
+        let value = |m: &Matcher| key.value(m.label).unwrap_or("");
+        // A tag is the grouped entity's (or its parent's, inherited): it folds at the grouped
+        // level.
+        let level = |label: KeyLabel| match label {
+            KeyLabel::Cost(l) => Level::of_label(l).min(grouped),
+            KeyLabel::Tag(_) => grouped,
+        };
         let failing = self
             .allow
             .iter()
             .filter(|m| !m.regex.is_match(value(m)))
             .chain(self.deny.iter().filter(|m| m.regex.is_match(value(m))))
-            .map(|m| Level::of_label(m.label).min(grouped));
+            .map(|m| level(m.label));
         failing.min()
     }
 
@@ -454,13 +492,13 @@ mod tests {
         let out = c.apply_month(Level::Cluster, month());
         let org_other = Level::Project.fold(&key("b", "w", "Clusters"));
         assert_eq!(
-            label_text("q", &org_other),
+            label_text("q", &org_other, &TagLabels::default()),
             r#"query="q",org_id="org",project_name="(other)""#
         );
         assert_eq!(out.get(&org_other), Some(&3));
         let a_other = Level::Cluster.fold(&key("a", "x", "Backup"));
         assert_eq!(
-            label_text("q", &a_other),
+            label_text("q", &a_other, &TagLabels::default()),
             r#"query="q",org_id="org",project_id="p-a",project_name="a",cluster_name="(other)""#
         );
         assert_eq!(out.get(&a_other), Some(&1));
@@ -507,7 +545,7 @@ mod tests {
         assert_eq!(all.len(), 1);
         let (only, v) = all.iter().next().expect("one");
         assert_eq!(
-            label_text("q", &only.1),
+            label_text("q", &only.1, &TagLabels::default()),
             r#"query="q",org_id="org",project_name="(other)""#
         );
         assert_eq!(*v, 20);

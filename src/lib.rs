@@ -208,7 +208,7 @@ pub fn demo_budgets(orgs: &[config::OrgConfig]) -> Vec<budget::Budget> {
     let file: Vec<budget::FileBudget> = serde_norway::from_str(DEMO_BUDGETS).unwrap_or_default();
     // The constant is valid for any org with the default queries (a test checks it); only a
     // shard without orgs has no `services` query for it to read.
-    config::validate_budgets(file, orgs).unwrap_or_default()
+    config::validate_budgets(file, orgs, &series::TagLabels::default()).unwrap_or_default()
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

@@ -12,6 +12,9 @@
 //!   that project's labels (its project-level spend and its clusters no listing knows), and
 //!   `project_name="(unattributed)", cluster_name="(unattributed)"` for the rest.
 //!
+//! A per-project remainder carries its project's tag labels (issue 11), so project-level
+//! spend is attributed too; the others carry none.
+//!
 //! Summing any one query over a month then gives the `services` total of that month, to the
 //! micro-dollar, whatever cardinality controls folded. Remainders are derived from the last
 //! good data of the queries when an org's refresh is published; they are never cached. A
@@ -21,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::month::Month;
-use crate::series::{CostSeries, Label, SeriesKey};
+use crate::series::{CostSeries, Label, SeriesKey, TagValues};
 
 /// The name label value of a remainder series.
 pub const UNATTRIBUTED: &str = "(unattributed)";
@@ -38,6 +41,9 @@ pub struct Rollup {
     pub months: Option<(Month, Month)>,
     sums: Sums,
     project_names: HashMap<Box<str>, Box<str>>,
+    /// Project id -> its tag values, from series of a project (not of one of its clusters);
+    /// empty without tag labels.
+    project_tags: HashMap<Box<str>, TagValues>,
     org_name: Option<Box<str>>,
 }
 
@@ -58,6 +64,15 @@ impl Rollup {
                 r.project_names
                     .entry(id.clone())
                     .or_insert_with(|| Box::from(name));
+            }
+            if let Some(id) = &project
+                && !key.tags().is_empty()
+                && key.get(Label::ClusterId).is_none()
+                && key.get(Label::ClusterName).is_none()
+            {
+                r.project_tags
+                    .entry(id.clone())
+                    .or_insert_with(|| key.tags().into());
             }
             if r.org_name.is_none() {
                 r.org_name = key.get(Label::OrgName).map(Box::from);
@@ -127,6 +142,7 @@ pub fn projects_remainder(
                 Remainder {
                     org: (org_id, org_name(total, projects)),
                     project: None,
+                    tags: None,
                     in_clusters_query: false,
                     service: service.as_deref(),
                 },
@@ -162,6 +178,7 @@ pub fn clusters_remainder(
                 .copied()
                 .unwrap_or(0);
             let name = projects.and_then(|p| p.project_names.get(project));
+            let tags = projects.and_then(|p| p.project_tags.get(project));
             push(
                 &mut out,
                 &query,
@@ -170,6 +187,7 @@ pub fn clusters_remainder(
                 Remainder {
                     org: (org_id, org_name),
                     project: Some((project, name.map(|n| &**n))),
+                    tags,
                     in_clusters_query: true,
                     service: service.as_deref(),
                 },
@@ -194,6 +212,7 @@ pub fn clusters_remainder(
                 Remainder {
                     org: (org_id, org_name),
                     project: None,
+                    tags: None,
                     in_clusters_query: true,
                     service: service.as_deref(),
                 },
@@ -246,6 +265,9 @@ fn push(out: &mut Vec<CostSeries>, query: &Arc<str>, month: Month, micros: i64, 
     if r.in_clusters_query {
         key.set(Label::ClusterName, Some(UNATTRIBUTED));
     }
+    if let Some(tags) = r.tags {
+        key.set_tags(tags.clone());
+    }
     key.set(Label::AtlasService, r.service);
     out.push(CostSeries {
         query: query.clone(),
@@ -261,6 +283,8 @@ struct Remainder<'a> {
     org: (&'a str, Option<&'a str>),
     /// The project (id, name) whose rest it is; `None` for `project_name="(unattributed)"`.
     project: Option<(&'a str, Option<&'a str>)>,
+    /// The project's tag values, for a per-project remainder.
+    tags: Option<&'a TagValues>,
     /// Whether it belongs to a `clusters` query: `cluster_name="(unattributed)"`.
     in_clusters_query: bool,
     /// The service.
@@ -274,7 +298,7 @@ mod tests {
 
     /// The label text a remainder series is exposed with.
     fn text(s: &CostSeries) -> String {
-        label_text(&s.query, &s.key)
+        label_text(&s.query, &s.key, &crate::series::TagLabels::default())
     }
 
     const ORG: &str = "aaaaaaaaaaaaaaaaaaaaaaaa";

@@ -1,5 +1,7 @@
 //! The cost series, typed: the label set ([`Label`]), the label values of a series
-//! ([`SeriesKey`]) and a series of one query in one month with its amount ([`CostSeries`]).
+//! ([`SeriesKey`]) and a series of one query in one month with its amount ([`CostSeries`]);
+//! the optional tag labels ([`TagLabels`], issue 11) and the labels controls and budgets can
+//! name ([`KeyLabel`]).
 //!
 //! Controls, budgets, remainders and forecasts work on these; only exposition renders them
 //! as label text, once per refresh. This module imports nothing of the crate but the model
@@ -7,6 +9,7 @@
 
 use std::sync::Arc;
 
+use crate::model::ConfigError;
 use crate::month::Month;
 
 /// The labels of a cost series besides `query` and `month`, in exposition order, which is
@@ -65,44 +68,251 @@ impl Label {
     }
 }
 
+/// The tag values of a series, by position in the allowlist ([`TagLabels`]); `None` where the
+/// resource has no such tag. Empty, and never allocated, when no tag label is configured.
+pub type TagValues = Box<[Option<Arc<str>>]>;
+
 /// The label values of a series (without `query` and `month`). An absent value is a label the
 /// series does not have; an empty value counts as absent. Ordered label by label in
-/// [`Label::ALL`] order.
+/// [`Label::ALL`] order, then by tag values.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SeriesKey([Option<Box<str>>; 7]);
+pub struct SeriesKey {
+    labels: [Option<Box<str>>; 7],
+    /// Tag label values in allowlist order; empty without tag labels.
+    tags: TagValues,
+}
 
 impl SeriesKey {
-    /// A key from label values in [`Label::ALL`] order.
+    /// A key from label values in [`Label::ALL`] order, without tags.
     pub fn new(values: [Option<&str>; 7]) -> SeriesKey {
-        SeriesKey(values.map(|v| v.filter(|v| !v.is_empty()).map(Box::from)))
+        SeriesKey {
+            labels: values.map(|v| v.filter(|v| !v.is_empty()).map(Box::from)),
+            tags: TagValues::default(),
+        }
     }
 
     /// The value of `label`, if the series has it.
     pub fn get(&self, label: Label) -> Option<&str> {
-        self.0[label.index()].as_deref()
+        self.labels[label.index()].as_deref()
     }
 
     /// Sets (or, with `None` or an empty value, removes) `label`.
     pub fn set(&mut self, label: Label, value: Option<&str>) {
-        self.0[label.index()] = value.filter(|v| !v.is_empty()).map(Box::from);
+        self.labels[label.index()] = value.filter(|v| !v.is_empty()).map(Box::from);
     }
 
-    /// The labels the series has, with their values, in exposition order.
+    /// The value of the tag label at position `i` of the allowlist, if the series has it.
+    pub fn tag(&self, i: usize) -> Option<&str> {
+        self.tags.get(i).and_then(Option::as_deref)
+    }
+
+    /// The tag values, in allowlist order (empty without tag labels).
+    pub fn tags(&self) -> &[Option<Arc<str>>] {
+        &self.tags
+    }
+
+    /// Replaces the tag values (in allowlist order).
+    pub fn set_tags(&mut self, tags: TagValues) {
+        self.tags = tags;
+    }
+
+    /// The value of a label controls or budgets name.
+    pub fn value(&self, label: KeyLabel) -> Option<&str> {
+        match label {
+            KeyLabel::Cost(l) => self.get(l),
+            KeyLabel::Tag(i) => self.tag(i),
+        }
+    }
+
+    /// The labels the series has, with their values, in exposition order (tags not included:
+    /// their names are in the [`TagLabels`]).
     pub fn labels(&self) -> impl Iterator<Item = (Label, &str)> {
         Label::ALL
             .into_iter()
-            .zip(&self.0)
+            .zip(&self.labels)
             .filter_map(|(l, v)| v.as_deref().map(|v| (l, v)))
     }
 
     /// The labels above `label` in the hierarchy (before it in [`Label::ALL`]), the rest
-    /// absent.
+    /// absent. Tags belong to the series' project or cluster: they are kept only when the
+    /// cut is below the cluster (at `atlas_service`); above it they would not be the
+    /// parent's, so they go, and whoever knows the parent's tags sets them again (a fold
+    /// keeps its parent's tags that way: see [`crate::controls`]).
     pub fn above(&self, label: Label) -> SeriesKey {
         let mut k = self.clone();
-        for v in &mut k.0[label.index()..] {
+        for v in &mut k.labels[label.index()..] {
             *v = None;
         }
+        if label != Label::AtlasService && !k.tags.is_empty() {
+            k.tags = TagValues::default();
+        }
         k
+    }
+}
+
+/// A label that controls (`allow`, `deny`) and budget scopes can name: a cost label or a tag
+/// label (by its position in the allowlist).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyLabel {
+    /// One of the cost labels.
+    Cost(Label),
+    /// The tag label at this position of the allowlist.
+    Tag(usize),
+}
+
+/// The longest tag key Atlas accepts.
+const MAX_TAG_KEY: usize = 255;
+
+/// The tag keys to export as labels (`--cost.tag-labels`, `tag_labels:`), in the order given,
+/// with their label names. Empty by default: no tag is exported unless asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TagLabels {
+    keys: Vec<String>,
+    names: Vec<String>,
+}
+
+impl TagLabels {
+    /// The allowlist of `keys`, from the flag or key `source` (named in errors). Keys are
+    /// trimmed; no key at all is the empty allowlist.
+    ///
+    /// # Errors
+    /// One line naming `source`: an empty key, a key longer than 255 characters or with a
+    /// control character, a key given twice, or two keys whose label names are the same.
+    pub fn new<S: AsRef<str>>(
+        source: &str,
+        keys: impl IntoIterator<Item = S>,
+    ) -> Result<TagLabels, ConfigError> {
+        let mut out = TagLabels::default();
+        for key in keys {
+            let key = key.as_ref().trim();
+            if key.is_empty() {
+                return Err(ConfigError(format!(
+                    "{source}: an empty tag key; give keys separated by commas, e.g. team,env"
+                )));
+            }
+            if key.chars().count() > MAX_TAG_KEY || key.chars().any(char::is_control) {
+                return Err(ConfigError(format!(
+                    "{source}: {key:?} is not a tag key (1 to {MAX_TAG_KEY} characters, no \
+                     control characters)"
+                )));
+            }
+            let name = tag_label_name(key);
+            if let Some(i) = out.names.iter().position(|n| *n == name) {
+                let other = &out.keys[i];
+                return Err(ConfigError(if other == key {
+                    format!("{source}: the tag key {key:?} is given twice")
+                } else {
+                    format!(
+                        "{source}: the tag keys {other:?} and {key:?} both become the label \
+                         {name}; keep one of them"
+                    )
+                }));
+            }
+            out.keys.push(key.to_owned());
+            out.names.push(name);
+        }
+        Ok(out)
+    }
+
+    /// Whether no tag label is configured.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The number of tag labels.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The tag keys, in allowlist order.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The label names (`tag_<key>`, sanitised), in allowlist order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The position of the tag label named `name` (`tag_team`), if it is configured.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// The label `name` names: a cost label, or a configured tag label.
+    pub fn key_label(&self, name: &str) -> Option<KeyLabel> {
+        Label::from_name(name)
+            .map(KeyLabel::Cost)
+            .or_else(|| self.position(name).map(KeyLabel::Tag))
+    }
+
+    /// The name of `label`.
+    pub fn name_of(&self, label: KeyLabel) -> &str {
+        match label {
+            KeyLabel::Cost(l) => l.as_str(),
+            KeyLabel::Tag(i) => self.names.get(i).map_or("", String::as_str),
+        }
+    }
+
+    /// The values of a resource's `tags` (key, value pairs) in allowlist order: the first
+    /// value of each allowlisted key, `None` for a key the resource lacks (or has empty);
+    /// empty when it has none of them.
+    pub fn values<'a>(&self, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> TagValues {
+        let mut out: Vec<Option<Arc<str>>> = vec![None; self.keys.len()];
+        for (key, value) in tags {
+            if let Some(i) = self.keys.iter().position(|k| k == key)
+                && out[i].is_none()
+                && !value.is_empty()
+            {
+                out[i] = Some(Arc::from(value));
+            }
+        }
+        canonical(out)
+    }
+}
+
+/// The label name of tag key `key`: `tag_` and the key, each character that is not valid in a
+/// label name (ASCII letters, digits, `_`) turned into `_`.
+pub fn tag_label_name(key: &str) -> String {
+    let mut name = String::with_capacity(4 + key.len());
+    name.push_str("tag_");
+    name.extend(key.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            c
+        } else {
+            '_'
+        }
+    }));
+    name
+}
+
+/// The tags of a cluster as its series carry them: each of its own, or, where it lacks the
+/// key, its project's (customers often tag a whole environment at the project).
+pub fn cluster_over_project(
+    cluster: &[Option<Arc<str>>],
+    project: &[Option<Arc<str>>],
+) -> TagValues {
+    let n = cluster.len().max(project.len());
+    canonical(
+        (0..n)
+            .map(|i| {
+                cluster
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| project.get(i).cloned().flatten())
+            })
+            .collect(),
+    )
+}
+
+/// Tag values with no value at all are the empty [`TagValues`]: one spelling of "no tags", so
+/// keys compare equal whenever their labels do, and untagged series allocate nothing.
+fn canonical(values: Vec<Option<Arc<str>>>) -> TagValues {
+    if values.iter().all(Option::is_none) {
+        TagValues::default()
+    } else {
+        values.into_boxed_slice()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Discovery: the org's projects, and each project's clusters and Flex clusters, read page
-//! by page. Only ids that are Atlas ids come out of it.
+//! by page, with their resource tags. Only ids that are Atlas ids come out of it.
 
 use std::collections::HashSet;
 
@@ -11,7 +11,7 @@ use super::{AtlasClient, AtlasError, JSON_MEDIA_TYPE};
 use crate::model::{Endpoint, is_atlas_id};
 
 /// `listGroupClusters`: 2024-08-05 is its current version (2023-01-01 and 2023-02-01 are
-/// sunset on 2027-07-01). Only `id` and `name` are read, which every version has.
+/// sunset on 2027-07-01). `id`, `name` and, when present, `tags` are read.
 pub const CLUSTERS_MEDIA_TYPE: &str = "application/vnd.atlas.2024-08-05+json";
 /// `listGroupFlexClusters`: the only version it declares.
 pub const FLEX_MEDIA_TYPE: &str = "application/vnd.atlas.2024-11-13+json";
@@ -20,6 +20,15 @@ pub const PAGE_SIZE: usize = 500;
 /// Pages read at most per listing: 5M items, far beyond any org.
 const MAX_PAGES: usize = 10_000;
 
+/// A resource tag of a project or cluster, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tag {
+    /// The key (`team`).
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
 /// A project found by discovery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Project {
@@ -27,6 +36,8 @@ pub struct Project {
     pub id: String,
     /// Name.
     pub name: String,
+    /// Its resource tags as listed (none when the listing has no `tags`).
+    pub tags: Vec<Tag>,
 }
 
 /// A cluster found by discovery.
@@ -36,6 +47,15 @@ pub struct Cluster {
     pub id: String,
     /// Name.
     pub name: String,
+    /// Its resource tags as listed (none when the listing has no `tags`).
+    pub tags: Vec<Tag>,
+}
+
+/// An item of a listing with a valid id.
+struct Listed {
+    id: String,
+    name: String,
+    tags: Vec<Tag>,
 }
 
 /// One page of a listing.
@@ -54,6 +74,28 @@ struct Item {
     id: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    /// Read leniently: a missing, null or oddly shaped `tags` is no tags, never a failed page.
+    #[serde(default)]
+    tags: Option<serde_json::Value>,
+}
+
+/// The `{"key", "value"}` pairs of a `tags` value; entries without a string key and value
+/// (or with an empty key) are skipped.
+fn parse_tags(tags: Option<&serde_json::Value>) -> Vec<Tag> {
+    let Some(serde_json::Value::Array(items)) = tags else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|t| {
+            let key = t.get("key")?.as_str()?;
+            let value = t.get("value")?.as_str()?;
+            (!key.is_empty()).then(|| Tag {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            })
+        })
+        .collect()
 }
 
 impl AtlasClient {
@@ -68,7 +110,11 @@ impl AtlasClient {
             .await?;
         Ok(items
             .into_iter()
-            .map(|(id, name)| Project { id, name })
+            .map(|l| Project {
+                id: l.id,
+                name: l.name,
+                tags: l.tags,
+            })
             .collect())
     }
 
@@ -129,7 +175,11 @@ impl AtlasClient {
         match self.list(endpoint, &path, accept, deadline).await {
             Ok(items) => Ok(items
                 .into_iter()
-                .map(|(id, name)| Cluster { id, name })
+                .map(|l| Cluster {
+                    id: l.id,
+                    name: l.name,
+                    tags: l.tags,
+                })
                 .collect()),
             Err(AtlasError::Status { status: 404, .. }) => {
                 tracing::debug!(org_id = %self.org_id, %endpoint, project_id, "project not found while listing it: no clusters");
@@ -150,8 +200,8 @@ impl AtlasClient {
         path: &str,
         accept: &'static str,
         deadline: Instant,
-    ) -> Result<Vec<(String, String)>, AtlasError> {
-        let mut out: Vec<(String, String)> = Vec::new();
+    ) -> Result<Vec<Listed>, AtlasError> {
+        let mut out: Vec<Listed> = Vec::new();
         let mut seen = HashSet::new();
         for page_num in 1..=MAX_PAGES {
             let url = format!("{path}pageNum={page_num}&itemsPerPage={PAGE_SIZE}");
@@ -171,7 +221,11 @@ impl AtlasClient {
                 match (item.id, item.name) {
                     (Some(id), name) if is_atlas_id(&id) => {
                         if seen.insert(id.clone()) {
-                            out.push((id, name.unwrap_or_default()));
+                            out.push(Listed {
+                                id,
+                                name: name.unwrap_or_default(),
+                                tags: parse_tags(item.tags.as_ref()),
+                            });
                         }
                     }
                     (id, _) => {
@@ -185,5 +239,45 @@ impl AtlasClient {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tags are read as listed; a missing, null or malformed `tags`, and entries without a
+    /// string key and value, are no tags rather than a failed page.
+    #[test]
+    fn tags_are_read_leniently() {
+        let page: Page = serde_json::from_str(
+            r#"{"results": [
+                {"id": "a", "tags": [{"key": "team", "value": "web"}, {"key": "env"},
+                                     {"key": "", "value": "x"}, {"key": 1, "value": "y"},
+                                     {"key": "cost-center", "value": "CC \u00e9"}]},
+                {"id": "b"},
+                {"id": "c", "tags": null},
+                {"id": "d", "tags": {"team": "web"}}
+            ]}"#,
+        )
+        .expect("a page");
+        let tags: Vec<Vec<Tag>> = page
+            .results
+            .iter()
+            .map(|i| parse_tags(i.tags.as_ref()))
+            .collect();
+        let tag = |k: &str, v: &str| Tag {
+            key: k.to_owned(),
+            value: v.to_owned(),
+        };
+        assert_eq!(
+            tags,
+            [
+                vec![tag("team", "web"), tag("cost-center", "CC \u{e9}")],
+                vec![],
+                vec![],
+                vec![]
+            ]
+        );
     }
 }

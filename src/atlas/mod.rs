@@ -35,7 +35,7 @@ use crate::metrics::SelfMetrics;
 use crate::model::{Credentials, is_atlas_id};
 
 pub use crate::model::{Endpoint, Reason};
-pub use discovery::{CLUSTERS_MEDIA_TYPE, Cluster, FLEX_MEDIA_TYPE, PAGE_SIZE, Project};
+pub use discovery::{CLUSTERS_MEDIA_TYPE, Cluster, FLEX_MEDIA_TYPE, PAGE_SIZE, Project, Tag};
 pub use error::AtlasError;
 pub use session::TokenCache;
 pub use usage::{CSV_MEDIA_TYPE, QueryStats, UsageQuery};

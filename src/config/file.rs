@@ -1,5 +1,5 @@
 //! The YAML configuration file (`--config.file`) as written: orgs with their credentials and
-//! queries, and budgets. Unknown keys are refused; [`super::validate`] checks the values.
+//! queries, budgets and the tag keys exported as labels. Unknown keys are refused; [`super::validate`] checks the values.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,9 @@ pub(super) struct FileConfig {
     pub(super) orgs: Vec<FileOrg>,
     #[serde(default)]
     pub(super) budgets: Vec<crate::budget::FileBudget>,
+    /// Tag keys exported as labels, as `--cost.tag-labels` gives them.
+    #[serde(default)]
+    pub(super) tag_labels: Option<Vec<String>>,
 }
 
 /// One org of the file; without `credentials` it takes the environment's, without `queries`

@@ -134,6 +134,8 @@ pub struct Config {
     pub resolver: Option<Arc<dyn reqwest::dns::Resolve>>,
     /// Monthly budgets from the configuration file ([`crate::budget`]).
     pub budgets: Vec<crate::budget::Budget>,
+    /// Tag keys exported as labels (`--cost.tag-labels`, `tag_labels:`); empty by default.
+    pub tag_labels: crate::series::TagLabels,
     /// TLS and basic auth of the exporter's own endpoints (`--web.config.file`).
     pub web: Option<Arc<crate::web_config::WebConfig>>,
 }
@@ -178,6 +180,7 @@ impl Config {
                 clock: system_clock(),
                 resolver: None,
                 budgets: Vec::new(),
+                tag_labels: crate::series::TagLabels::default(),
                 web: None,
             },
         }
@@ -288,6 +291,12 @@ impl ConfigBuilder {
     /// Monthly budgets.
     pub fn budgets(mut self, budgets: Vec<crate::budget::Budget>) -> Self {
         self.config.budgets = budgets;
+        self
+    }
+
+    /// Tag keys exported as labels.
+    pub fn tag_labels(mut self, tags: crate::series::TagLabels) -> Self {
+        self.config.tag_labels = tags;
         self
     }
 

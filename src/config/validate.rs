@@ -10,6 +10,7 @@ use super::env::{self, Env, credentials_from_env};
 use super::{Config, DEFAULT_MAX_RESPONSE_BYTES, MAX_MONTHS, OrgConfig, QuerySpec, err, file};
 use crate::cli::Flags;
 use crate::model::{ConfigError, GroupBy, is_atlas_id, system_clock};
+use crate::series::TagLabels;
 
 impl Config {
     /// Validates flags, environment and the YAML file into a configuration.
@@ -61,9 +62,10 @@ impl Config {
                 "--atlas.org-id: {bad:?} is not an Atlas org id (24 lowercase hex characters)"
             ));
         }
-        let (mut orgs, budgets) = match &flags.config_file {
-            Some(path) => load_file(path, flags, env)?,
-            None => (Vec::new(), Vec::new()),
+        let flag_tags = TagLabels::new("--cost.tag-labels", &flags.tag_labels)?;
+        let (mut orgs, budgets, tag_labels) = match &flags.config_file {
+            Some(path) => load_file(path, flags, env, flag_tags)?,
+            None => (Vec::new(), Vec::new(), flag_tags),
         };
         if !org_ids.is_empty() {
             let credentials = credentials_from_env(flags, env)?;
@@ -90,7 +92,7 @@ impl Config {
                  a --config.file with orgs, or --demo",
             );
         }
-        let budgets = validate_budgets(budgets, &orgs)?;
+        let budgets = validate_budgets(budgets, &orgs, &tag_labels)?;
         let shard = crate::model::Shard::new(flags.shard_count, flags.shard_index)?;
         // Budgets are validated against every org first: the same file serves every shard.
         orgs.retain(|o| shard.owns(&o.id));
@@ -109,6 +111,7 @@ impl Config {
             clock: system_clock(),
             resolver: None,
             budgets,
+            tag_labels,
             web,
         })
     }
@@ -187,6 +190,7 @@ fn file_query(
     key: &str,
     q: file::FileQuery,
     default_months: u32,
+    tags: &TagLabels,
 ) -> Result<QuerySpec, ConfigError> {
     if !is_query_name(&q.name) {
         return err(format!(
@@ -222,20 +226,21 @@ fn file_query(
         services: q.services,
         include_partial_matches: q.include_partial_matches,
         controls: match q.controls {
-            Some(c) => crate::controls::Controls::from_file(key, c, months)?,
+            Some(c) => crate::controls::Controls::from_file_tagged(key, c, months, tags)?,
             None => crate::controls::Controls::default(),
         },
     })
 }
 
-/// Validates the budgets of a file against `orgs` and their queries
-/// ([`crate::budget::validate`]).
+/// Validates the budgets of a file against `orgs` and their queries, their scopes against
+/// the tag labels `tags` ([`crate::budget::validate_tagged`]).
 ///
 /// # Errors
 /// A [`ConfigError`] naming the budget's key.
 pub fn validate_budgets(
     file: Vec<crate::budget::FileBudget>,
     orgs: &[OrgConfig],
+    tags: &TagLabels,
 ) -> Result<Vec<crate::budget::Budget>, ConfigError> {
     let names: Vec<Vec<&str>> = orgs
         .iter()
@@ -249,14 +254,29 @@ pub fn validate_budgets(
             queries: n,
         })
         .collect();
-    crate::budget::validate(file, &org_queries)
+    crate::budget::validate_tagged(file, &org_queries, tags)
 }
 
-/// The orgs of the file, and its budgets (validated once every org is known).
-type FileContents = (Vec<OrgConfig>, Vec<crate::budget::FileBudget>);
+/// The orgs of the file, its budgets (validated once every org is known) and the tag labels.
+type FileContents = (Vec<OrgConfig>, Vec<crate::budget::FileBudget>, TagLabels);
 
-fn load_file(path: &Path, flags: &Flags, env: &dyn Env) -> Result<FileContents, ConfigError> {
+fn load_file(
+    path: &Path,
+    flags: &Flags,
+    env: &dyn Env,
+    flag_tags: TagLabels,
+) -> Result<FileContents, ConfigError> {
     let file = file::read(path)?;
+    let tags = match &file.tag_labels {
+        Some(_) if !flag_tags.is_empty() => {
+            return err(
+                "tag_labels: the tag labels are given both in --cost.tag-labels (or \
+                 ATLAS_EXPORTER_COST_TAG_LABELS) and in the file; give them once",
+            );
+        }
+        Some(keys) => TagLabels::new("tag_labels", keys)?,
+        None => flag_tags,
+    };
     let mut orgs = Vec::with_capacity(file.orgs.len());
     for (i, org) in file.orgs.into_iter().enumerate() {
         let key = format!("orgs[{i}]");
@@ -280,7 +300,7 @@ fn load_file(path: &Path, flags: &Flags, env: &dyn Env) -> Result<FileContents, 
             Some(qs) => {
                 let mut out: Vec<QuerySpec> = Vec::with_capacity(qs.len());
                 for (j, q) in qs.into_iter().enumerate() {
-                    let q = file_query(&format!("{key}.queries[{j}]"), q, flags.months)?;
+                    let q = file_query(&format!("{key}.queries[{j}]"), q, flags.months, &tags)?;
                     if out.iter().any(|o| o.name == q.name) {
                         return err(format!(
                             "{key}.queries[{j}].name: {:?} is used twice",
@@ -301,5 +321,5 @@ fn load_file(path: &Path, flags: &Flags, env: &dyn Env) -> Result<FileContents, 
             queries,
         });
     }
-    Ok((orgs, file.budgets))
+    Ok((orgs, file.budgets, tags))
 }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::text::{family_header, label_text, push_micros};
 use crate::month::Month;
-use crate::series::CostSeries;
+use crate::series::{CostSeries, TagLabels};
 use crate::snapshot::EncodedCosts;
 
 /// A cost series with its label text, rendered once per refresh of its query and written
@@ -22,19 +22,31 @@ pub struct RenderedSeries {
 }
 
 impl RenderedSeries {
-    /// Renders the labels of `series`.
-    pub fn new(series: CostSeries) -> RenderedSeries {
+    /// Renders the labels of `series`, its tag labels named by `tags`.
+    pub fn new(series: CostSeries, tags: &TagLabels) -> RenderedSeries {
         RenderedSeries {
-            labels: label_text(&series.query, &series.key),
+            labels: label_text(&series.query, &series.key, tags),
             series,
         }
     }
 }
 
-/// Renders the series of a query, in the order of their label text and month: the order they
-/// are exposed in.
+/// Renders the series of a query without tag labels, in the order of their label text and
+/// month: the order they are exposed in ([`render_tagged`] with no tag label).
 pub fn render_sorted(series: impl IntoIterator<Item = CostSeries>) -> Vec<RenderedSeries> {
-    let mut out: Vec<RenderedSeries> = series.into_iter().map(RenderedSeries::new).collect();
+    render_tagged(series, &TagLabels::default())
+}
+
+/// Renders the series of a query, their tag labels named by `tags`, in the order of their
+/// label text and month: the order they are exposed in.
+pub fn render_tagged(
+    series: impl IntoIterator<Item = CostSeries>,
+    tags: &TagLabels,
+) -> Vec<RenderedSeries> {
+    let mut out: Vec<RenderedSeries> = series
+        .into_iter()
+        .map(|s| RenderedSeries::new(s, tags))
+        .collect();
     out.sort_unstable_by(|a, b| {
         (a.labels.as_str(), a.series.month).cmp(&(b.labels.as_str(), b.series.month))
     });

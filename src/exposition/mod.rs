@@ -11,7 +11,7 @@ pub mod costs;
 pub mod scrape;
 pub mod text;
 
-pub use self::costs::{RenderedSeries, encode_costs, render_sorted};
+pub use self::costs::{RenderedSeries, encode_costs, render_sorted, render_tagged};
 pub use self::scrape::{Format, ScrapeBody, accepts_gzip, negotiate, render};
 pub use self::text::{
     escape_label_value, human_interval, label_text, openmetrics_to_text, push_label, push_micros,

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::series::SeriesKey;
+use crate::series::{SeriesKey, TagLabels};
 
 /// The refresh interval in the short human form used in HELP text: `1h`, `30m`, `90s`.
 pub fn human_interval(d: Duration) -> String {
@@ -49,18 +49,24 @@ pub fn push_micros(out: &mut String, micros: i64) {
 }
 
 /// Appends the labels of a cost series (without `month`): `query` first, then every label it
-/// has in [`crate::series::Label::ALL`] order, escaped.
-pub fn push_series_labels(out: &mut String, query: &str, key: &SeriesKey) {
+/// has in [`crate::series::Label::ALL`] order, then its tag labels in the order of `tags` (the
+/// allowlist), each value escaped.
+pub fn push_series_labels(out: &mut String, query: &str, key: &SeriesKey, tags: &TagLabels) {
     push_label(out, "query", query);
     for (label, value) in key.labels() {
         push_label(out, label.as_str(), value);
     }
+    for (name, value) in tags.names().iter().zip(key.tags()) {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            push_label(out, name, value);
+        }
+    }
 }
 
 /// The label text of a cost series: `query="..",org_id="..",...` ([`push_series_labels`]).
-pub fn label_text(query: &str, key: &SeriesKey) -> String {
+pub fn label_text(query: &str, key: &SeriesKey, tags: &TagLabels) -> String {
     let mut out = String::with_capacity(160);
-    push_series_labels(&mut out, query, key);
+    push_series_labels(&mut out, query, key, tags);
     out
 }
 
@@ -125,7 +131,7 @@ mod tests {
         let values = ["o", "O \"q\"", "p", "a\\b", "c", "line\nbreak", "S"];
         let key = SeriesKey::new(values.map(Some));
         assert_eq!(
-            label_text("q\"", &key),
+            label_text("q\"", &key, &TagLabels::default()),
             r#"query="q\"",org_id="o",org_name="O \"q\"",project_id="p",project_name="a\\b",cluster_id="c",cluster_name="line\nbreak",atlas_service="S""#
         );
         let mut sparse = key.clone();
@@ -133,8 +139,27 @@ mod tests {
             sparse.set(l, None);
         }
         assert_eq!(
-            label_text("q", &sparse),
+            label_text("q", &sparse, &TagLabels::default()),
             r#"query="q",org_id="o",project_name="a\\b",cluster_name="line\nbreak",atlas_service="S""#
+        );
+    }
+
+    /// Tag labels come after every other label, in the order of the allowlist (not of the
+    /// keys' names), escaped like any value; a tag the series lacks is no label at all.
+    #[test]
+    fn tag_labels_follow_the_other_labels_in_allowlist_order() {
+        let tags =
+            TagLabels::new("--cost.tag-labels", ["team", "env", "cost-center"]).expect("valid");
+        let mut key = SeriesKey::new([Some("o"), None, None, None, None, None, Some("S")]);
+        key.set_tags(tags.values([("cost-center", "CC \"7\""), ("team", "web")]));
+        assert_eq!(
+            label_text("q", &key, &tags),
+            r#"query="q",org_id="o",atlas_service="S",tag_team="web",tag_cost_center="CC \"7\"""#
+        );
+        // Without the names, no tag label is rendered.
+        assert_eq!(
+            label_text("q", &key, &TagLabels::default()),
+            r#"query="q",org_id="o",atlas_service="S""#
         );
     }
 

@@ -3,6 +3,12 @@
 //! filled in from discovery), each month gets the query's controls, the series limit runs
 //! over every month, and the kept series are summed again by month, project and service for
 //! the remainders ([`crate::remainder`]).
+//!
+//! A query grouped by projects or clusters carries the tag labels discovery found (issue 11):
+//! set on each row's label set before the controls (so `allow` and `deny` can name them), and
+//! set again on the kept series after them, since a tag follows from the ids a series keeps:
+//! an `(other)` series gets its parent's tags, and a closed month from the cache the tags
+//! seen last.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -65,6 +71,7 @@ pub(super) fn aggregate(
         fetch_from,
         current,
     } = window;
+    let tags = Tagging::of(spec.group_by, discovery);
     let mut summed: BTreeMap<Month, BTreeMap<SeriesKey, i64>> = BTreeMap::new();
     let mut outside = 0u64;
     for row in rows {
@@ -72,11 +79,11 @@ pub(super) fn aggregate(
             outside += 1;
             continue;
         }
-        let sum = summed
-            .entry(row.month)
-            .or_default()
-            .entry(series_labels(org_id, row, discovery))
-            .or_insert(0);
+        let mut key = series_labels(org_id, row, discovery);
+        if let Some(tags) = &tags {
+            tags.set(&mut key);
+        }
+        let sum = summed.entry(row.month).or_default().entry(key).or_insert(0);
         *sum = sum.saturating_add(row.amount_micros);
     }
     // Emptiness is not success: a month that held data and now has no row at all is an
@@ -128,6 +135,23 @@ pub(super) fn aggregate(
             .flat_map(|(m, s)| s.iter().map(move |(k, v)| (*m, k, *v)))
             .collect()
     };
+    // Tagged: every kept series takes the tags of the ids it keeps (summed, should two keys
+    // come to one); untagged queries skip this and its clones.
+    let retagged: BTreeMap<(Month, SeriesKey), i64>;
+    let kept: Vec<(Month, &SeriesKey, i64)> = match &tags {
+        None => kept,
+        Some(tags) => {
+            let mut out: BTreeMap<(Month, SeriesKey), i64> = BTreeMap::new();
+            for (month, key, micros) in kept {
+                let mut key = key.clone();
+                tags.set(&mut key);
+                let sum = out.entry((month, key)).or_insert(0);
+                *sum = sum.saturating_add(micros);
+            }
+            retagged = out;
+            retagged.iter().map(|((m, k), v)| (*m, k, *v)).collect()
+        }
+    };
     let rollup = Rollup::new(start, current, kept.iter().copied());
     let query: Arc<str> = Arc::from(spec.name.as_str());
     let series: Vec<CostSeries> = kept
@@ -146,6 +170,43 @@ pub(super) fn aggregate(
         shed,
         outside,
     })
+}
+
+/// How a query's series get their tag labels: from discovery, by the ids a series carries.
+struct Tagging<'a> {
+    discovery: &'a Discovery,
+    /// Grouped by clusters: a cluster's own tags come before its project's.
+    clusters: bool,
+}
+
+impl<'a> Tagging<'a> {
+    /// `None` for a query that carries no tag labels: not grouped by projects or clusters, or
+    /// no resource with an allowlisted tag (no tag labels configured, in particular).
+    fn of(group_by: GroupBy, discovery: &'a Discovery) -> Option<Tagging<'a>> {
+        let clusters = match group_by {
+            GroupBy::Projects => false,
+            GroupBy::Clusters => true,
+            GroupBy::Ungrouped | GroupBy::Services | GroupBy::Organizations => return None,
+        };
+        let any =
+            !discovery.project_tags.is_empty() || (clusters && !discovery.cluster_tags.is_empty());
+        any.then_some(Tagging {
+            discovery,
+            clusters,
+        })
+    }
+
+    /// Sets the tags of `key` from its project and cluster ids: an `(other)` series, without
+    /// the id of what was folded, gets its parent's.
+    fn set(&self, key: &mut SeriesKey) {
+        let cluster = if self.clusters {
+            key.get(Label::ClusterId)
+        } else {
+            None
+        };
+        let tags = self.discovery.tags_of(key.get(Label::ProjectId), cluster);
+        key.set_tags(tags);
+    }
 }
 
 /// The label set of a row: what the row says, with names and parents filled from discovery

@@ -1,6 +1,6 @@
 //! Discovery: the projects and clusters of an org, listed at each refresh and remembered, so
-//! that the queries grouped by project or cluster know which ids to filter on and how to name
-//! them.
+//! that the queries grouped by project or cluster know which ids to filter on, how to name
+//! them and which tag labels their series carry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -13,6 +13,7 @@ use crate::atlas::result::UsageRow;
 use crate::atlas::{AtlasError, Cluster, Project};
 use crate::config::QuerySpec;
 use crate::model::{AtlasId, Endpoint, GroupBy, Reason};
+use crate::series::{TagLabels, TagValues, cluster_over_project};
 
 /// Cluster listings in flight at once per org during discovery.
 const DISCOVERY_CONCURRENCY: usize = 4;
@@ -27,6 +28,11 @@ pub(super) struct KnownIds {
     projects: BTreeMap<AtlasId, String>,
     /// Cluster id -> (name, project id).
     clusters: BTreeMap<AtlasId, (String, Option<AtlasId>)>,
+    /// Project id -> the allowlisted tags last listed (kept for the process lifetime: a
+    /// project no listing knows any more keeps its last seen tags). Empty without tag labels.
+    project_tags: HashMap<AtlasId, TagValues>,
+    /// Cluster id -> the allowlisted tags last listed, as for projects.
+    cluster_tags: HashMap<AtlasId, TagValues>,
 }
 
 impl KnownIds {
@@ -49,16 +55,31 @@ impl KnownIds {
         }
     }
 
-    /// Remembers what the listings returned: names and parents as listed now.
-    fn record(&mut self, projects: Vec<Project>, clusters: Vec<(Cluster, String)>) {
+    /// Remembers what the listings returned: names, parents and the tags of `tags` as
+    /// listed now.
+    fn record(
+        &mut self,
+        projects: Vec<Project>,
+        clusters: Vec<(Cluster, String)>,
+        tags: &TagLabels,
+    ) {
+        let values = |listed: &[crate::atlas::Tag]| {
+            tags.values(listed.iter().map(|t| (t.key.as_str(), t.value.as_str())))
+        };
         // The client lists valid ids only: nothing is dropped here.
         for p in projects {
             if let Some(id) = AtlasId::parse(&p.id) {
+                if !tags.is_empty() {
+                    self.project_tags.insert(id.clone(), values(&p.tags));
+                }
                 self.projects.insert(id, p.name);
             }
         }
         for (c, project_id) in clusters {
             if let Some(id) = AtlasId::parse(&c.id) {
+                if !tags.is_empty() {
+                    self.cluster_tags.insert(id.clone(), values(&c.tags));
+                }
                 self.clusters
                     .insert(id, (c.name, AtlasId::parse(&project_id)));
             }
@@ -68,6 +89,16 @@ impl KnownIds {
     /// Every id known, as [`Discovery`] hands them to the queries; clusters only
     /// `with_clusters`.
     fn fill(&self, d: &mut Discovery, with_clusters: bool) {
+        let tagged = |m: &HashMap<AtlasId, TagValues>| -> HashMap<String, TagValues> {
+            m.iter()
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(id, t)| (id.to_string(), t.clone()))
+                .collect()
+        };
+        d.project_tags = tagged(&self.project_tags);
+        if with_clusters {
+            d.cluster_tags = tagged(&self.cluster_tags);
+        }
         d.project_ids = self.projects.keys().map(AtlasId::to_string).collect();
         d.project_names = self
             .projects
@@ -101,6 +132,10 @@ pub(super) struct Discovery {
     pub(super) project_names: HashMap<String, String>,
     /// Cluster id -> (name, project id).
     pub(super) cluster_info: HashMap<String, (String, Option<String>)>,
+    /// Project id -> its tags (projects with an allowlisted tag only).
+    pub(super) project_tags: HashMap<String, TagValues>,
+    /// Cluster id -> its own tags (clusters with an allowlisted tag only).
+    pub(super) cluster_tags: HashMap<String, TagValues>,
     /// Why the project ids are missing, when they are.
     pub(super) projects_failed: Option<(Reason, String)>,
     /// Why some cluster ids are missing, when they are: fails the queries grouped by
@@ -109,6 +144,17 @@ pub(super) struct Discovery {
 }
 
 impl Discovery {
+    /// The tags of a series of project `project` (and cluster `cluster`): the cluster's, or
+    /// where it lacks a key, the project's. Last seen in a listing; none for an id no listing
+    /// ever showed.
+    pub(super) fn tags_of(&self, project: Option<&str>, cluster: Option<&str>) -> TagValues {
+        let project = project.and_then(|p| self.project_tags.get(p));
+        match cluster.and_then(|c| self.cluster_tags.get(c)) {
+            Some(own) => cluster_over_project(own, project.map_or(&[], |p| &p[..])),
+            None => project.cloned().unwrap_or_default(),
+        }
+    }
+
     /// The project and cluster ids `spec` filters on: its own, or the discovered ones when it
     /// groups by a dimension it names none of.
     ///
@@ -245,7 +291,7 @@ impl Refresher {
             .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        known.record(projects, clusters);
+        known.record(projects, clusters, &self.tag_labels);
         known.fill(&mut d, with_clusters);
         d
     }

@@ -37,10 +37,11 @@ use crate::atlas::result::ParsedResult;
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Endpoint, Reason, UsageQuery};
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
-use crate::exposition::{RenderedSeries, encode_costs, render_sorted};
+use crate::exposition::{RenderedSeries, encode_costs, render_tagged};
 use crate::metrics::{QueryLabels, SelfMetrics};
 use crate::month::{Month, day_of_month};
 use crate::remainder::Rollup;
+use crate::series::TagLabels;
 use crate::snapshot::{EncodedCosts, QueryStatus, Snapshot, SnapshotCell};
 
 /// How long a closed month stays cached before it is read again.
@@ -111,6 +112,8 @@ pub struct Refresher {
     /// The refresh interval as HELP text shows it.
     refresh_help: String,
     budgets: Vec<Budget>,
+    /// Tag keys exported as labels ([`crate::series::TagLabels`]).
+    tag_labels: TagLabels,
 }
 
 /// The last good data of every query, and the count of publications.
@@ -191,6 +194,7 @@ impl Refresher {
             closed_months: MonthCache::new(CLOSED_MONTH_TTL),
             refresh_help,
             budgets: config.budgets.clone(),
+            tag_labels: config.tag_labels.clone(),
         };
         refresher.publish(
             &refresher
@@ -296,7 +300,7 @@ impl Refresher {
                 }
             }
         }
-        attach_remainders(&org.config.id, &org.roles, slots);
+        attach_remainders(&org.config.id, &org.roles, slots, &self.tag_labels);
         for slot in slots.iter_mut().filter(|s| s.status.up) {
             slot.status.series = slot.series.len() + slot.remainder.len();
         }
@@ -539,7 +543,7 @@ impl Refresher {
         }
         Ok(QueryData {
             // The per-refresh encoding: label text rendered once, in exposition order.
-            series: render_sorted(aggregated.series),
+            series: render_tagged(aggregated.series, &self.tag_labels),
             rollup: aggregated.rollup,
             invalid_rows: parsed.invalid_rows,
             shed,

@@ -8,6 +8,7 @@ use crate::config::QuerySpec;
 use crate::exposition::RenderedSeries;
 use crate::model::GroupBy;
 use crate::remainder::{clusters_remainder, projects_remainder};
+use crate::series::TagLabels;
 
 /// What a query contributes to the remainders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +40,12 @@ impl Role {
 
 /// Derives the remainder series of an org's queries from their last good data: the
 /// `projects` and `clusters` queries against the total (see [`crate::remainder`]).
-pub(super) fn attach_remainders(org_id: &str, roles: &[Role], slots: &mut [Slot]) {
+pub(super) fn attach_remainders(
+    org_id: &str,
+    roles: &[Role],
+    slots: &mut [Slot],
+    tags: &TagLabels,
+) {
     let rollup_of = |role: Role| {
         roles
             .iter()
@@ -61,7 +67,12 @@ pub(super) fn attach_remainders(org_id: &str, roles: &[Role], slots: &mut [Slot]
             Role::Total | Role::None => continue,
         };
         // Rendered in the order derived: a remainder is exposed after its query's series.
-        slot.remainder = Arc::new(remainder.into_iter().map(RenderedSeries::new).collect());
+        slot.remainder = Arc::new(
+            remainder
+                .into_iter()
+                .map(|s| RenderedSeries::new(s, tags))
+                .collect(),
+        );
     }
 }
 
