@@ -711,6 +711,70 @@ mod tests {
         );
     }
 
+    /// A scope naming a tag label reads the `clusters` query by default and sums the series
+    /// carrying that tag; its gauges carry the tag label after the other scope labels. A tag
+    /// label the allowlist lacks stops start-up, naming the budget and the label.
+    #[test]
+    fn budgets_scoped_by_a_tag_label_read_the_clusters_query() {
+        let tags = TagLabels::new("--cost.tag-labels", ["team", "env"]).expect("valid");
+        let parse_tagged = |yaml: &str| {
+            let file: Vec<FileBudget> = serde_norway::from_str(yaml).expect("yaml");
+            validate_tagged(file, &orgs(), &tags).map_err(|e| e.to_string())
+        };
+        let budgets = parse_tagged(&format!(
+            "- {{name: web, amount_usd: 10, scope: {{tag_team: web, org_id: {ORG}}}}}\n\
+             - {{name: prod, amount_usd: 10, query: projects, scope: {{match: {{tag_env: 'prod|staging'}}}}}}\n"
+        ))
+        .expect("valid");
+        assert_eq!(budgets[0].query, "clusters");
+        assert_eq!(budgets[1].query, "projects");
+        assert_eq!(
+            budgets[0].labels(),
+            format!(r#"budget="web",org_id="{ORG}",tag_team="web""#)
+        );
+        let nov = month(2026, 11);
+        let tagged = |team: Option<&str>, micros: i64| {
+            let mut key = crate::series::SeriesKey::default();
+            key.set(Label::OrgId, Some(ORG));
+            key.set_tags(tags.values(team.map(|t| ("team", t))));
+            RenderedSeries::new(
+                CostSeries {
+                    query: "clusters".into(),
+                    key,
+                    month: nov,
+                    micros,
+                },
+                &tags,
+            )
+        };
+        let s = [
+            tagged(Some("web"), 3_000_000),
+            tagged(Some("data"), 7_000_000),
+            tagged(None, 1_000_000),
+            tagged(Some("web"), 2_000_000),
+        ];
+        let refs: Vec<&RenderedSeries> = s.iter().collect();
+        let mut out = String::new();
+        encode(&mut out, &refs, nov, 11, &budgets[..1], 3600);
+        assert!(
+            out.contains(&format!(
+                "atlas_cost_budget_consumed_ratio{{budget=\"web\",org_id=\"{ORG}\",tag_team=\"web\"}} 0.5\n"
+            )),
+            "{out}"
+        );
+        let e = parse_tagged("- {name: own, amount_usd: 1, scope: {tag_owner: x}}")
+            .expect_err("not allowlisted");
+        assert!(
+            e.starts_with("budgets[0].scope.tag_owner: budget \"own\" names tag_owner"),
+            "{e}"
+        );
+        let e = parse_tagged("- {name: own, amount_usd: 1, scope: {match: {tag_owner: x}}}")
+            .expect_err("not allowlisted");
+        assert!(e.starts_with("budgets[0].scope.match.tag_owner:"), "{e}");
+        // Without tag labels, tag_team is no label either.
+        assert!(parse("- {name: t, amount_usd: 1, scope: {tag_team: web}}").is_err());
+    }
+
     /// The landing page's summary sums the current month of each org's `services` series
     /// only, takes its org name from them, forecasts the sum, and leaves an org without
     /// such series empty.

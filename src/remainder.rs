@@ -435,6 +435,56 @@ mod tests {
         );
     }
 
+    /// A per-project remainder of the clusters query carries its project's tags (from the
+    /// projects query's series), so project-level spend is attributed by tag too; the
+    /// org-level remainders carry none.
+    #[test]
+    fn a_per_project_remainder_carries_its_projects_tags() {
+        let tags = crate::series::TagLabels::new("t", ["team"]).expect("valid");
+        let tagged_project = |service: &str| {
+            let mut k = key(Some((P1, "one")), None, service);
+            k.set_tags(tags.values([("team", "web")]));
+            k
+        };
+        let projects = vec![
+            (tagged_project("Clusters"), 600),
+            (tagged_project("App Services"), 70),
+            (key(Some((P2, "two")), None, "Clusters"), 350),
+        ];
+        let mut c = key(Some((P1, "one")), Some("c1"), "Clusters");
+        c.set_tags(tags.values([("team", "search")]));
+        let clusters = vec![(c, 600)];
+        let r = clusters_remainder(
+            ORG,
+            "clusters",
+            &rollup(&total()),
+            Some(&rollup(&projects)),
+            &rollup(&clusters),
+        );
+        let tagged: Vec<(String, i64)> = r
+            .iter()
+            .filter(|s| s.key.tag(0).is_some())
+            .map(|s| (label_text(&s.query, &s.key, &tags), s.micros))
+            .collect();
+        let p1 = format!(
+            "query=\"clusters\",org_id=\"{ORG}\",org_name=\"Org\",project_id=\"{P1}\",project_name=\"one\",cluster_name=\"(unattributed)\""
+        );
+        assert_eq!(
+            tagged,
+            [
+                (
+                    format!("{p1},atlas_service=\"App Services\",tag_team=\"web\""),
+                    70
+                ),
+                (
+                    format!("{p1},atlas_service=\"Clusters\",tag_team=\"web\""),
+                    0
+                ),
+            ]
+        );
+        assert_eq!(sum(&clusters, &r), 1_000 + 70 + 300 - 50);
+    }
+
     /// Without the projects query's data, the whole rest of the total is one org-level
     /// remainder per service, and the sum still holds.
     #[test]

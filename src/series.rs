@@ -373,6 +373,108 @@ mod tests {
         assert_eq!(k.get(Label::AtlasService), None);
     }
 
+    /// Each tag key becomes `tag_<key>` with every character not valid in a label name
+    /// turned into `_`, in the order given.
+    #[test]
+    fn tag_keys_become_sanitised_label_names_in_order() {
+        let tags = TagLabels::new(
+            "--cost.tag-labels",
+            [" team", "cost-center", "Env.Name", "é"],
+        )
+        .expect("valid");
+        assert_eq!(tags.keys(), ["team", "cost-center", "Env.Name", "é"]);
+        assert_eq!(
+            tags.names(),
+            ["tag_team", "tag_cost_center", "tag_Env_Name", "tag__"]
+        );
+        assert_eq!(tags.key_label("tag_cost_center"), Some(KeyLabel::Tag(1)));
+        assert_eq!(
+            tags.key_label("project_name"),
+            Some(KeyLabel::Cost(Label::ProjectName))
+        );
+        assert_eq!(tags.key_label("tag_owner"), None);
+        assert!(
+            TagLabels::new("x", Vec::<String>::new())
+                .expect("none")
+                .is_empty()
+        );
+    }
+
+    /// Two keys with the same label name stop start-up with one line naming both; an empty,
+    /// repeated, overlong or control-character key is refused, naming the flag.
+    #[test]
+    fn colliding_empty_and_invalid_tag_keys_are_refused() {
+        let e = TagLabels::new("--cost.tag-labels", ["team", "cost-center", "cost_center"])
+            .expect_err("a collision");
+        assert_eq!(
+            e.to_string(),
+            "--cost.tag-labels: the tag keys \"cost-center\" and \"cost_center\" both become the \
+             label tag_cost_center; keep one of them"
+        );
+        assert!(!e.to_string().contains('\n'));
+        let long = "k".repeat(256);
+        for (keys, says) in [
+            (vec!["team", ""], "an empty tag key"),
+            (vec![" "], "an empty tag key"),
+            (vec!["team", "team"], "given twice"),
+            (vec![long.as_str()], "is not a tag key"),
+            (vec!["a\tb"], "is not a tag key"),
+        ] {
+            let e = TagLabels::new("tag_labels", &keys).expect_err("refused");
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("tag_labels: ") && msg.contains(says),
+                "{keys:?}: {msg}"
+            );
+        }
+    }
+
+    /// A resource's tags are read for the allowlisted keys only, in allowlist order; a
+    /// resource with none of them has no tag values at all (nothing allocated).
+    #[test]
+    fn tag_values_follow_the_allowlist() {
+        let tags = TagLabels::new("t", ["team", "env"]).expect("valid");
+        let v = tags.values([
+            ("env", "prod"),
+            ("owner", "x"),
+            ("team", "web"),
+            ("env", "dev"),
+        ]);
+        assert_eq!(&*v, [Some(Arc::from("web")), Some(Arc::from("prod"))]);
+        assert!(tags.values([("owner", "x"), ("team", "")]).is_empty());
+    }
+
+    /// A cluster's own tag wins; a key it lacks comes from its project; no tag at all on
+    /// either is no tag values.
+    #[test]
+    fn a_cluster_tag_wins_over_its_project_tag() {
+        let tags = TagLabels::new("t", ["team", "env", "cost-center"]).expect("valid");
+        let cluster = tags.values([("team", "search")]);
+        let project = tags.values([("team", "web"), ("env", "prod")]);
+        let got = cluster_over_project(&cluster, &project);
+        let mut key = SeriesKey::default();
+        key.set_tags(got);
+        assert_eq!(
+            (key.tag(0), key.tag(1), key.tag(2)),
+            (Some("search"), Some("prod"), None)
+        );
+        assert!(cluster_over_project(&[], &[None, None]).is_empty());
+    }
+
+    /// Cutting a key above the cluster drops its tags (they were not the parent's); cutting
+    /// at the service keeps them.
+    #[test]
+    fn a_cut_above_the_cluster_drops_the_tags() {
+        let tags = TagLabels::new("t", ["team"]).expect("valid");
+        let mut k = SeriesKey::new([Some("o"), None, Some("p"), None, Some("c"), None, Some("s")]);
+        k.set_tags(tags.values([("team", "web")]));
+        assert_eq!(k.above(Label::AtlasService).tag(0), Some("web"));
+        assert_eq!(k.above(Label::ClusterId).tags(), []);
+        assert_eq!(k.above(Label::ProjectId).tags(), []);
+        assert_eq!(k.value(KeyLabel::Tag(0)), Some("web"));
+        assert_eq!(k.value(KeyLabel::Cost(Label::ProjectId)), Some("p"));
+    }
+
     /// An `AtlasId` holds only what `is_atlas_id` accepts.
     #[test]
     fn atlas_ids_are_24_lowercase_hex_characters() {

@@ -333,6 +333,62 @@ fn yaml_controls_are_read_and_validated() {
     assert!(e.contains("nope"), "{e}");
 }
 
+/// `--cost.tag-labels` (or its variable, comma-separated) and `tag_labels:` in the file give
+/// the tag labels; none by default; a collision names both keys; giving both is refused.
+#[test]
+fn tag_labels_come_from_the_flag_or_the_file_once() {
+    let none = Config::from_flags(&flags(&["--atlas.org-id", ORG]), &sa_env()).expect("valid");
+    assert!(none.tag_labels.is_empty());
+    let cfg = Config::from_flags(
+        &flags(&[
+            "--atlas.org-id",
+            ORG,
+            "--cost.tag-labels",
+            "team,cost-center",
+        ]),
+        &sa_env(),
+    )
+    .expect("valid");
+    assert_eq!(cfg.tag_labels.names(), ["tag_team", "tag_cost_center"]);
+    let e = config_err(
+        &[
+            "--atlas.org-id",
+            ORG,
+            "--cost.tag-labels",
+            "cost-center,cost_center",
+        ],
+        &sa_env(),
+    );
+    assert!(
+        e.starts_with("--cost.tag-labels: the tag keys \"cost-center\" and \"cost_center\""),
+        "{e}"
+    );
+    let e = config_err(
+        &["--atlas.org-id", ORG, "--cost.tag-labels", "team,,env"],
+        &sa_env(),
+    );
+    assert!(e.starts_with("--cost.tag-labels: an empty tag key"), "{e}");
+
+    let dir = temp_dir("config");
+    let path = dir.join("tags.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "tag_labels: [env, team]\norgs:\n  - id: {ORG}\nbudgets:\n  - {{name: web, amount_usd: 5, scope: {{tag_team: web}}}}\n"
+        ),
+    )
+    .expect("write");
+    let file = path.to_str().expect("utf-8 path");
+    let cfg = Config::from_flags(&flags(&["--config.file", file]), &sa_env()).expect("valid");
+    assert_eq!(cfg.tag_labels.names(), ["tag_env", "tag_team"]);
+    assert_eq!(cfg.budgets[0].query, "clusters");
+    let e = config_err(
+        &["--config.file", file, "--cost.tag-labels", "team"],
+        &sa_env(),
+    );
+    assert!(e.starts_with("tag_labels: "), "{e}");
+}
+
 /// The builder starts from the flags' defaults: a built configuration equals the one the
 /// command line gives with only an org id, field by field.
 #[test]

@@ -494,6 +494,145 @@ mod tests {
         assert_eq!(self::total(&total, month(10)), 13_340_000);
     }
 
+    const C1: &str = "c11111111111111111111111";
+    const C2: &str = "c22222222222222222222222";
+
+    fn tag_labels() -> crate::series::TagLabels {
+        crate::series::TagLabels::new("--cost.tag-labels", ["team", "env"]).expect("valid")
+    }
+
+    /// Discovery with tags: project one (team web, env prod) with clusters C1 (team search)
+    /// and C2 (untagged); project two (team data).
+    fn tagged_discovery() -> Discovery {
+        let t = tag_labels();
+        let mut d = discovery();
+        d.project_tags
+            .insert(P1.to_owned(), t.values([("team", "web"), ("env", "prod")]));
+        d.project_tags
+            .insert(P2.to_owned(), t.values([("team", "data")]));
+        d.cluster_tags
+            .insert(C1.to_owned(), t.values([("team", "search")]));
+        for (c, name) in [(C1, "c1"), (C2, "c2")] {
+            d.cluster_info
+                .insert(c.to_owned(), (name.to_owned(), Some(P1.to_owned())));
+        }
+        d
+    }
+
+    fn cluster_row(cluster: &str, cents: i64) -> UsageRow {
+        UsageRow {
+            cluster_id: Some(cluster.to_owned()),
+            ..row(None, "Clusters", month(11), cents)
+        }
+    }
+
+    /// The label text of every served series of month 11, with tag labels.
+    fn tagged(spec: &QuerySpec, rows: &[UsageRow]) -> Vec<String> {
+        let a = aggregate(
+            ORG,
+            spec,
+            rows,
+            &tagged_discovery(),
+            window(),
+            BTreeMap::new(),
+            &BTreeSet::new(),
+        )
+        .expect("aggregates");
+        let tags = tag_labels();
+        crate::exposition::render_tagged(a.series, &tags)
+            .into_iter()
+            .map(|r| r.labels)
+            .collect()
+    }
+
+    /// A cluster series carries the cluster's own tag, or its project's where the cluster
+    /// lacks the key; a project series its project's.
+    #[test]
+    fn a_cluster_takes_its_own_tags_then_its_projects() {
+        let clusters = tagged(
+            &spec(GroupBy::Clusters),
+            &[cluster_row(C1, 5), cluster_row(C2, 7)],
+        );
+        let base = format!(
+            r#"query="clusters",org_id="{ORG}",org_name="Org",project_id="{P1}",project_name="one""#
+        );
+        assert_eq!(
+            clusters,
+            [
+                format!(
+                    r#"{base},cluster_id="{C1}",cluster_name="c1",atlas_service="Clusters",tag_team="search",tag_env="prod""#
+                ),
+                format!(
+                    r#"{base},cluster_id="{C2}",cluster_name="c2",atlas_service="Clusters",tag_team="web",tag_env="prod""#
+                ),
+            ]
+        );
+        let projects = tagged(
+            &spec(GroupBy::Projects),
+            &[row(Some(P2), "Clusters", month(11), 1)],
+        );
+        assert_eq!(
+            projects,
+            [format!(
+                r#"query="projects",org_id="{ORG}",org_name="Org",project_id="{P2}",project_name="two",atlas_service="Clusters",tag_team="data""#
+            )]
+        );
+    }
+
+    /// An `(other)` series keeps only its parent's tags: a cluster folded into its project's
+    /// `(other)` carries the project's, a project folded into the org's carries none; `deny`
+    /// on a tag label folds what it matches.
+    #[test]
+    fn an_other_series_keeps_only_its_parents_tags() {
+        let t = tag_labels();
+        let mut top = spec(GroupBy::Clusters);
+        let file: FileControls = serde_norway::from_str("deny: {tag_team: search}").expect("yaml");
+        top.controls = Controls::from_file_tagged("q", file, top.months, &t).expect("valid");
+        let clusters = tagged(&top, &[cluster_row(C1, 5), cluster_row(C2, 7)]);
+        assert_eq!(clusters.len(), 2, "{clusters:?}");
+        assert!(
+            clusters[1].ends_with(r#"cluster_name="(other)",tag_team="web",tag_env="prod""#),
+            "{clusters:?}"
+        );
+        assert!(
+            clusters[0].contains(&format!(r#"cluster_id="{C2}""#)),
+            "{clusters:?}"
+        );
+        let projects = tagged(
+            &with_controls(spec(GroupBy::Projects), "top: 1"),
+            &[
+                row(Some(P1), "Clusters", month(11), 9),
+                row(Some(P2), "Clusters", month(11), 1),
+            ],
+        );
+        assert_eq!(
+            projects,
+            [
+                format!(
+                    r#"query="projects",org_id="{ORG}",org_name="Org",project_id="{P1}",project_name="one",atlas_service="Clusters",tag_team="web",tag_env="prod""#
+                ),
+                format!(r#"query="projects",org_id="{ORG}",org_name="Org",project_name="(other)""#),
+            ]
+        );
+        // A tag label the allowlist lacks is refused by the controls.
+        let file: FileControls = serde_norway::from_str("allow: {tag_owner: x}").expect("yaml");
+        let e = Controls::from_file_tagged("q", file, 1, &t).expect_err("not allowlisted");
+        assert!(
+            e.to_string().starts_with("q.controls.allow.tag_owner:"),
+            "{e}"
+        );
+    }
+
+    /// Without tag labels nothing changes: no tag values on any key.
+    #[test]
+    fn without_tag_labels_keys_carry_no_tags() {
+        let a = run(
+            &spec(GroupBy::Projects),
+            &[row(Some(P1), "Clusters", month(11), 3)],
+        );
+        assert!(a.series.iter().all(|s| s.key.tags().is_empty()));
+    }
+
     /// No rows: no series and an empty rollup, not an error; but a month that held data
     /// before and now has no row is an error that keeps the last good data.
     #[test]
