@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use atlas_cost_exporter::simulator::{SimConfig, SimCredentials, SimEndpoint};
+use atlas_cost_exporter::simulator::{SimCredentials, SimEndpoint};
 use common::*;
 
 /// Kills the child process when the test ends, even on panic.
@@ -27,12 +27,8 @@ impl Drop for Kill {
 async fn proxy_from_the_environment_is_honoured() {
     // The simulator doubles as the forward proxy: a plain-HTTP proxy receives the request in
     // absolute form and the simulator routes it by its path.
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
+    let sim = start_sim(one_org()).await;
+    let org = sim.first_org();
     let creds = SimCredentials::demo();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -15,8 +15,13 @@ use atlas_cost_exporter::config::{
     Secret, system_clock,
 };
 use atlas_cost_exporter::month::Month;
-use atlas_cost_exporter::simulator::{SimConfig, SimCredentials, Simulator};
+use atlas_cost_exporter::simulator::{Fault, SimConfig, SimCredentials, SimEndpoint, Simulator};
 use tokio::sync::oneshot;
+
+mod launch;
+// Some test binaries start no exporter.
+#[allow(unused_imports)]
+pub use launch::*;
 
 /// A simulator serving on a loopback port until dropped.
 pub struct Sim {
@@ -37,6 +42,22 @@ pub async fn start_sim(config: SimConfig) -> Sim {
         sim,
         url,
         _stop: stop,
+    }
+}
+
+impl Sim {
+    /// The id of the simulator's first org (its only one, in most tests).
+    pub fn first_org(&self) -> String {
+        self.sim.dataset().orgs[0].id.clone()
+    }
+
+    /// How many create requests for `org_id` the simulator has seen.
+    pub fn creates_to(&self, org_id: &str) -> usize {
+        self.sim
+            .request_log()
+            .iter()
+            .filter(|r| r.endpoint == SimEndpoint::Create && r.org_id.as_deref() == Some(org_id))
+            .count()
     }
 }
 
@@ -168,6 +189,15 @@ impl Exporter {
         self.get("/metrics", &[]).await.text().await.unwrap()
     }
 
+    /// The exposition in OpenMetrics, as Prometheus asks for it.
+    pub async fn scrape_openmetrics(&self) -> String {
+        self.get("/metrics", &[("Accept", OPENMETRICS)])
+            .await
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn samples(&self) -> Samples {
         Samples(parse(&self.scrape_text().await, "text"))
     }
@@ -211,21 +241,11 @@ impl Sample {
 /// `openmetrics`). Panics with the parser's message when the body does not parse.
 pub fn parse(body: &str, format: &str) -> Vec<Sample> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/parse_exposition.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(format)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (and `pip install prometheus-client` for the parser)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = pipe(
+        Command::new("python3").arg(script).arg(format),
+        body,
+        "python3 runs (and `pip install prometheus-client` for the parser)",
+    );
     assert!(
         out.status.success(),
         "the exposition does not parse as {format}: {}\n{}",
@@ -250,25 +270,34 @@ pub fn parse(body: &str, format: &str) -> Vec<Sample> {
 
 /// Runs `promtool check metrics` on a text exposition and returns what it printed.
 pub fn promtool_check(body: &str) -> String {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (Debian package `prometheus`; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = pipe(
+        Command::new("promtool").args(["check", "metrics"]),
+        body,
+        "promtool runs (Debian package `prometheus`; .ci/run installs it)",
+    );
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Runs `command` with `input` on its standard input and collects what it wrote; `missing`
+/// says how to get the program when it does not start.
+fn pipe(command: &mut Command, input: &str, missing: &str) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(missing);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Parsed samples with lookups.
@@ -320,6 +349,13 @@ impl Samples {
         )
     }
 
+    pub fn last_success(&self, query: &str, org_id: &str) -> Option<f64> {
+        self.value(
+            "atlas_cost_query_last_success_timestamp_seconds",
+            &[("query", query), ("org_id", org_id)],
+        )
+    }
+
     pub fn errors(&self, query: &str, org_id: &str, reason: &str) -> f64 {
         self.value(
             "atlas_cost_query_refresh_errors_total",
@@ -337,12 +373,29 @@ impl Samples {
     }
 }
 
+/// The media type of Atlas's JSON answers, for faults that replace a body.
+pub const JSON: &str = "application/vnd.atlas.2023-01-01+json";
+
+/// The media type of Atlas's CSV answers.
+pub const CSV: &str = "application/vnd.atlas.2023-01-01+csv";
+
+/// What `Accept` asks for OpenMetrics.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
+
+/// A fault that answers with `body` as `content_type`, with `status`.
+pub fn body_fault(status: u16, content_type: &str, body: &str) -> Fault {
+    Fault::Body {
+        status,
+        content_type: content_type.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
 /// A clock pinned to `t`.
 pub fn fixed_clock(t: SystemTime) -> atlas_cost_exporter::config::Clock {
     std::sync::Arc::new(move || t)
 }
 
-/// The window `[start, end)` of a query of `months` months at `current`.
 /// The spend in [`start`, `end`) of the projects the projects listing returns: what a
 /// `projects` query attributes to a project.
 pub fn listed_project_cents(
@@ -374,6 +427,7 @@ pub fn listed_cluster_cents(
     })
 }
 
+/// The window `[start, end)` of a query of `months` months at `current`.
 pub fn window(current: Month, months: u32) -> (Month, Month) {
     (current.plus(-i64::from(months - 1)), current.plus(1))
 }
