@@ -65,7 +65,7 @@ async fn forecasts_and_budgets_follow_the_month_to_date() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.first_org();
+    let org = sim.org(0);
     // The matcher budget covers the first two cluster names of the first project.
     let names: Vec<String> = sim.sim.dataset().orgs[0].projects[0].clusters[..2]
         .iter()

@@ -162,7 +162,7 @@ async fn every_not_ready_form_is_waited_out() {
 /// A CSV query reports the same amounts as the same query in JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_results_match_json_results() {
-    let sim = start_sim(one_org()).await;
+    let sim = start_sim(with_orgs(1)).await;
     let mut csv = query("clusters_csv", GroupBy::Clusters, 4);
     csv.format = ResultFormat::Csv;
     let queries = [query("clusters", GroupBy::Clusters, 4), csv];
@@ -352,7 +352,7 @@ async fn hostile_names_survive_both_formats() {
 /// accepted, and both carry the same cost series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_negotiation_and_gzip() {
-    let sim = start_sim(one_org()).await;
+    let sim = start_sim(with_orgs(1)).await;
     let exporter = sim.exporter(&QuerySpec::defaults(2)).ready().await;
 
     let text = exporter.get("/metrics", &[]).await;
@@ -457,8 +457,8 @@ async fn promtool_finds_nothing_and_every_self_metric_is_there() {
 /// names the reason and the data age grows; once Atlas recovers, so does the exporter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_atlas_keeps_last_values_and_shows_staleness() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let exporter = sim
         .exporter(&[query("services", GroupBy::Ungrouped, 2)])
         .tweak(|c| c.refresh_interval = Duration::from_secs(1))
@@ -524,9 +524,9 @@ async fn failing_atlas_keeps_last_values_and_shows_staleness() {
 /// `forbidden`; the services query keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_discovery_fails_only_the_queries_that_need_ids() {
-    let sim = start_sim(one_org()).await;
+    let sim = start_sim(with_orgs(1)).await;
     sim.sim.fail(SimEndpoint::Projects, Fault::Status(403));
-    let org = sim.first_org();
+    let org = sim.org(0);
     let exporter = sim.exporter(&QuerySpec::defaults(2)).ready().await;
     let s = exporter.samples().await;
     assert_eq!(s.up("services", &org), Some(1.0));
@@ -541,14 +541,14 @@ async fn forbidden_discovery_fails_only_the_queries_that_need_ids() {
 /// Wrong credentials fail with reason `auth`, after one token request, not a retry storm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_fail_once_with_reason_auth() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let wrong = Credentials::ServiceAccount {
         client_id: "mdb_sa_id_demo".to_owned(),
         client_secret: Secret::new("wrong-secret-value"),
     };
     let exporter = sim
-        .exporter(&[query("services", GroupBy::Ungrouped, 1)])
+        .exporter(&[services()])
         .credentials(&wrong)
         .ready()
         .await;
@@ -599,8 +599,8 @@ async fn readiness_liveness_and_landing_page() {
 /// cache, so the totals stay exact while Atlas is asked for less.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_months_are_not_read_again() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let exporter = sim
         .exporter(&[query("services", GroupBy::Ungrouped, 6)])
         .tweak(|c| c.refresh_interval = Duration::from_secs(1))

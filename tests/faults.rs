@@ -9,16 +9,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atlas_cost_exporter::config::{Config, Credentials, GroupBy, QuerySpec, ResultFormat, Secret};
+use atlas_cost_exporter::config::{Config, Credentials, GroupBy, QuerySpec, ResultFormat};
 use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
 use common::*;
-
-struct Rig {
-    sim: Sim,
-    exporter: Exporter,
-    org: String,
-}
 
 /// A one-org simulator (`sim_config` otherwise) and the [`fast`] exporter with the three
 /// default queries over two months, once ready.
@@ -26,37 +20,33 @@ async fn rig(
     sim_config: SimConfig,
     credentials: &Credentials,
     tweak: impl FnOnce(&mut Config),
-) -> Rig {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..sim_config
-    })
-    .await;
-    let org = sim.first_org();
-    let exporter = sim
-        .fast_exporter(&QuerySpec::defaults(2))
-        .credentials(credentials)
-        .tweak(tweak)
-        .ready()
-        .await;
-    Rig { sim, exporter, org }
+) -> Harness {
+    let rig = Harness::fast_one_org(sim_config, credentials, &QuerySpec::defaults(2), tweak).await;
+    rig.exporter.wait_ready().await;
+    rig
 }
 
-impl Rig {
+/// [`rig`] with the default simulator and the demo service account.
+async fn default_rig() -> Harness {
+    rig(SimConfig::default(), &service_account(), |_| {}).await
+}
+
+// The steps of the fault matrix.
+impl Harness {
     /// Injects a fault with `inject`, checks that `query` goes down with `reason` while its
     /// last good values stay, then clears the fault and checks that it comes back.
-    async fn fault_cycle(&self, query: &str, reason: &str, inject: impl FnOnce(&Rig)) {
+    async fn fault_cycle(&self, query: &str, reason: &str, inject: impl FnOnce(&Harness)) {
         self.fault_cycle_then(query, reason, inject, |r| r.sim.sim.clear_faults())
             .await;
     }
 
-    /// [`Rig::fault_cycle`] with a custom way to clear the fault.
+    /// [`Harness::fault_cycle`] with a custom way to clear the fault.
     async fn fault_cycle_then(
         &self,
         query: &str,
         reason: &str,
-        inject: impl FnOnce(&Rig),
-        clear: impl FnOnce(&Rig),
+        inject: impl FnOnce(&Harness),
+        clear: impl FnOnce(&Harness),
     ) {
         let org = self.org.as_str();
         let before = self
@@ -161,7 +151,7 @@ server_error_tests! {
 /// query shows `reason="rate_limited"` until the limit lifts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_with_retry_after_holds_the_org() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     let mut injected = std::time::Instant::now();
     let mut cleared = injected;
     rig.fault_cycle_then(
@@ -215,17 +205,9 @@ async fn rate_limit_with_retry_after_holds_the_org() {
 /// refresh; the other org is not held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_retry_after_holds_the_org_across_refreshes() {
-    let sim = start_sim(SimConfig {
-        orgs: 2,
-        ..SimConfig::default()
-    })
-    .await;
-    let data = sim.sim.dataset();
-    let (held, free) = (data.orgs[0].id.clone(), data.orgs[1].id.clone());
-    let exporter = sim
-        .fast_exporter(&[query("services", GroupBy::Ungrouped, 1)])
-        .ready()
-        .await;
+    let sim = start_sim(with_orgs(2)).await;
+    let (held, free) = (sim.org(0), sim.org(1));
+    let exporter = sim.fast_exporter(&[services()]).ready().await;
     sim.sim.fail_with(
         SimEndpoint::Create,
         Fault::RateLimited {
@@ -235,17 +217,7 @@ async fn long_retry_after_holds_the_org_across_refreshes() {
         None,
     );
     let (before, free_before) = (sim.creates_to(&held), sim.creates_to(&free));
-    let s = exporter
-        .wait_for("three rate-limited refreshes", |s| {
-            s.errors("services", &held, "rate_limited") >= 3.0
-        })
-        .await;
-    assert_eq!(s.up("services", &held), Some(0.0));
-    assert_eq!(
-        sim.creates_to(&held),
-        before + 1,
-        "only the create that met the 429"
-    );
+    let s = assert_held_by_retry_after(&sim, &exporter, &held, before).await;
     assert_eq!(s.up("services", &free), Some(1.0));
     assert!(
         sim.creates_to(&free) > free_before + 2,
@@ -258,7 +230,7 @@ async fn long_retry_after_holds_the_org_across_refreshes() {
 /// shows as `rate_limited`; it recovers once Atlas stops limiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_without_retry_after() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     for endpoint in [SimEndpoint::Create, SimEndpoint::Poll] {
         rig.fault_cycle("services", "rate_limited", |r| {
             r.sim
@@ -273,7 +245,7 @@ async fn rate_limit_without_retry_after() {
 /// A revoked OAuth token is renewed once for all the org's queries, not once per request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_token_is_renewed_once() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     let org = rig.org.clone();
     assert_eq!(
         rig.sim.sim.requests(SimEndpoint::Token),
@@ -362,22 +334,8 @@ async fn stale_digest_nonce_is_not_bad_credentials() {
 /// most two answers (a fresh challenge after an answer is answered once more), no retry loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_api_key_fails_without_hammering() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
-    let wrong = Credentials::ApiKey {
-        public_key: "demopublic".to_owned(),
-        private_key: Secret::new("not-the-key"),
-    };
-    let exporter = sim
-        .fast_exporter(&[query("services", GroupBy::Ungrouped, 1)])
-        .credentials(&wrong)
-        .start()
-        .await;
-    let s = exporter
-        .wait_for("three failed refreshes", |s| {
-            s.errors("services", &org, "auth") >= 3.0
-        })
-        .await;
+    let (Harness { sim, exporter, org }, s) =
+        Harness::wrong_api_key_failing(SimConfig::default()).await;
     let creates = sim.sim.requests(SimEndpoint::Create);
     // Failures counted after the creates: 3 creates for the first refresh, 2 for each later
     // one, and at most 2 of a refresh still under way, so at most 3 per failure from 3 on.
@@ -451,7 +409,7 @@ async fn expired_query_token_is_created_again() {
 /// does not hang, and the next one succeeds once Atlas is fast again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answers_time_out() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     rig.fault_cycle("services", "timeout", |r| {
         r.sim
             .sim
@@ -471,7 +429,7 @@ async fn slow_answers_time_out() {
 /// A connection reset in the middle of a body shows as `reason="transport"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_reset_mid_body() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     rig.fault_cycle("services", "transport", |r| {
         r.sim.sim.fail(SimEndpoint::Create, Fault::ResetMidBody)
     })
@@ -496,10 +454,10 @@ impl reqwest::dns::Resolve for FailingDns {
 /// A DNS failure shows as `reason="transport"` and names the failure in the landing page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_failure_is_a_transport_error() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let exporter = sim
-        .fast_exporter(&[query("services", GroupBy::Ungrouped, 1)])
+        .fast_exporter(&[services()])
         .tweak(|c| {
             c.base_url = "http://atlas.example.test".to_owned();
             c.resolver = Some(Arc::new(FailingDns));
@@ -528,18 +486,12 @@ async fn refused_connection_then_recovery() {
     let org = sim.dataset().orgs[0].id.clone();
     let cfg = fast(
         &format!("http://{addr}"),
-        orgs(
-            &sim,
-            &service_account(),
-            &[query("services", GroupBy::Ungrouped, 1)],
-        ),
+        orgs(&sim, &service_account(), &[services()]),
     );
     let exporter = Exporter::start(cfg).await;
     exporter.wait_ready().await;
     let s = exporter
-        .wait_for("transport errors", |s| {
-            s.errors("services", &org, "transport") >= 1.0
-        })
+        .wait_for_errors("services", &org, "transport", 1.0)
         .await;
     assert_eq!(s.up("services", &org), Some(0.0));
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -556,7 +508,7 @@ async fn refused_connection_then_recovery() {
 /// amount column) fail the refresh with `reason="decode"` and keep the last good values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_bodies_fail_with_decode() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     for bad in [
         body_fault(200, JSON, r#"{"usageDetails":[{"usageAmount":1.5,"usageDa"#),
         body_fault(200, JSON, "{usageDetails: nope}"),
@@ -588,7 +540,7 @@ async fn broken_bodies_fail_with_decode() {
 /// never published as success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_rows_are_counted_not_invented() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     let org = rig.org.clone();
     let current = rig.sim.sim.current_month();
     let row = |amount: &str, service: &str, month: Month| {
@@ -695,8 +647,8 @@ async fn odd_rows_are_counted_not_invented() {
 /// read leniently; a CSV with no amount column is a `decode` error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_csv_is_read_leniently() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let mut q = query("services", GroupBy::Ungrouped, 1);
     q.format = ResultFormat::Csv;
     let exporter = sim.fast_exporter(&[q]).ready().await;
@@ -748,15 +700,10 @@ async fn oversized_body_is_refused() {
 /// While one org hangs on a slow Atlas, the other org keeps refreshing on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_org_does_not_delay_a_healthy_one() {
-    let sim = start_sim(SimConfig {
-        orgs: 2,
-        ..SimConfig::default()
-    })
-    .await;
-    let data = sim.sim.dataset();
-    let (stuck, healthy) = (data.orgs[0].id.clone(), data.orgs[1].id.clone());
+    let sim = start_sim(with_orgs(2)).await;
+    let (stuck, healthy) = (sim.org(0), sim.org(1));
     let exporter = sim
-        .fast_exporter(&[query("services", GroupBy::Ungrouped, 1)])
+        .fast_exporter(&[services()])
         .tweak(|c| {
             c.request_timeout = Duration::from_secs(60);
             c.query_timeout = Duration::from_secs(120);

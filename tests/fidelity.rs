@@ -25,6 +25,13 @@ fn defaults_in(format: ResultFormat) -> Vec<QuerySpec> {
         .collect()
 }
 
+/// The [`fast`] exporter on `sim` with the default queries in JSON, once ready.
+async fn fast_json(sim: &Sim) -> Exporter {
+    sim.fast_exporter(&defaults_in(ResultFormat::Json))
+        .ready()
+        .await
+}
+
 /// Each default query adds up to the org total; the `projects` and `clusters` queries
 /// attribute exactly the spend of what the listings return, and the rest is in their
 /// `(unattributed)` remainders.
@@ -106,11 +113,8 @@ async fn unknown_dimension_keys_fail_the_grouped_queries_as_decode() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.first_org();
-    let exporter = sim
-        .fast_exporter(&defaults_in(ResultFormat::Json))
-        .ready()
-        .await;
+    let org = sim.org(0);
+    let exporter = fast_json(&sim).await;
     let s = exporter
         .wait_for("both grouped queries counted as decode", |s| {
             s.errors("projects", &org, "decode") > 0.0 && s.errors("clusters", &org, "decode") > 0.0
@@ -145,7 +149,7 @@ async fn csv_layouts_are_read_to_the_cent_and_the_garbled_example_is_refused() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.first_org();
+    let org = sim.org(0);
     let exporter = sim
         .fast_exporter(&defaults_in(ResultFormat::Csv))
         .start()
@@ -189,12 +193,9 @@ async fn clusters_up_two_refreshes_on(
 /// attributed to it (its id stays in the query), and the clusters query still adds up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_cluster_keeps_its_history() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
-    let exporter = sim
-        .fast_exporter(&defaults_in(ResultFormat::Json))
-        .ready()
-        .await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let exporter = fast_json(&sim).await;
     let data = sim.sim.dataset();
     let victim = data.orgs[0].projects[0].clusters[0].id.clone();
     let history = |s: &Samples| -> BTreeMap<String, f64> {
@@ -236,12 +237,9 @@ async fn a_deleted_cluster_keeps_its_history() {
 /// A failed cluster listing fails the clusters query only: the projects query stays up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_cluster_listing_does_not_fail_the_projects_query() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
-    let exporter = sim
-        .fast_exporter(&defaults_in(ResultFormat::Json))
-        .ready()
-        .await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let exporter = fast_json(&sim).await;
     sim.sim.fail(SimEndpoint::Clusters, Fault::Status(500));
     let s = exporter
         .wait_for("clusters down on the listing", |s| {
@@ -257,12 +255,9 @@ async fn a_failed_cluster_listing_does_not_fail_the_projects_query() {
 /// stays up, and keeps the clusters it saw before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_gone_during_listing_has_no_clusters() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
-    let exporter = sim
-        .fast_exporter(&defaults_in(ResultFormat::Json))
-        .ready()
-        .await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let exporter = fast_json(&sim).await;
     let good = exporter.samples().await.costs("clusters");
     let listings = sim.sim.requests(SimEndpoint::Clusters);
     sim.sim.fail(SimEndpoint::Clusters, Fault::Status(404));
@@ -283,7 +278,7 @@ async fn a_project_gone_during_listing_has_no_clusters() {
 /// promises more) is read twice, not 10,000 times: a page that brings no new id ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagination_stops_when_a_page_brings_no_new_id() {
-    let sim = start_sim(one_org()).await;
+    let sim = start_sim(with_orgs(1)).await;
     let data = sim.sim.dataset();
     let org = data.orgs[0].id.clone();
     let results: Vec<String> = data.orgs[0]

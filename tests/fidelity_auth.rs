@@ -11,42 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atlas_cost_exporter::atlas::{AtlasClient, ClientSettings, TokenCache};
-use atlas_cost_exporter::config::{
-    Config, Credentials, DEFAULT_MAX_RESPONSE_BYTES, GroupBy, QuerySpec, ResultFormat, Secret,
-};
+use atlas_cost_exporter::config::{DEFAULT_MAX_RESPONSE_BYTES, GroupBy, ResultFormat};
 use atlas_cost_exporter::metrics::SelfMetrics;
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
 use common::*;
 
-fn services() -> QuerySpec {
-    query("services", GroupBy::Ungrouped, 1)
-}
-
-/// A one-org simulator and an exporter running `queries` against it with `credentials`.
-async fn start(
-    sim_config: SimConfig,
-    credentials: &Credentials,
-    queries: &[QuerySpec],
-    tweak: impl FnOnce(&mut Config),
-) -> (Sim, Exporter, String) {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..sim_config
-    })
-    .await;
-    let org = sim.first_org();
-    let exporter = sim
-        .fast_exporter(queries)
-        .credentials(credentials)
-        .tweak(tweak)
-        .start()
-        .await;
-    (sim, exporter, org)
-}
-
-/// [`start`] with the default simulator, the demo service account and [`services`] alone.
-async fn start_services() -> (Sim, Exporter, String) {
-    start(
+/// [`Harness::fast_one_org`] with the default simulator, the demo service account and
+/// [`services`] alone.
+async fn start_services() -> Harness {
+    Harness::fast_one_org(
         SimConfig::default(),
         &service_account(),
         &[services()],
@@ -74,7 +47,7 @@ fn polls(s: &Samples, query: &str) -> f64 {
 /// request, no `auth` error, the query up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_gets_a_token_from_a_raw_comparing_token_endpoint() {
-    let (sim, exporter, org) = start_services().await;
+    let Harness { sim, exporter, org } = start_services().await;
     let s = services_up(&exporter, &org).await;
     assert_eq!(s.errors("services", &org, "auth"), 0.0);
     assert_eq!(sim.sim.requests(SimEndpoint::Token), 1);
@@ -89,7 +62,7 @@ async fn service_account_gets_a_token_from_a_raw_comparing_token_endpoint() {
 /// refresh, with no `auth` error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_answers_a_forgotten_nonce_once_more() {
-    let (sim, exporter, org) = start(
+    let Harness { sim, exporter, org } = Harness::fast_one_org(
         SimConfig {
             unknown_nonce_stale: false,
             ..SimConfig::default()
@@ -117,25 +90,11 @@ async fn digest_answers_a_forgotten_nonce_once_more() {
 /// the error (two creates per refresh once the nonce is cached).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_api_key_still_fails_after_one_more_answer() {
-    let wrong = Credentials::ApiKey {
-        public_key: "demopublic".to_owned(),
-        private_key: Secret::new("not-the-key"),
-    };
-    let (sim, exporter, org) = start(
-        SimConfig {
-            unknown_nonce_stale: false,
-            ..SimConfig::default()
-        },
-        &wrong,
-        &[services()],
-        |_| {},
-    )
+    let (Harness { sim, exporter, org }, s) = Harness::wrong_api_key_failing(SimConfig {
+        unknown_nonce_stale: false,
+        ..SimConfig::default()
+    })
     .await;
-    let s = exporter
-        .wait_for("three failed refreshes", |s| {
-            s.errors("services", &org, "auth") >= 3.0
-        })
-        .await;
     let creates = sim.sim.requests(SimEndpoint::Create);
     let s2 = exporter.samples().await;
     let (failures, failures_after) = (
@@ -165,8 +124,8 @@ async fn refused_fresh_token_mints_no_more_tokens() {
         query("projects", GroupBy::Projects, 1),
         query("clusters", GroupBy::Clusters, 1),
     ];
-    let (sim, exporter, org) =
-        start(SimConfig::default(), &service_account(), &queries, |_| {}).await;
+    let Harness { sim, exporter, org } =
+        Harness::fast_one_org(SimConfig::default(), &service_account(), &queries, |_| {}).await;
     exporter
         .wait_for("every query up", |s| {
             ["services", "projects", "clusters"]
@@ -184,9 +143,7 @@ async fn refused_fresh_token_mints_no_more_tokens() {
         sim.sim.fail(endpoint, Fault::Status(401));
     }
     let s = exporter
-        .wait_for("several refused refreshes", |s| {
-            s.errors("services", &org, "auth") >= 4.0
-        })
+        .wait_for_errors("services", &org, "auth", 4.0)
         .await;
     assert_eq!(s.up("services", &org), Some(0.0));
     assert_eq!(
@@ -286,8 +243,8 @@ async fn an_org_held_by_retry_after_does_not_delay_the_shared_token() {
 /// clusters endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_on_one_project_cluster_listing_does_not_delay_cost_explorer_calls() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     // Only the first cluster listing (one project) meets the 429.
     sim.sim.fail_with(
         SimEndpoint::Clusters,
@@ -334,7 +291,7 @@ async fn a_429_on_one_project_cluster_listing_does_not_delay_cost_explorer_calls
 /// `RateLimit-Remaining`; then it shows the value, by org and endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_remaining_is_exported_once_atlas_sends_it() {
-    let (sim, exporter, org) = start_services().await;
+    let Harness { sim, exporter, org } = start_services().await;
     let s = services_up(&exporter, &org).await;
     assert_eq!(s.named("atlas_cost_api_rate_limit_remaining").count(), 0);
     sim.sim.fail_with(
@@ -363,24 +320,14 @@ async fn rate_limit_remaining_is_exported_once_atlas_sends_it() {
 /// create reaches Atlas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_as_an_http_date_holds_the_cost_explorer() {
-    let (sim, exporter, org) = start_services().await;
+    let Harness { sim, exporter, org } = start_services().await;
     services_up(&exporter, &org).await;
     sim.sim.fail(
         SimEndpoint::Create,
         Fault::RateLimitedUntil(Duration::from_secs(3600)),
     );
     let before = sim.creates_to(&org);
-    let s = exporter
-        .wait_for("three rate-limited refreshes", |s| {
-            s.errors("services", &org, "rate_limited") >= 3.0
-        })
-        .await;
-    assert_eq!(s.up("services", &org), Some(0.0));
-    assert_eq!(
-        sim.creates_to(&org),
-        before + 1,
-        "only the create that met the 429"
-    );
+    assert_held_by_retry_after(&sim, &exporter, &org, before).await;
     exporter.stop().await;
 }
 
@@ -390,7 +337,7 @@ async fn retry_after_as_an_http_date_holds_the_cost_explorer() {
 /// nor "not ready"; the query recovers once the redirects stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_on_a_poll_is_a_client_error() {
-    let (sim, exporter, org) = start_services().await;
+    let Harness { sim, exporter, org } = start_services().await;
     services_up(&exporter, &org).await;
     sim.sim.fail(SimEndpoint::Poll, Fault::Redirect(302));
     let s = exporter
@@ -409,8 +356,8 @@ async fn a_redirect_on_a_poll_is_a_client_error() {
 /// Two polls answered `{}` are polled again: the refresh succeeds with no `decode` error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_object_is_polled_again() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     sim.sim.fail_with(
         SimEndpoint::Poll,
         body_fault(200, JSON, "{}"),
@@ -433,13 +380,11 @@ async fn an_object_that_stays_empty_is_a_decode_error_after_four_polls() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.first_org();
+    let org = sim.org(0);
     sim.sim.fail(SimEndpoint::Poll, body_fault(200, JSON, "{}"));
     let exporter = sim.fast_exporter(&[services()]).start().await;
     let s = exporter
-        .wait_for("two decode failures", |s| {
-            s.errors("services", &org, "decode") >= 2.0
-        })
+        .wait_for_errors("services", &org, "decode", 2.0)
         .await;
     let (failures, p) = (s.errors("services", &org, "decode"), polls(&s, "services"));
     // Every refresh so far failed after exactly four polls; one may be under way.
@@ -456,8 +401,8 @@ async fn an_object_that_stays_empty_is_a_decode_error_after_four_polls() {
 /// create.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_404_right_after_create_is_polled_again_not_created_again() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     sim.sim
         .fail_with(SimEndpoint::Poll, Fault::Status(404), None, Some(1));
     let exporter = sim
@@ -479,7 +424,7 @@ async fn a_refused_csv_envelope_is_polled_without_it() {
     for status in [406, 400] {
         let mut csv = services();
         csv.format = ResultFormat::Csv;
-        let (sim, exporter, org) = start(
+        let Harness { sim, exporter, org } = Harness::fast_one_org(
             SimConfig {
                 refuse_csv_envelope: Some(status),
                 ..SimConfig::default()

@@ -139,7 +139,7 @@ async fn concurrent_scrapes_never_see_a_torn_snapshot() {
 /// id is a path is skipped (and logged), never requested.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_ids_that_are_not_atlas_ids_are_never_requested() {
-    let sim = start_sim(one_org()).await;
+    let sim = start_sim(with_orgs(1)).await;
     let data = sim.sim.dataset();
     let org = &data.orgs[0];
     let good = &org.projects[0];

@@ -27,8 +27,8 @@ impl Drop for Kill {
 async fn proxy_from_the_environment_is_honoured() {
     // The simulator doubles as the forward proxy: a plain-HTTP proxy receives the request in
     // absolute form and the simulator routes it by its path.
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let creds = SimCredentials::demo();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -41,7 +41,7 @@ async fn top_n_folds_into_other_and_keeps_the_exact_total() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.first_org();
+    let org = sim.org(0);
     let queries = [
         query("clusters", GroupBy::Clusters, 3),
         controlled("top2", GroupBy::Clusters, 3, "top: 2"),
@@ -86,8 +86,8 @@ async fn top_n_folds_into_other_and_keeps_the_exact_total() {
 /// service disappears as a label value, and the total is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_rows_fold_into_other_not_away() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let queries = [controlled(
         "nobackup",
         GroupBy::Ungrouped,
@@ -113,8 +113,8 @@ async fn denied_rows_fold_into_other_not_away() {
 /// exact, and promtool still finds the exposition clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_limit_sheds_into_other_and_is_counted() {
-    let sim = start_sim(one_org()).await;
-    let org = sim.first_org();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let queries = [
         query("clusters", GroupBy::Clusters, 2),
         controlled("capped", GroupBy::Clusters, 2, "max_series: 10"),
@@ -148,12 +148,8 @@ async fn series_limit_sheds_into_other_and_is_counted() {
 /// each (Atlas allows 100 live tokens per service account).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orgs_sharing_a_service_account_fetch_one_token() {
-    let sim = start_sim(SimConfig {
-        orgs: 5,
-        ..SimConfig::default()
-    })
-    .await;
-    let queries = [query("services", GroupBy::Ungrouped, 1)];
+    let sim = start_sim(with_orgs(5)).await;
+    let queries = [services()];
     let exporter = sim.exporter(&queries).ready().await;
     let s = exporter.samples().await;
     for org in &sim.sim.dataset().orgs {
@@ -167,15 +163,10 @@ async fn orgs_sharing_a_service_account_fetch_one_token() {
 /// other org keeps refreshing, and only the limited org shows `rate_limited`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_orgs_rate_limit_storm_does_not_delay_another() {
-    let sim = start_sim(SimConfig {
-        orgs: 2,
-        ..SimConfig::default()
-    })
-    .await;
-    let data = sim.sim.dataset();
-    let (limited, healthy) = (data.orgs[0].id.clone(), data.orgs[1].id.clone());
+    let sim = start_sim(with_orgs(2)).await;
+    let (limited, healthy) = (sim.org(0), sim.org(1));
     let exporter = sim
-        .exporter(&[query("services", GroupBy::Ungrouped, 1)])
+        .exporter(&[services()])
         .tweak(|c| {
             c.refresh_interval = Duration::from_millis(300);
             c.query_timeout = Duration::from_secs(120);
@@ -239,10 +230,7 @@ async fn requests_in_flight_stay_within_the_concurrency_bound() {
             .fail(endpoint, Fault::Delay(Duration::from_millis(30)));
     }
     let exporter = sim
-        .exporter(&[
-            query("services", GroupBy::Ungrouped, 1),
-            query("clusters", GroupBy::Clusters, 1),
-        ])
+        .exporter(&[services(), query("clusters", GroupBy::Clusters, 1)])
         .tweak(|c| c.concurrency = 2)
         .ready()
         .await;

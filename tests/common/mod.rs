@@ -46,9 +46,9 @@ pub async fn start_sim(config: SimConfig) -> Sim {
 }
 
 impl Sim {
-    /// The id of the simulator's first org (its only one, in most tests).
-    pub fn first_org(&self) -> String {
-        self.sim.dataset().orgs[0].id.clone()
+    /// The id of the simulator's org number `i` (most tests have one, number 0).
+    pub fn org(&self, i: usize) -> String {
+        self.sim.dataset().orgs[i].id.clone()
     }
 
     /// How many create requests for `org_id` the simulator has seen.
@@ -75,6 +75,19 @@ pub fn api_key() -> Credentials {
         public_key: c.public_key,
         private_key: Secret::new(c.private_key),
     }
+}
+
+/// The demo API key's public half with a private key that is not its own.
+pub fn wrong_api_key() -> Credentials {
+    Credentials::ApiKey {
+        public_key: "demopublic".to_owned(),
+        private_key: Secret::new("not-the-key"),
+    }
+}
+
+/// The ungrouped `services` query over the current month.
+pub fn services() -> QuerySpec {
+    query("services", GroupBy::Ungrouped, 1)
 }
 
 pub fn query(name: &str, group_by: GroupBy, months: u32) -> QuerySpec {
@@ -212,6 +225,21 @@ impl Exporter {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("never saw: {what}\n{}", self.scrape_text().await);
+    }
+
+    /// Scrapes until the `reason` error counter of `query` and `org_id` reaches `at_least`
+    /// (bounded).
+    pub async fn wait_for_errors(
+        &self,
+        query: &str,
+        org_id: &str,
+        reason: &str,
+        at_least: f64,
+    ) -> Samples {
+        self.wait_for(&format!("{at_least} {reason} errors of {query}"), |s| {
+            s.errors(query, org_id, reason) >= at_least
+        })
+        .await
     }
 
     pub async fn stop(mut self) {
@@ -389,6 +417,27 @@ pub fn body_fault(status: u16, content_type: &str, body: &str) -> Fault {
         content_type: content_type.to_owned(),
         body: body.to_owned(),
     }
+}
+
+/// Waits for three `rate_limited` refreshes of the `services` query of `org_id`, held by a
+/// long `Retry-After`, and checks that the query is down and that only the create that met
+/// the 429 reached Atlas (`creates_before` were sent before it); returns the last scrape.
+pub async fn assert_held_by_retry_after(
+    sim: &Sim,
+    exporter: &Exporter,
+    org_id: &str,
+    creates_before: usize,
+) -> Samples {
+    let s = exporter
+        .wait_for_errors("services", org_id, "rate_limited", 3.0)
+        .await;
+    assert_eq!(s.up("services", org_id), Some(0.0));
+    assert_eq!(
+        sim.creates_to(org_id),
+        creates_before + 1,
+        "only the create that met the 429"
+    );
+    s
 }
 
 /// A clock pinned to `t`.
