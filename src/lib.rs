@@ -4,28 +4,54 @@
 //!
 //! Atlas -> [`atlas`] (client) -> [`refresher`] -> [`snapshot`] -> [`exposition`] -> [`server`]
 //!
-//! - [`model`] and [`month`]: the domain vocabulary at the bottom (ids, groupings, endpoints,
-//!   failure reasons, months); they import nothing of the crate.
-//! - [`config`]: flags, environment and YAML, validated at start-up; [`cli`]: the command
-//!   line (flags and the `simulate` subcommand).
-//! - [`atlas`]: the Atlas client: OAuth and Digest, rate limits, Cost Explorer queries,
-//!   discovery; [`atlas::result`] parses JSON and CSV results.
-//! - [`refresher`]: runs the queries on an interval, caches closed months, keeps the last good
-//!   data, and publishes each refresh whole.
-//! - [`snapshot`]: the immutable published state a scrape reads.
-//! - [`exposition`]: text 0.0.4 and OpenMetrics encoding, escaping, format negotiation.
-//! - [`metrics`]: the exporter's own counters and histograms.
-//! - [`server`]: `/metrics`, the landing page, `/healthz`, `/readyz`.
-//! - [`web_config`]: TLS and basic auth for the exporter's own endpoints (`--web.config.file`).
-//! - [`simulator`]: a built-in Atlas API simulator for `--demo`, tests and benchmarks.
+//! The modules, in layers from the bottom up; a module imports only modules below it.
+//!
+//! **Model** (imports nothing of the crate)
+//! - [`model`]: the domain vocabulary: ids, groupings, credentials, endpoints, failure reasons,
+//!   shards.
 //! - [`month`]: UTC calendar months.
+//! - [`version`]: build information (version, git revision, rustc version).
+//!
+//! **Client**
+//! - [`metrics`]: the exporter's own counters and histograms.
+//! - [`atlas`]: the Atlas client, one job per submodule: `error` (the client's errors and the
+//!   reason each is counted under), `gate` (rate limits and `Retry-After`), `auth` (OAuth
+//!   tokens and Digest state), `discovery` (project and cluster listings), `usage` (create a
+//!   Cost Explorer query, then poll until it is ready), [`atlas::result`] (JSON and CSV
+//!   results into rows).
+//! - [`fleet`]: many orgs and replicas: sharding, refresh phases, shared OAuth tokens.
+//!
+//! **Series**
+//! - [`controls`]: per-query cardinality controls (allow/deny, minimum, top N, series limit)
+//!   that fold series into `(other)` with exact totals.
 //! - [`budget`]: month-end forecasts and budgets, computed when a refresh is published.
 //! - [`remainder`]: the `(unattributed)` series that make the `projects` and `clusters`
 //!   queries add up to the org's total.
-//! - [`controls`]: per-query cardinality controls (allow/deny, minimum, top N, series limit)
-//!   that fold series into `(other)` with exact totals.
-//! - [`fleet`]: many orgs and replicas: sharding, refresh phases, shared OAuth tokens.
-//! - [`version`]: build information (version, git revision, rustc version).
+//!
+//! **Publishing**
+//! - [`snapshot`]: the immutable published state a scrape reads.
+//! - [`exposition`]: text 0.0.4 and OpenMetrics encoding, escaping, format negotiation.
+//!
+//! **Refresher**
+//! - [`refresher`]: runs the queries on an interval and publishes each refresh whole; its
+//!   submodules: `discovery` (the ids each query needs), `month_cache` (closed months, kept
+//!   across refreshes), `aggregate` (rows, discovery and controls into series, a pure
+//!   function).
+//!
+//! **Serving**
+//! - [`web_config`]: TLS and basic auth for the exporter's own endpoints (`--web.config.file`).
+//! - [`server`]: `/metrics`, the landing page, `/healthz`, `/readyz`.
+//!
+//! **Configuration** (read once, at start-up)
+//! - [`cli`]: the command line as typed: the flags (each with an environment variable) and
+//!   the `simulate` subcommand's arguments.
+//! - [`config`]: flags, environment and the YAML file validated into a [`config::Config`].
+//! - this file: [`run`] (the refresher in the background, the server in the foreground) and
+//!   `--demo`'s set-up; `main.rs`: parse, validate, set up logging, run.
+//!
+//! Beside the layers, [`simulator`]: a built-in Atlas API simulator for `--demo`, tests and
+//! benchmarks (its data, auth and API handlers in submodules). Only this file and `main.rs`
+//! import it.
 
 pub mod atlas;
 pub mod budget;
@@ -42,6 +68,8 @@ pub mod remainder;
 pub mod server;
 pub mod simulator;
 pub mod snapshot;
+#[cfg(test)]
+mod testing;
 pub mod version;
 pub mod web_config;
 

@@ -15,7 +15,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::atlas::result::{ParsedResult, UsageRow};
-use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, Reason};
+use crate::atlas::{
+    AtlasClient, AtlasError, ClientSettings, Cluster, Endpoint, Reason, UsageQuery,
+};
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec, is_atlas_id};
 use crate::controls::{Level, SeriesKey};
@@ -730,12 +732,18 @@ impl Refresher {
             .bounded(
                 org,
                 deadline,
-                org.client.run_query(
-                    spec,
-                    &projects,
-                    &clusters,
-                    fetch_from,
-                    current.plus(1),
+                org.client.fetch_usage(
+                    &UsageQuery {
+                        name: &spec.name,
+                        group_by: spec.group_by,
+                        format: spec.format,
+                        start: fetch_from,
+                        end: current.plus(1),
+                        projects: &projects,
+                        clusters: &clusters,
+                        services: &spec.services,
+                        include_partial_matches: spec.include_partial_matches,
+                    },
                     deadline,
                 ),
             )

@@ -564,19 +564,7 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    /// A fresh directory under the system temp dir, unique to this process and call.
-    fn temp_dir() -> PathBuf {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "atlas-web-config-unit-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
-    }
+    use crate::testing::temp_dir;
 
     /// Writes a fresh self-signed certificate and its key as `server.crt` and `server.key`.
     fn write_cert(dir: &Path) {
@@ -611,7 +599,7 @@ mod tests {
     /// Toolkit keys this exporter cannot honour are refused by name, not silently ignored.
     #[test]
     fn unsupported_toolkit_keys_are_refused_by_name() {
-        let dir = temp_dir();
+        let dir = temp_dir("web-config");
         write_cert(&dir);
         let base = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
         let e = parse_err(
@@ -640,7 +628,7 @@ mod tests {
     /// A missing or unreadable certificate or key is named by its key.
     #[test]
     fn missing_or_unreadable_cert_and_key_are_named() {
-        let dir = temp_dir();
+        let dir = temp_dir("web-config");
         let e = parse_err("tls_server_config:\n  key_file: k\n", &dir);
         assert_eq!(e, "--web.config.file: tls_server_config.cert_file: missing");
         let e = parse_err(
@@ -676,7 +664,7 @@ mod tests {
     /// Relative paths resolve against the file's directory; min_version TLS13 is accepted.
     #[test]
     fn cert_and_key_load_relative_to_the_file() {
-        let dir = temp_dir();
+        let dir = temp_dir("web-config");
         write_cert(&dir);
         let path = dir.join("web.yml");
         std::fs::write(
@@ -693,7 +681,7 @@ mod tests {
     /// A certificate with somebody else's key is refused at start-up.
     #[test]
     fn mismatched_cert_and_key_are_refused() {
-        let dir = temp_dir();
+        let dir = temp_dir("web-config");
         write_cert(&dir);
         let other = rcgen::KeyPair::generate().expect("key");
         std::fs::write(dir.join("other.key"), other.serialize_pem()).expect("write");
@@ -707,7 +695,7 @@ mod tests {
     /// Verifying client certificates needs a CA file, and a CA file needs a verifying mode.
     #[test]
     fn client_ca_and_client_auth_type_go_together() {
-        let dir = temp_dir();
+        let dir = temp_dir("web-config");
         write_cert(&dir);
         let base = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n";
         let e = parse_err(

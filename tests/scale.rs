@@ -8,11 +8,9 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use atlas_cost_exporter::cli::Cli;
-use atlas_cost_exporter::config::{Config, GroupBy, QuerySpec, env};
+use atlas_cost_exporter::config::{GroupBy, QuerySpec};
 use atlas_cost_exporter::controls::{Controls, FileControls};
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
-use clap::Parser as _;
 use common::*;
 
 fn controlled(name: &str, group_by: GroupBy, months: u32, yaml: &str) -> QuerySpec {
@@ -21,12 +19,6 @@ fn controlled(name: &str, group_by: GroupBy, months: u32, yaml: &str) -> QuerySp
         controls: Controls::from_file("test", file, months).unwrap(),
         ..query(name, group_by, months)
     }
-}
-
-fn org_ids(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("{:024x}", 0x5f1b_0000 + i * 7919))
-        .collect()
 }
 
 /// Top 2 clusters per project: at most two named clusters and one `cluster_name="(other)"`
@@ -263,99 +255,4 @@ async fn two_replicas_serve_identical_series() {
     }
     a.stop().await;
     b.stop().await;
-}
-
-fn flags(args: &[&str]) -> atlas_cost_exporter::config::Flags {
-    let mut argv = vec!["atlas-cost-exporter"];
-    argv.extend_from_slice(args);
-    Cli::try_parse_from(argv).unwrap().flags
-}
-
-fn sa_env() -> HashMap<&'static str, &'static str> {
-    HashMap::from([
-        (env::CLIENT_ID, "mdb_sa_id_x"),
-        (env::CLIENT_SECRET, "s3cr3t"),
-    ])
-}
-
-/// Two replicas started with `--shard.count 2` and indexes 0 and 1 export every org of the
-/// same configuration exactly once between them.
-#[test]
-fn two_shards_export_each_org_exactly_once() {
-    let ids = org_ids(60);
-    let list = ids.join(",");
-    let shard = |i: &str| -> Vec<String> {
-        let f = flags(&[
-            "--atlas.org-id",
-            &list,
-            "--shard.count",
-            "2",
-            "--shard.index",
-            i,
-        ]);
-        Config::from_flags(&f, &sa_env())
-            .unwrap()
-            .orgs
-            .into_iter()
-            .map(|o| o.id)
-            .collect()
-    };
-    let (zero, one) = (shard("0"), shard("1"));
-    assert!(!zero.is_empty() && !one.is_empty());
-    let mut all: Vec<String> = zero.iter().chain(&one).cloned().collect();
-    all.sort();
-    let mut want = ids.clone();
-    want.sort();
-    assert_eq!(all, want, "every org once, none twice");
-}
-
-/// A shard index not below the shard count is refused with one line naming the flag.
-#[test]
-fn shard_index_out_of_range_names_the_flag() {
-    let f = flags(&[
-        "--atlas.org-id",
-        &org_ids(1)[0],
-        "--shard.count",
-        "3",
-        "--shard.index",
-        "3",
-    ]);
-    let e = Config::from_flags(&f, &sa_env()).unwrap_err().to_string();
-    assert!(e.starts_with("--shard.index:"), "{e}");
-    assert!(!e.contains('\n'));
-}
-
-/// `controls:` in the YAML file is read, and a bad regex there is refused naming its key.
-#[test]
-fn yaml_controls_are_read_and_validated() {
-    let dir = std::env::temp_dir().join(format!("ace-scale-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.yml");
-    let org = &org_ids(1)[0];
-    let write = |controls: &str| {
-        std::fs::write(
-            &path,
-            format!(
-                "orgs:\n  - id: {org}\n    queries:\n      - name: clusters\n        group_by: clusters\n        controls:\n{controls}"
-            ),
-        )
-        .unwrap();
-    };
-    write(
-        "          deny: {cluster_name: 'tmp-.*'}\n          top: 20\n          min_usd: 1.5\n          max_series: 5000\n",
-    );
-    let f = flags(&["--config.file", path.to_str().unwrap()]);
-    let cfg = Config::from_flags(&f, &sa_env()).unwrap();
-    let c = &cfg.orgs[0].queries[0].controls;
-    assert!(!c.is_empty());
-    assert_eq!(c.max_series(), Some(5000));
-    write("          deny: {cluster_name: 'tmp-('}\n");
-    let e = Config::from_flags(&f, &sa_env()).unwrap_err().to_string();
-    assert!(
-        e.starts_with("orgs[0].queries[0].controls.deny.cluster_name:"),
-        "{e}"
-    );
-    write("          nope: 1\n");
-    let e = Config::from_flags(&f, &sa_env()).unwrap_err().to_string();
-    assert!(e.contains("nope"), "{e}");
 }

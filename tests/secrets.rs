@@ -58,18 +58,6 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
-/// A fresh directory under the system temp dir.
-fn temp_dir() -> PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "atlas-secrets-it-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A web configuration with basic auth for `WEB_USER`; returns its path and the hash.
 fn write_web_config(dir: &Path) -> (PathBuf, String) {
     let hash = bcrypt::hash(WEB_PASSWORD, 4).unwrap();

@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use atlas_cost_exporter::config::GroupBy;
 use atlas_cost_exporter::simulator::SimConfig;
@@ -19,18 +18,6 @@ use rcgen::{
 
 const USER: &str = "prometheus";
 const PASSWORD: &str = "correct horse battery staple";
-
-/// A fresh directory under the system temp dir.
-fn temp_dir() -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "atlas-web-config-it-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Writes a self-signed server certificate for 127.0.0.1 and localhost; returns its PEM.
 fn write_server_cert(dir: &Path) -> String {

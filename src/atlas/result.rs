@@ -11,6 +11,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use crate::month::Month;
 
+mod csv;
+
+pub use self::csv::parse_csv;
+
 /// One row of a result, with the amount in micro-dollars so sums are exact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageRow {
@@ -542,146 +546,6 @@ impl<'de> Visitor<'de> for RawRowVisitor {
     }
 }
 
-/// What a CSV column means, matched on its header case-insensitively, ignoring spaces and
-/// punctuation.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Column {
-    OrgId,
-    OrgName,
-    ProjectId,
-    ProjectName,
-    ClusterId,
-    ClusterName,
-    Service,
-    UsageDate,
-    BilledDate,
-    Amount,
-}
-
-fn column_of(header: &[u8]) -> Option<Column> {
-    let key: String = String::from_utf8_lossy(header)
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    Some(match key.as_str() {
-        "organizationid" | "orgid" => Column::OrgId,
-        "organizationname" | "orgname" | "organization" => Column::OrgName,
-        "projectid" | "groupid" => Column::ProjectId,
-        "projectname" | "project" | "groupname" => Column::ProjectName,
-        "clusteruniqueid" | "clusterid" => Column::ClusterId,
-        "clustername" | "cluster" => Column::ClusterName,
-        "service" | "servicename" => Column::Service,
-        "usagedate" | "date" => Column::UsageDate,
-        "billeddate" => Column::BilledDate,
-        "usageamount" | "amount" | "usageamountusd" => Column::Amount,
-        _ => return None,
-    })
-}
-
-/// Columns the exporter knows and does not read.
-fn column_of_known_unused(header: &[u8]) -> Option<()> {
-    let key: String = String::from_utf8_lossy(header)
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    (key == "invoiceid").then_some(())
-}
-
-/// Parses a CSV result: skips any preamble before the header row (the first row with a
-/// "Usage Amount" and a date column), matches columns by meaning, and tolerates a BOM, CRLF, stray
-/// spaces and short or long rows.
-///
-/// # Errors
-/// A [`DecodeError`] when no header row with an amount column is found.
-pub fn parse_csv(body: &[u8]) -> Result<ParsedResult, DecodeError> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(body);
-    let mut columns: Option<Vec<Option<Column>>> = None;
-    let mut out = ParsedResult::default();
-    let mut record = csv::ByteRecord::new();
-    let mut line = 0usize;
-    loop {
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(DecodeError(format!("invalid CSV result: {e}"))),
-        }
-        line += 1;
-        let Some(cols) = &columns else {
-            // The header row: an amount column and a date column. A line that merely holds
-            // the words "Usage Amount" (the spec's garbled example is such a line) is not one.
-            let candidate: Vec<Option<Column>> = record.iter().map(column_of).collect();
-            let has = |c: Column| candidate.contains(&Some(c));
-            if has(Column::Amount) && (has(Column::UsageDate) || has(Column::BilledDate)) {
-                for (cell, col) in record.iter().zip(&candidate) {
-                    if col.is_none() && !cell.is_empty() && column_of_known_unused(cell).is_none() {
-                        out.unknown_key(&String::from_utf8_lossy(cell));
-                    }
-                }
-                columns = Some(candidate);
-            }
-            continue;
-        };
-        if record.iter().all(<[u8]>::is_empty) {
-            continue;
-        }
-        let mut raw = RawRow::default();
-        let mut amount_text = None;
-        for (cell, col) in record.iter().zip(cols.iter()) {
-            let Some(col) = col else { continue };
-            let value = String::from_utf8_lossy(cell).into_owned();
-            let slot = match col {
-                Column::OrgId => &mut raw.org_id,
-                Column::OrgName => &mut raw.org_name,
-                Column::ProjectId => &mut raw.project_id,
-                Column::ProjectName => &mut raw.project_name,
-                Column::ClusterId => &mut raw.cluster_id,
-                Column::ClusterName => &mut raw.cluster_name,
-                Column::Service => &mut raw.service,
-                Column::UsageDate => &mut raw.usage_date,
-                Column::BilledDate => &mut raw.billed_date,
-                Column::Amount => &mut amount_text,
-            };
-            *slot = Some(value);
-        }
-        let amount = amount_text.filter(|t| !t.is_empty());
-        let row = match amount.as_deref().map(parse_amount_text) {
-            None => Err("no Usage Amount".to_owned()),
-            Some(None) => Err(format!(
-                "Usage Amount {:?} is not a number",
-                amount.unwrap_or_default()
-            )),
-            Some(Some(micros)) => {
-                raw.amount = Some(Lenient {
-                    number: Some(0.0),
-                    ..Lenient::default()
-                });
-                raw.into_row().map(|mut r| {
-                    r.amount_micros = micros;
-                    r
-                })
-            }
-        };
-        match row {
-            Ok(r) => out.rows.push(r),
-            Err(why) => out.invalid(format!("CSV line {line}: {why}")),
-        }
-    }
-    if columns.is_none() {
-        return Err(DecodeError(format!(
-            "CSV result has no header row with a Usage Amount and a date column: {}",
-            snippet(body)
-        )));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -805,32 +669,6 @@ mod tests {
         assert!(e.0.contains("500") && e.0.contains("boom"), "{e}");
     }
 
-    /// A CSV with a preamble, a BOM, CRLF line ends, quoted commas and the spec's column names
-    /// parses; a non-numeric amount is counted.
-    #[test]
-    fn csv_with_preamble_bom_crlf_and_quotes_parses() {
-        let body = "\u{feff}Organization: ACME\r\n\r\n Billed Date , Invoice Id,Organization Name,Organization ID,Project Name,Project Id,Cluster Name,Cluster Unique Id,Usage Amount,\r\n2026-10-01,inv,\"ACME, Inc.\",5f1b2c3d4e5f6a7b8c9d0e1f,\"Proj \"\"A\"\"\",aaaaaaaaaaaaaaaaaaaaaaaa,c1,bbbbbbbbbbbbbbbbbbbbbbbb,\"1,234.56\",\r\n2026-10-01,inv,x,y,p,q,c,d,n/a\r\n";
-        let r = parse_csv(body.as_bytes()).expect("parses");
-        assert_eq!(r.rows.len(), 1);
-        let row = &r.rows[0];
-        assert_eq!(row.org_name.as_deref(), Some("ACME, Inc."));
-        assert_eq!(row.project_name.as_deref(), Some("Proj \"A\""));
-        assert_eq!(row.cluster_id.as_deref(), Some("bbbbbbbbbbbbbbbbbbbbbbbb"));
-        assert_eq!(row.amount_micros, 1_234_560_000);
-        assert_eq!(row.month.to_string(), "2026-10");
-        assert_eq!(r.invalid_rows, 1);
-    }
-
-    /// The spec's CSV example (labels and values on alternate cells, `Billed Date` holding an
-    /// id) is not a result: an error, never success with zero rows.
-    #[test]
-    fn the_specs_garbled_csv_example_is_an_error() {
-        // The same shape as the spec's example, with values of our own.
-        let body = "Billed Date,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nInvoice Id,\"October 1, 2026 - November 1, 2026\",\n\nOrganization Name,ACME,\n\nOrganization ID,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nProject Name,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nProject Id,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nCluster Name,prod\n\nCluster Unique Id,5f1b2c3d4e5f6a7b8c9d0e1f\n\nUsage Amount, 42.10\n";
-        let e = parse_csv(body.as_bytes()).expect_err("not a result");
-        assert!(e.0.contains("no header row"), "{e}");
-    }
-
     /// Keys the parser does not know are collected (a few, for the log), so a result whose
     /// dimension is spelled otherwise can be reported.
     #[test]
@@ -849,15 +687,5 @@ mod tests {
             format!(r#"{{"usageDetails":[{{{many}"usageAmount":1,"usageDate":"2026-10-01"}}]}}"#);
         let r = ready(parse_body(body.as_bytes(), false));
         assert_eq!(r.unknown_keys.len(), MAX_UNKNOWN_KEYS);
-    }
-
-    /// A CSV whose columns are partly missing still yields what it has; one without an
-    /// amount column is an error.
-    #[test]
-    fn csv_missing_columns() {
-        let r = parse_csv(b"usage date,usage amount\n2026-11-01,2\n2026-11-01\n").expect("parses");
-        assert_eq!(r.rows.len(), 1);
-        assert_eq!(r.invalid_rows, 1);
-        assert!(parse_csv(b"a,b\n1,2\n").is_err());
     }
 }

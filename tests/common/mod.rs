@@ -11,8 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use atlas_cost_exporter::config::{
-    Config, Credentials, DEFAULT_MAX_RESPONSE_BYTES, GroupBy, OrgConfig, QuerySpec, ResultFormat,
-    Secret, system_clock,
+    Config, Credentials, GroupBy, OrgConfig, QuerySpec, ResultFormat, Secret,
 };
 use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimCredentials, SimEndpoint, Simulator};
@@ -129,23 +128,26 @@ pub fn orgs(sim: &Simulator, credentials: &Credentials, queries: &[QuerySpec]) -
 
 /// A configuration for tests: fast polls, short timeouts, a generous request budget.
 pub fn config(base_url: &str, orgs: Vec<OrgConfig>) -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        telemetry_path: "/metrics".to_owned(),
-        base_url: base_url.to_owned(),
-        orgs,
-        refresh_interval: Duration::from_secs(3600),
-        concurrency: 4,
-        request_timeout: Duration::from_secs(5),
-        query_timeout: Duration::from_secs(60),
-        poll_interval: Duration::from_millis(20),
-        requests_per_minute: 60_000,
-        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-        clock: system_clock(),
-        resolver: None,
-        budgets: Vec::new(),
-        web: None,
-    }
+    Config::builder(base_url)
+        .orgs(orgs)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .request_timeout(Duration::from_secs(5))
+        .query_timeout(Duration::from_secs(60))
+        .poll_interval(Duration::from_millis(20))
+        .requests_per_minute(60_000)
+        .build()
+}
+
+/// A fresh directory under the system temp dir, unique to this process and call.
+pub fn temp_dir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "atlas-it-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// The exporter, serving on a loopback port until stopped or dropped.
