@@ -38,10 +38,8 @@ fn config_from_file(
     Config::from_flags(&flags, &env)
 }
 
-fn budget_file(org_id: &str, name: &str, clusters: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ace-budgets-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.yml");
+fn budget_file(org_id: &str, clusters: &str) -> std::path::PathBuf {
+    let path = temp_dir().join("config.yml");
     std::fs::write(
         &path,
         format!(
@@ -76,7 +74,7 @@ async fn forecasts_and_budgets_follow_the_month_to_date() {
         .map(|n| regex::escape(n))
         .collect::<Vec<_>>()
         .join("|");
-    let path = budget_file(&org, "feb", &pattern);
+    let path = budget_file(&org, &pattern);
     let parsed = config_from_file(&path, "mdb_sa_id_demo", "mdb_sa_sk_demo").unwrap();
     let exporter = sim
         .exporter(&[
@@ -177,9 +175,7 @@ async fn forecasts_and_budgets_follow_the_month_to_date() {
 /// A budget whose query the org does not have is refused at start-up, naming the key.
 #[test]
 fn budget_on_a_missing_query_is_refused() {
-    let dir = std::env::temp_dir().join(format!("ace-budgets-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.yml");
+    let path = temp_dir().join("config.yml");
     let org = "5f1b2c3d4e5f6a7b8c9d0e1f";
     std::fs::write(
         &path,

@@ -476,9 +476,7 @@ async fn dns_failure_is_a_transport_error() {
 /// the exporter recovers by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_then_recovery() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let sim = atlas_cost_exporter::simulator::Simulator::new(SimConfig {
         orgs: 1,
         ..SimConfig::default()

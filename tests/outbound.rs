@@ -11,16 +11,6 @@ use std::time::Duration;
 use atlas_cost_exporter::simulator::{SimCredentials, SimEndpoint};
 use common::*;
 
-/// Kills the child process when the test ends, even on panic.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// With `HTTP_PROXY` set, every Atlas request goes through the proxy: the base URL names a
 /// host that does not exist, and data still arrives, through the proxy only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,13 +20,8 @@ async fn proxy_from_the_environment_is_honoured() {
     let sim = start_sim(with_orgs(1)).await;
     let org = sim.org(0);
     let creds = SimCredentials::demo();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let dir = std::env::temp_dir().join(format!("atlas-outbound-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.yml");
+    let port = free_port();
+    let config = temp_dir().join("config.yml");
     std::fs::write(
         &config,
         format!("orgs:\n  - id: {org}\n    queries:\n      - name: services\n        months: 1\n"),
@@ -61,7 +46,7 @@ async fn proxy_from_the_environment_is_honoured() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = Kill(child);
+    let _guard = KillOnDrop(child);
     let http = reqwest::Client::new();
     let mut ready = false;
     for _ in 0..600 {

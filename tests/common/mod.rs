@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use atlas_cost_exporter::config::{
-    Config, Credentials, GroupBy, OrgConfig, QuerySpec, ResultFormat, Secret,
-};
+use atlas_cost_exporter::config::{Config, Credentials, GroupBy, OrgConfig, QuerySpec, Secret};
 use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimCredentials, SimEndpoint, Simulator};
 use tokio::sync::oneshot;
@@ -89,17 +87,13 @@ pub fn services() -> QuerySpec {
     query("services", GroupBy::Ungrouped, 1)
 }
 
+/// A query named `name` grouped by `group_by` over `months`, otherwise as the library's
+/// default queries are: JSON, no filters, no controls.
 pub fn query(name: &str, group_by: GroupBy, months: u32) -> QuerySpec {
     QuerySpec {
         name: name.to_owned(),
         group_by,
-        months,
-        format: ResultFormat::Json,
-        projects: Vec::new(),
-        clusters: Vec::new(),
-        services: Vec::new(),
-        include_partial_matches: false,
-        controls: Default::default(),
+        ..QuerySpec::defaults(months).swap_remove(0)
     }
 }
 
@@ -440,6 +434,26 @@ pub async fn assert_held_by_retry_after(
         "only the create that met the 429"
     );
     s
+}
+
+/// A free loopback port: bound to 127.0.0.1:0, then released for a server to take.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process (the exporter's binary, say), killed and reaped when dropped, on success
+/// and on panic alike.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A clock pinned to `t`.
