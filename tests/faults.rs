@@ -40,6 +40,20 @@ impl Harness {
             .await;
     }
 
+    /// [`Harness::fault_cycle`] for each of `faults` in turn, injected on `endpoint`.
+    async fn fault_cycles(
+        &self,
+        query: &str,
+        reason: &str,
+        endpoint: SimEndpoint,
+        faults: impl IntoIterator<Item = Fault>,
+    ) {
+        for fault in faults {
+            self.fault_cycle(query, reason, |r| r.sim.sim.fail(endpoint, fault))
+                .await;
+        }
+    }
+
     /// [`Harness::fault_cycle`] with a custom way to clear the fault.
     async fn fault_cycle_then(
         &self,
@@ -114,12 +128,9 @@ async fn server_errors_on(endpoint: SimEndpoint) {
         |_| {},
     )
     .await;
-    for code in [500, 502, 503, 504] {
-        rig.fault_cycle(query_hit_by(endpoint), "server_error", |r| {
-            r.sim.sim.fail(endpoint, Fault::Status(code));
-        })
+    let codes = [500, 502, 503, 504].map(Fault::Status);
+    rig.fault_cycles(query_hit_by(endpoint), "server_error", endpoint, codes)
         .await;
-    }
     rig.exporter.stop().await;
 }
 
@@ -232,12 +243,9 @@ async fn long_retry_after_holds_the_org_across_refreshes() {
 async fn rate_limit_without_retry_after() {
     let rig = default_rig().await;
     for endpoint in [SimEndpoint::Create, SimEndpoint::Poll] {
-        rig.fault_cycle("services", "rate_limited", |r| {
-            r.sim
-                .sim
-                .fail(endpoint, Fault::RateLimited { retry_after: None });
-        })
-        .await;
+        let limited = Fault::RateLimited { retry_after: None };
+        rig.fault_cycles("services", "rate_limited", endpoint, [limited])
+            .await;
     }
     rig.exporter.stop().await;
 }
@@ -410,19 +418,12 @@ async fn expired_query_token_is_created_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answers_time_out() {
     let rig = default_rig().await;
-    rig.fault_cycle("services", "timeout", |r| {
-        r.sim
-            .sim
-            .fail(SimEndpoint::Create, Fault::Delay(Duration::from_secs(3)));
-    })
-    .await;
-    rig.fault_cycle("services", "timeout", |r| {
-        r.sim.sim.fail(
-            SimEndpoint::Create,
-            Fault::Trickle(Duration::from_millis(100)),
-        );
-    })
-    .await;
+    let slow = [
+        Fault::Delay(Duration::from_secs(3)),
+        Fault::Trickle(Duration::from_millis(100)),
+    ];
+    rig.fault_cycles("services", "timeout", SimEndpoint::Create, slow)
+        .await;
     rig.exporter.stop().await;
 }
 
@@ -507,7 +508,7 @@ async fn refused_connection_then_recovery() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_bodies_fail_with_decode() {
     let rig = default_rig().await;
-    for bad in [
+    let bad = [
         body_fault(200, JSON, r#"{"usageDetails":[{"usageAmount":1.5,"usageDa"#),
         body_fault(200, JSON, "{usageDetails: nope}"),
         body_fault(200, JSON, r#"{"results":[{"id":"x"}],"totalCount":1}"#),
@@ -522,12 +523,9 @@ async fn broken_bodies_fail_with_decode() {
             "<html><body><h1>Service Unavailable</h1></body></html>",
         ),
         Fault::Html(200),
-    ] {
-        rig.fault_cycle("services", "decode", |r| {
-            r.sim.sim.fail(SimEndpoint::Poll, bad)
-        })
+    ];
+    rig.fault_cycles("services", "decode", SimEndpoint::Poll, bad)
         .await;
-    }
     rig.exporter.stop().await;
 }
 

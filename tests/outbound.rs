@@ -6,7 +6,6 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use atlas_cost_exporter::simulator::{SimCredentials, SimEndpoint};
 use common::*;
@@ -47,29 +46,9 @@ async fn proxy_from_the_environment_is_honoured() {
         .spawn()
         .unwrap();
     let _guard = KillOnDrop(child);
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..600 {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            && r.status() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the exporter became ready");
-    let body = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let exporter = Exporter::at(([127, 0, 0, 1], port).into());
+    exporter.wait_ready().await;
+    let body = exporter.scrape_text().await;
     let s = Samples(parse(&body, "text"));
     assert_eq!(s.up("services", &org), Some(1.0), "{body}");
     assert!(!s.costs("services").is_empty());

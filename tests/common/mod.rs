@@ -168,6 +168,17 @@ impl Exporter {
         }
     }
 
+    /// An exporter already serving at `addr` (the binary, say), to scrape and wait on;
+    /// [`Exporter::stop`] leaves it running.
+    pub fn at(addr: SocketAddr) -> Exporter {
+        Exporter {
+            addr,
+            http: reqwest::Client::new(),
+            stop: None,
+            task: None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -180,10 +191,13 @@ impl Exporter {
         req.send().await.unwrap()
     }
 
-    /// Waits for `/readyz` (bounded, so a broken exporter fails the test instead of hanging).
+    /// Waits for `/readyz` (bounded, so a broken exporter fails the test instead of hanging),
+    /// through refused connections while a process starts.
     pub async fn wait_ready(&self) {
         for _ in 0..1200 {
-            if self.get("/readyz", &[]).await.status() == 200 {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
