@@ -29,242 +29,32 @@
 //! atomically. The `Dataset` helpers (`total_cents`, `cluster_cents`, `unlisted_cents`, ...)
 //! give exact expected totals. Faults can be injected per endpoint ([`Simulator::fail`]).
 //!
-//! Submodules: `data` (the generated account), `auth` (OAuth and Digest), `api` (handlers).
+//! This module holds the [`Simulator`] handle: its shared state and how tests steer it
+//! (faults, data changes, timing). Submodules: `config` (what shapes it), `data` (the
+//! generated account and its exact totals), `auth` (OAuth and Digest), `api` (the routes and
+//! handlers).
 
 mod api;
 mod auth;
+mod config;
 mod data;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 pub use api::{CSV_HEADER, FLEX_TYPE, SPEC_CSV_HEADER};
+pub use config::{CsvLayout, NotReady, RowKeys, SimConfig, SimCredentials};
 pub use data::{
     CLUSTER_SERVICES, ClusterKind, Dataset, GroupBy, SimCluster, SimOrg, SimProject, SimTag,
     UsageRecord, cluster_tags, project_tags,
 };
 
 use crate::month::Month;
-
-/// How a poll shows that a query is not ready yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotReady {
-    /// `envelope=true`: HTTP 200 `{"status":102,"content":null}`. Without `envelope=true` a bare
-    /// 102 cannot be seen by hyper-based clients, so the connection is dropped as with
-    /// [`NotReady::Close`].
-    Envelope,
-    /// Wait this long, then answer as [`NotReady::Envelope`] (a client with a shorter timeout
-    /// sees a timeout).
-    Timeout(Duration),
-    /// Send 200 headers and then break the connection mid-body.
-    Close,
-}
-
-/// The credentials the simulator accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimCredentials {
-    /// Service-account client id (OAuth, HTTP Basic user).
-    pub client_id: String,
-    /// Service-account client secret.
-    pub client_secret: String,
-    /// API key public part (Digest user).
-    pub public_key: String,
-    /// API key private part (Digest password).
-    pub private_key: String,
-}
-
-impl SimCredentials {
-    /// Fixed demo values: `mdb_sa_id_demo` / `mdb_sa_sk_demo` (service account) and
-    /// `demopublic` / `demo-private-key` (API key).
-    pub fn demo() -> Self {
-        SimCredentials {
-            client_id: "mdb_sa_id_demo".to_string(),
-            client_secret: "mdb_sa_sk_demo".to_string(),
-            public_key: "demopublic".to_string(),
-            private_key: "demo-private-key".to_string(),
-        }
-    }
-}
-
-/// Everything that shapes a [`Simulator`].
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    /// Seed of the generated data; same seed, same data.
-    pub seed: u64,
-    /// Number of organisations.
-    pub orgs: usize,
-    /// Projects in each organisation.
-    pub projects_per_org: usize,
-    /// Clusters in each project.
-    pub clusters_per_project: usize,
-    /// How many services (from [`CLUSTER_SERVICES`], `Clusters` always first) each cluster bills.
-    pub services_per_cluster: usize,
-    /// Months of history ending at `current_month`.
-    pub months: u32,
-    /// The current month; `None` is the month of the clock at [`Simulator::new`].
-    pub current_month: Option<Month>,
-    /// "Not ready" answers to the polls of a query before its result.
-    pub polls_before_ready: u32,
-    /// How "not ready" is shown.
-    pub not_ready: NotReady,
-    /// Answer the final result without an envelope even when `envelope=true` was asked.
-    pub ignore_envelope: bool,
-    /// Cap on `itemsPerPage` honoured by the discovery endpoints.
-    pub max_page_size: usize,
-    /// Split each result row's amount into two rows with identical dimensions.
-    pub duplicate_rows: bool,
-    /// OAuth `expires_in` in seconds.
-    pub token_expires_in: u64,
-    /// How long a Digest nonce stays fresh; older ones are answered with `stale=true`.
-    pub nonce_ttl: Duration,
-    /// How long a query token can be polled; later polls get 404 `RESOURCE_NOT_FOUND`.
-    pub query_ttl: Duration,
-    /// Give projects hostile names (quotes, backslashes, newlines, empty, very long).
-    pub hostile_names: bool,
-    // data and result variants
-    /// One Flex cluster in every even-indexed project, listed only by the Flex endpoint
-    /// (as Atlas does since January 2026).
-    pub flex_clusters: bool,
-    /// Also list Flex clusters in `/clusters`, as Atlas did until January 2026.
-    pub flex_in_clusters_listing: bool,
-    /// Deleted clusters (billed in the months before, absent from every listing) and
-    /// clusters deleted with retained backups (listed only with
-    /// `includeDeletedWithRetainedBackups=true`, still billing `Backup`).
-    pub deleted_clusters: bool,
-    /// One deleted project per org: billed in past months, absent from the projects listing,
-    /// its cluster listings 404.
-    pub deleted_projects: bool,
-    /// `tags` on projects, clusters and Flex clusters.
-    pub tags: bool,
-    /// How JSON result rows spell the project and cluster keys (undocumented).
-    pub row_keys: RowKeys,
-    /// How CSV results are laid out (undocumented).
-    pub csv_layout: CsvLayout,
-    /// The accepted credentials.
-    pub credentials: SimCredentials,
-    // auth and transport variants
-    /// Form-decode the token endpoint's Basic pair before comparing it (as a server built
-    /// for Go's oauth2 would); by default it is compared raw, as the docs' curl sends it.
-    pub basic_form_decoded: bool,
-    /// Answer a correct Digest response over a nonce the simulator does not know (see
-    /// [`Simulator::forget_nonces`]) with `stale=true`; when `false`, with a plain fresh
-    /// challenge (`stale=false`), as a restarted server or another node behind a load
-    /// balancer does.
-    pub unknown_nonce_stale: bool,
-    /// Answer a poll that asks for CSV with `envelope=true` with this status (400 or 406) and
-    /// an Atlas error, as a server that refuses to wrap CSV would.
-    pub refuse_csv_envelope: Option<u16>,
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            seed: 1,
-            orgs: 2,
-            projects_per_org: 4,
-            clusters_per_project: 3,
-            services_per_cluster: 4,
-            months: 18,
-            current_month: None,
-            polls_before_ready: 2,
-            not_ready: NotReady::Envelope,
-            ignore_envelope: false,
-            max_page_size: 500,
-            duplicate_rows: false,
-            token_expires_in: 3600,
-            nonce_ttl: Duration::from_secs(300),
-            query_ttl: Duration::from_secs(30 * 60),
-            hostile_names: false,
-            flex_clusters: true,
-            flex_in_clusters_listing: false,
-            deleted_clusters: true,
-            deleted_projects: true,
-            tags: true,
-            row_keys: RowKeys::ProjectId,
-            csv_layout: CsvLayout::Extended,
-            credentials: SimCredentials::demo(),
-            // auth and transport variants
-            basic_form_decoded: false,
-            unknown_nonce_stale: true,
-            refuse_csv_envelope: None,
-        }
-    }
-}
-
-impl SimConfig {
-    /// Defaults, with orgs, projects and clusters chosen so that
-    /// `services_per_cluster * clusters * months` is roughly `target` (within a few per cent
-    /// above it for large targets).
-    pub fn with_series(target: usize) -> Self {
-        let base = SimConfig::default();
-        let per_cluster = base.services_per_cluster * base.months as usize;
-        let clusters = target.div_ceil(per_cluster).max(1);
-        let orgs = clusters.div_ceil(1000).clamp(1, 20).min(clusters);
-        let per_org = clusters.div_ceil(orgs);
-        let projects = ((per_org as f64).sqrt().round() as usize).max(1);
-        let clusters_per_project = per_org.div_ceil(projects);
-        SimConfig {
-            orgs,
-            projects_per_org: projects,
-            clusters_per_project,
-            ..base
-        }
-    }
-}
-
-/// How JSON result rows spell the project and cluster keys. The public record confirms
-/// only `organizationId`, `organizationName`, `invoiceId`, `service`, `usageAmount` and
-/// `usageDate`; the rest is a guess from the CSV column labels.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowKeys {
-    /// `projectId`, `projectName`, `clusterId`, `clusterName`.
-    ProjectId,
-    /// `groupId`, `groupName`, `clusterUniqueId`, `clusterName` (the API's path naming and
-    /// the CSV's "Cluster Unique Id").
-    GroupId,
-    /// `grp`, `grpLabel`, `clstr`, `clstrLabel`: spellings no client can guess, to show that
-    /// a client reports a decode problem instead of silently dropping the labels.
-    Unknown,
-}
-
-impl RowKeys {
-    /// The keys for project id, project name, cluster id and cluster name, in that order.
-    pub fn keys(self) -> [&'static str; 4] {
-        match self {
-            RowKeys::ProjectId => ["projectId", "projectName", "clusterId", "clusterName"],
-            RowKeys::GroupId => ["groupId", "groupName", "clusterUniqueId", "clusterName"],
-            RowKeys::Unknown => ["grp", "grpLabel", "clstr", "clstrLabel"],
-        }
-    }
-}
-
-/// How a CSV result is laid out. The spec's only CSV example is garbled, so every layout here
-/// is a plausible reading, not a confirmed one.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CsvLayout {
-    /// A preamble line (`Organization: <name>`) and an empty line, then [`CSV_HEADER`]: the
-    /// spec's labels plus `Service` and `Usage Date` (the usage month); `Billed Date` is the
-    /// first day of the month after the usage month.
-    Extended,
-    /// Header first, exactly the spec's labels ([`SPEC_CSV_HEADER`]) with `Service` inserted
-    /// before `Usage Amount` when the rows carry a service (every query but one grouped by
-    /// organizations). `Billed Date`, the only date column, holds the usage month's first day.
-    Spec,
-    /// Header first, the [`CsvLayout::Extended`] columns with labels in other letter cases and
-    /// with stray spaces, a space before each amount, and two trailing empty cells on every
-    /// line.
-    NoPreamble,
-    /// A body of the shape of the spec's example whatever the query (the query's own values):
-    /// labels down the first column, values under the wrong labels. A client must not report
-    /// success with zero rows from it.
-    SpecExample,
-}
 
 /// The endpoints, for request counts and fault injection.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -625,122 +415,5 @@ impl Simulator {
     /// Switches whether `envelope=true` is ignored for final results.
     pub fn set_ignore_envelope(&self, on: bool) {
         self.inner.ignore_envelope.store(on, Ordering::Relaxed);
-    }
-}
-
-/// How "not ready" is shown, as a command-line value.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotReadyArg {
-    /// `{"status":102}` envelope.
-    Envelope,
-    /// Wait `--not-ready-delay`, then the envelope.
-    Timeout,
-    /// Drop the connection mid-response.
-    Close,
-}
-
-/// Options of the `simulate` subcommand.
-#[derive(clap::Args, Debug, Clone)]
-pub struct SimArgs {
-    /// Address to listen on.
-    #[arg(long, env = "ATLAS_SIM_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Seed of the generated data.
-    #[arg(long, env = "ATLAS_SIM_SEED", default_value_t = 1)]
-    pub seed: u64,
-    /// Number of organisations.
-    #[arg(long, env = "ATLAS_SIM_ORGS", default_value_t = 2)]
-    pub orgs: usize,
-    /// Projects per organisation.
-    #[arg(long, env = "ATLAS_SIM_PROJECTS", default_value_t = 4)]
-    pub projects: usize,
-    /// Clusters per project.
-    #[arg(long, env = "ATLAS_SIM_CLUSTERS", default_value_t = 3)]
-    pub clusters: usize,
-    /// Approximate number of (cluster, service, month) series; overrides --orgs, --projects
-    /// and --clusters.
-    #[arg(long, env = "ATLAS_SIM_SERIES")]
-    pub series: Option<usize>,
-    /// Months of history ending at the current month.
-    #[arg(long, env = "ATLAS_SIM_MONTHS", default_value_t = 18)]
-    pub months: u32,
-    /// "Not ready" answers to each query before its result.
-    #[arg(long, env = "ATLAS_SIM_POLLS_BEFORE_READY", default_value_t = 2)]
-    pub polls_before_ready: u32,
-    /// How "not ready" is shown.
-    #[arg(long, env = "ATLAS_SIM_NOT_READY", value_enum, default_value_t = NotReadyArg::Envelope)]
-    pub not_ready: NotReadyArg,
-    /// Delay of a "not ready" answer with --not-ready timeout (e.g. 30s).
-    #[arg(long, env = "ATLAS_SIM_NOT_READY_DELAY", value_parser = humantime::parse_duration, default_value = "30s")]
-    pub not_ready_delay: Duration,
-    /// Answer final results without an envelope even when envelope=true is asked.
-    #[arg(long, env = "ATLAS_SIM_IGNORE_ENVELOPE")]
-    pub ignore_envelope: bool,
-    /// Cap on itemsPerPage of the discovery endpoints.
-    #[arg(long, env = "ATLAS_SIM_MAX_PAGE_SIZE", default_value_t = 500)]
-    pub max_page_size: usize,
-    /// No Flex clusters (by default every other project has one, listed only by
-    /// /groups/{id}/flexClusters).
-    #[arg(long, env = "ATLAS_SIM_NO_FLEX_CLUSTERS")]
-    pub no_flex_clusters: bool,
-    /// Also list Flex clusters in /groups/{id}/clusters, as Atlas did until January 2026.
-    #[arg(long, env = "ATLAS_SIM_FLEX_IN_CLUSTERS_LISTING")]
-    pub flex_in_clusters_listing: bool,
-    /// No deleted clusters (by default some are: billed in past months, absent from listings,
-    /// some with retained backups still billing Backup).
-    #[arg(long, env = "ATLAS_SIM_NO_DELETED_CLUSTERS")]
-    pub no_deleted_clusters: bool,
-    /// No deleted project (by default each org has one: billed in past months, absent from
-    /// the projects listing, its cluster listings 404).
-    #[arg(long, env = "ATLAS_SIM_NO_DELETED_PROJECTS")]
-    pub no_deleted_projects: bool,
-    /// No tags on projects and clusters.
-    #[arg(long, env = "ATLAS_SIM_NO_TAGS")]
-    pub no_tags: bool,
-    /// How JSON result rows spell the project and cluster keys (undocumented by Atlas).
-    #[arg(long, env = "ATLAS_SIM_ROW_KEYS", value_enum, default_value_t = RowKeys::ProjectId)]
-    pub row_keys: RowKeys,
-    /// How CSV results are laid out (undocumented by Atlas).
-    #[arg(long, env = "ATLAS_SIM_CSV_LAYOUT", value_enum, default_value_t = CsvLayout::Extended)]
-    pub csv_layout: CsvLayout,
-}
-
-impl SimArgs {
-    /// The simulator configuration these options describe (demo credentials).
-    pub fn to_config(&self) -> SimConfig {
-        let base = match self.series {
-            Some(target) => SimConfig::with_series(target),
-            None => SimConfig {
-                orgs: self.orgs,
-                projects_per_org: self.projects,
-                clusters_per_project: self.clusters,
-                ..SimConfig::default()
-            },
-        };
-        SimConfig {
-            seed: self.seed,
-            months: self.months,
-            polls_before_ready: self.polls_before_ready,
-            not_ready: match self.not_ready {
-                NotReadyArg::Envelope => NotReady::Envelope,
-                NotReadyArg::Timeout => NotReady::Timeout(self.not_ready_delay),
-                NotReadyArg::Close => NotReady::Close,
-            },
-            ignore_envelope: self.ignore_envelope,
-            max_page_size: self.max_page_size.max(1),
-            flex_clusters: !self.no_flex_clusters,
-            flex_in_clusters_listing: self.flex_in_clusters_listing,
-            deleted_clusters: !self.no_deleted_clusters,
-            deleted_projects: !self.no_deleted_projects,
-            tags: !self.no_tags,
-            row_keys: self.row_keys,
-            csv_layout: self.csv_layout,
-            ..base
-        }
-    }
-
-    /// The address to listen on.
-    pub fn listen(&self) -> SocketAddr {
-        self.listen
     }
 }

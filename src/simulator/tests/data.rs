@@ -1,0 +1,178 @@
+//! The generated data set: deterministic, shaped as configured, and its totals helpers
+//! consistent with each other.
+
+use super::*;
+
+/// The data set is deterministic from the seed, ids are unique 24-hex strings, names are
+/// awkward (quotes, backslash, unicode) and cluster names follow the Atlas pattern.
+#[test]
+fn dataset_is_deterministic_with_unique_ids_and_awkward_names() {
+    let a = Dataset::generate(&config(), current());
+    let b = Dataset::generate(&config(), current());
+    assert_eq!(a.usage, b.usage);
+    let mut ids = HashSet::new();
+    let mut names = Vec::new();
+    for org in &a.orgs {
+        ids.insert(org.id.clone());
+        names.push(org.name.clone());
+        for p in &org.projects {
+            ids.insert(p.id.clone());
+            names.push(p.name.clone());
+            for c in &p.clusters {
+                ids.insert(c.id.clone());
+                let first = c.name.chars().next().expect("non-empty");
+                assert!(first.is_ascii_alphanumeric());
+                assert!(
+                    c.name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                );
+            }
+        }
+    }
+    // 2 orgs; 4 live projects and 1 deleted one each; per org 4 * 3 dedicated clusters,
+    // 2 Flex (projects 0 and 2), 3 deleted ones (projects 0, 1, 3) and 2 in the deleted
+    // project.
+    assert_eq!(ids.len(), 2 + 2 * 5 + 2 * (4 * 3 + 2 + 3 + 2));
+    assert!(ids.iter().all(|id| {
+        id.len() == 24
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }));
+    assert!(names.iter().any(|n| n.contains('"') && n.contains('\\')));
+    assert!(names.iter().any(|n| n.contains("Zürich")));
+    assert!(names.iter().any(|n| n.contains("東京")));
+    assert!(
+        a.usage
+            .iter()
+            .any(|r| r.service == "Credits" && r.amount_cents < 0 && r.project.is_none())
+    );
+    assert!(
+        a.usage
+            .iter()
+            .any(|r| r.project.is_some() && r.cluster.is_none())
+    );
+}
+
+/// `with_series` lands near the target even for benchmark sizes, and builds quickly.
+#[test]
+fn with_series_hits_the_target_roughly() {
+    for target in [1_000, 50_000, 500_000] {
+        let cfg = SimConfig::with_series(target);
+        let series = cfg.orgs
+            * cfg.projects_per_org
+            * cfg.clusters_per_project
+            * cfg.services_per_cluster
+            * cfg.months as usize;
+        assert!(series >= target, "{series} < {target}");
+        assert!(series <= target + target / 10 + 72, "{series} >> {target}");
+    }
+    let data = Dataset::generate(&SimConfig::with_series(500_000), current());
+    assert!(data.usage.len() >= 500_000);
+}
+
+/// Scaling multiplies every amount, rounding half away from zero, and does not compound.
+#[tokio::test]
+async fn amount_scale_replaces_the_dataset() {
+    let sim = Simulator::new(config());
+    let before = sim.dataset();
+    sim.set_amount_scale(3, 2);
+    sim.set_amount_scale(2, 1);
+    let after = sim.dataset();
+    for (a, b) in before.usage.iter().zip(&after.usage) {
+        assert_eq!(b.amount_cents, a.amount_cents * 2);
+    }
+    assert_eq!(before.scaled(1, 2).usage[0].amount_cents, {
+        let x = before.usage[0].amount_cents;
+        (x + x.signum()) / 2
+    });
+}
+
+/// The totals helpers agree with each other to the cent: the org total is org-level plus
+/// project-level plus every cluster (deleted and Flex included); the projects plus the
+/// org-level charges give it too; per-month and per-service totals sum to it; and the
+/// unlisted part is what deleted projects and clusters bill.
+#[test]
+fn totals_helpers_add_up_to_the_org_total() {
+    let data = Dataset::generate(&config(), current());
+    let (s, e) = (current().plus(-17), current().plus(1));
+    for org in &data.orgs {
+        let total = data.total_cents(&org.id, s, e);
+        let org_level = data.org_level_cents(&org.id, s, e);
+        let project_level = data.project_level_cents(&org.id, s, e);
+        let clusters: i64 = org
+            .all_clusters()
+            .map(|(_, c)| data.cluster_cents(&c.id, s, e))
+            .sum();
+        assert_eq!(org_level + project_level + clusters, total);
+        assert_eq!(
+            clusters,
+            data.total_cents_grouped(&org.id, s, e, GroupBy::Clusters, false)
+        );
+        let projects: i64 = org
+            .projects
+            .iter()
+            .map(|p| data.project_cents(&p.id, s, e))
+            .sum();
+        assert_eq!(projects + org_level, total);
+        assert_eq!(
+            data.monthly_service_cents(&org.id, s, e)
+                .values()
+                .sum::<i64>(),
+            total
+        );
+        assert_eq!(data.monthly_cents(&org.id, s, e).len(), 18);
+        assert_eq!(
+            data.monthly_cents(&org.id, s, e).values().sum::<i64>(),
+            total
+        );
+        let services: HashSet<&str> = data
+            .org_usage(data.org_by_id(&org.id).expect("org"))
+            .iter()
+            .map(|r| r.service.as_str())
+            .collect();
+        let by_service: i64 = services
+            .iter()
+            .map(|sv| data.service_cents(&org.id, sv, s, e))
+            .sum();
+        assert_eq!(by_service, total);
+
+        let unlisted = data.unlisted_cents(&org.id, s, e, true);
+        let expected: i64 = org
+            .projects
+            .iter()
+            .filter(|p| p.is_deleted())
+            .map(|p| data.project_cents(&p.id, s, e))
+            .sum::<i64>()
+            + org
+                .all_clusters()
+                .filter(|(p, c)| !p.is_deleted() && c.is_deleted() && !c.retained_backups)
+                .map(|(_, c)| data.cluster_cents(&c.id, s, e))
+                .sum::<i64>();
+        assert!(unlisted > 0);
+        assert_eq!(unlisted, expected);
+        assert!(data.unlisted_cents(&org.id, s, e, false) > unlisted);
+    }
+}
+
+/// Turning the extras off gives the bare account: only live dedicated clusters and projects.
+#[test]
+fn extras_can_be_switched_off() {
+    let data = Dataset::generate(
+        &SimConfig {
+            flex_clusters: false,
+            deleted_clusters: false,
+            deleted_projects: false,
+            ..config()
+        },
+        current(),
+    );
+    for org in &data.orgs {
+        assert_eq!(org.projects.len(), 4);
+        assert!(org.all_clusters().all(|(p, c)| !c.is_flex()
+            && !c.is_deleted()
+            && !p.is_deleted()
+            && p.clusters.len() == 3));
+    }
+}
