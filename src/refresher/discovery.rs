@@ -336,6 +336,66 @@ mod tests {
         );
     }
 
+    /// Tags are the last listed: a cluster no listing shows any more keeps its last seen
+    /// tags, a listed one takes what it shows now (none included); a cluster series takes its
+    /// own tag, else its project's.
+    #[test]
+    fn tags_are_the_last_seen_and_clusters_fall_back_to_their_project() {
+        use crate::atlas::Tag;
+        const C2: &str = "c22222222222222222222222";
+        let tags = TagLabels::new("t", ["team", "env"]).expect("valid");
+        let t = |k: &str, v: &str| Tag {
+            key: k.to_owned(),
+            value: v.to_owned(),
+        };
+        let project = |tags: Vec<Tag>| Project {
+            id: P.to_owned(),
+            name: "web".to_owned(),
+            tags,
+        };
+        let cluster = |id: &str, tags: Vec<Tag>| {
+            let c = Cluster {
+                id: id.to_owned(),
+                name: "prod".to_owned(),
+                tags,
+            };
+            (c, P.to_owned())
+        };
+        let mut known = KnownIds::default();
+        known.record(
+            vec![project(vec![t("team", "web"), t("env", "prod")])],
+            vec![
+                cluster(C, vec![t("team", "search")]),
+                cluster(C2, vec![t("env", "dev")]),
+            ],
+            &tags,
+        );
+        // C is gone from the listings; C2 is listed without tags now.
+        known.record(
+            vec![project(vec![t("team", "web"), t("env", "prod")])],
+            vec![cluster(C2, Vec::new())],
+            &tags,
+        );
+        let mut d = Discovery::default();
+        known.fill(&mut d, true);
+        let mut key = crate::series::SeriesKey::default();
+        key.set_tags(d.tags_of(Some(P), Some(C)));
+        assert_eq!((key.tag(0), key.tag(1)), (Some("search"), Some("prod")));
+        key.set_tags(d.tags_of(Some(P), Some(C2)));
+        assert_eq!((key.tag(0), key.tag(1)), (Some("web"), Some("prod")));
+        assert!(d.tags_of(None, None).is_empty());
+        // Without tag labels nothing is kept.
+        let mut plain = KnownIds::default();
+        plain.record(
+            vec![project(vec![t("team", "web")])],
+            Vec::new(),
+            &TagLabels::default(),
+        );
+        let mut d = Discovery::default();
+        plain.fill(&mut d, true);
+        assert!(d.project_tags.is_empty());
+    }
+
     /// A query grouped by discovered clusters fails with discovery's reason when the
     /// listing failed; a query naming its own ids does not depend on discovery.
     #[test]
