@@ -4,10 +4,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use atlas_cost_exporter::cli::Cli;
-use atlas_cost_exporter::config::{Config, GroupBy};
+use atlas_cost_exporter::config::{Config, ConfigError, GroupBy};
 use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{self as sim, SimConfig};
 use clap::Parser as _;
@@ -16,10 +17,29 @@ use common::*;
 /// 2028-02-10T12:00:00Z: a leap February with nine days of data posted.
 const FEB_10_2028: u64 = 1_833_753_600 + 43_200;
 
-fn budget_file(org_id: &str, name: &str, clusters: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("ace-budgets-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.yml");
+/// The configuration `--config.file` at `path` gives, with a service account from the
+/// environment.
+fn config_from_file(
+    path: &Path,
+    client_id: &str,
+    client_secret: &str,
+) -> Result<Config, ConfigError> {
+    let flags = Cli::try_parse_from([
+        "atlas-cost-exporter",
+        "--config.file",
+        path.to_str().unwrap(),
+    ])
+    .unwrap()
+    .flags;
+    let env = std::collections::HashMap::from([
+        ("MONGODB_ATLAS_CLIENT_ID", client_id),
+        ("MONGODB_ATLAS_CLIENT_SECRET", client_secret),
+    ]);
+    Config::from_flags(&flags, &env)
+}
+
+fn budget_file(org_id: &str, clusters: &str) -> std::path::PathBuf {
+    let path = temp_dir().join("config.yml");
     std::fs::write(
         &path,
         format!(
@@ -43,7 +63,7 @@ async fn forecasts_and_budgets_follow_the_month_to_date() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
+    let org = sim.org(0);
     // The matcher budget covers the first two cluster names of the first project.
     let names: Vec<String> = sim.sim.dataset().orgs[0].projects[0].clusters[..2]
         .iter()
@@ -54,34 +74,19 @@ async fn forecasts_and_budgets_follow_the_month_to_date() {
         .map(|n| regex::escape(n))
         .collect::<Vec<_>>()
         .join("|");
-    let path = budget_file(&org, "feb", &pattern);
-    let flags = Cli::try_parse_from([
-        "atlas-cost-exporter",
-        "--config.file",
-        path.to_str().unwrap(),
-    ])
-    .unwrap()
-    .flags;
-    let env = std::collections::HashMap::from([
-        ("MONGODB_ATLAS_CLIENT_ID", "mdb_sa_id_demo"),
-        ("MONGODB_ATLAS_CLIENT_SECRET", "mdb_sa_sk_demo"),
-    ]);
-    let parsed = Config::from_flags(&flags, &env).unwrap();
-    let mut cfg = config(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[
-                query("services", GroupBy::Ungrouped, 2),
-                query("clusters", GroupBy::Clusters, 2),
-            ],
-        ),
-    );
-    cfg.budgets = parsed.budgets;
-    cfg.clock = fixed_clock(UNIX_EPOCH + Duration::from_secs(FEB_10_2028));
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let path = budget_file(&org, &pattern);
+    let parsed = config_from_file(&path, "mdb_sa_id_demo", "mdb_sa_sk_demo").unwrap();
+    let exporter = sim
+        .exporter(&[
+            query("services", GroupBy::Ungrouped, 2),
+            query("clusters", GroupBy::Clusters, 2),
+        ])
+        .tweak(|c| {
+            c.budgets = parsed.budgets;
+            c.clock = fixed_clock(UNIX_EPOCH + Duration::from_secs(FEB_10_2028));
+        })
+        .ready()
+        .await;
     let s = exporter.samples().await;
 
     let mtd: Vec<_> = s.named("atlas_cost_month_to_date_usd").collect();
@@ -159,16 +164,7 @@ async fn forecasts_and_budgets_follow_the_month_to_date() {
 
     let text = exporter.scrape_text().await;
     assert_eq!(promtool_check(&text), "");
-    let om = exporter
-        .get(
-            "/metrics",
-            &[("Accept", "application/openmetrics-text; version=1.0.0")],
-        )
-        .await
-        .text()
-        .await
-        .unwrap();
-    let om = parse(&om, "openmetrics");
+    let om = parse(&exporter.scrape_openmetrics().await, "openmetrics");
     assert!(
         om.iter()
             .any(|x| x.name == "atlas_cost_budget_forecast_ratio")
@@ -179,9 +175,7 @@ async fn forecasts_and_budgets_follow_the_month_to_date() {
 /// A budget whose query the org does not have is refused at start-up, naming the key.
 #[test]
 fn budget_on_a_missing_query_is_refused() {
-    let dir = std::env::temp_dir().join(format!("ace-budgets-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("config.yml");
+    let path = temp_dir().join("config.yml");
     let org = "5f1b2c3d4e5f6a7b8c9d0e1f";
     std::fs::write(
         &path,
@@ -190,18 +184,7 @@ fn budget_on_a_missing_query_is_refused() {
         ),
     )
     .unwrap();
-    let flags = Cli::try_parse_from([
-        "atlas-cost-exporter",
-        "--config.file",
-        path.to_str().unwrap(),
-    ])
-    .unwrap()
-    .flags;
-    let env = std::collections::HashMap::from([
-        ("MONGODB_ATLAS_CLIENT_ID", "id"),
-        ("MONGODB_ATLAS_CLIENT_SECRET", "s"),
-    ]);
-    let msg = Config::from_flags(&flags, &env).unwrap_err().to_string();
+    let msg = config_from_file(&path, "id", "s").unwrap_err().to_string();
     assert!(msg.starts_with("budgets[0].query:"), "{msg}");
     assert!(msg.contains("services"), "{msg}");
 }

@@ -8,15 +8,11 @@ use std::collections::{BTreeSet, HashSet};
 use std::io::Read as _;
 use std::time::{Duration, UNIX_EPOCH};
 
-use atlas_cost_exporter::config::{GroupBy, ResultFormat};
+use atlas_cost_exporter::config::{Credentials, GroupBy, QuerySpec, ResultFormat, Secret};
+use atlas_cost_exporter::controls::LABELS;
 use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{self as sim, Fault, NotReady, SimConfig, SimEndpoint};
 use common::*;
-
-/// The three queries every org gets by default: the library's own, not a copy.
-fn default_queries(months: u32) -> Vec<atlas_cost_exporter::config::QuerySpec> {
-    atlas_cost_exporter::config::QuerySpec::defaults(months)
-}
 
 /// Checks that every org's three default queries each add up, to the cent, to the org's
 /// total over the window (the `projects` and `clusters` queries through their
@@ -58,12 +54,7 @@ fn assert_exact_totals(s: &Samples, data: &sim::Dataset, current: Month, months:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_exports_exact_totals() {
     let sim = start_sim(SimConfig::default()).await;
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &default_queries(3)),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim.exporter(&QuerySpec::defaults(3)).ready().await;
     let s = exporter.samples().await;
     let current = sim.sim.current_month();
     assert_exact_totals(&s, &sim.sim.dataset(), current, 3);
@@ -93,16 +84,7 @@ async fn service_account_exports_exact_totals() {
         .named("atlas_cost_usage_usd")
         .find(|x| x.label("query") == Some("clusters"))
         .unwrap();
-    for l in [
-        "org_id",
-        "org_name",
-        "project_id",
-        "project_name",
-        "cluster_id",
-        "cluster_name",
-        "atlas_service",
-        "month",
-    ] {
+    for l in LABELS.into_iter().chain(["month"]) {
         assert!(c.labels.contains_key(l), "clusters series lacks {l}: {c:?}");
     }
     let sv = s
@@ -117,12 +99,11 @@ async fn service_account_exports_exact_totals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_digest_exports_exact_totals() {
     let sim = start_sim(SimConfig::default()).await;
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &api_key(), &default_queries(2)),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim
+        .exporter(&QuerySpec::defaults(2))
+        .credentials(&api_key())
+        .ready()
+        .await;
     let s = exporter.samples().await;
     assert_exact_totals(&s, &sim.sim.dataset(), sim.sim.current_month(), 2);
     assert_eq!(sim.sim.requests(SimEndpoint::Token), 0);
@@ -147,17 +128,11 @@ async fn every_not_ready_form_is_waited_out() {
             ..SimConfig::default()
         })
         .await;
-        let mut cfg = config(
-            &sim.url,
-            orgs(
-                &sim.sim,
-                &service_account(),
-                &[query("services", GroupBy::Ungrouped, 3)],
-            ),
-        );
-        cfg.request_timeout = Duration::from_millis(300);
-        let exporter = Exporter::start(cfg).await;
-        exporter.wait_ready().await;
+        let exporter = sim
+            .exporter(&[query("services", GroupBy::Ungrouped, 3)])
+            .tweak(|c| c.request_timeout = Duration::from_millis(300))
+            .ready()
+            .await;
         let s = exporter.samples().await;
         let org = &sim.sim.dataset().orgs[0].id;
         assert_eq!(
@@ -187,20 +162,11 @@ async fn every_not_ready_form_is_waited_out() {
 /// A CSV query reports the same amounts as the same query in JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_results_match_json_results() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start_sim(with_orgs(1)).await;
     let mut csv = query("clusters_csv", GroupBy::Clusters, 4);
     csv.format = ResultFormat::Csv;
     let queries = [query("clusters", GroupBy::Clusters, 4), csv];
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &queries),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim.exporter(&queries).ready().await;
     let s = exporter.samples().await;
     let strip = |q: &str| {
         s.costs(q)
@@ -228,12 +194,7 @@ async fn discovery_reads_every_page() {
         ..SimConfig::default()
     })
     .await;
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &default_queries(1)),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim.exporter(&QuerySpec::defaults(1)).ready().await;
     let s = exporter.samples().await;
     let ids = |q: &str, l: &str| -> HashSet<String> {
         s.named("atlas_cost_usage_usd")
@@ -276,14 +237,15 @@ async fn month_window_crosses_the_year_end() {
         ..SimConfig::default()
     })
     .await;
-    let mut cfg = config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &default_queries(3)),
-    );
-    // 2027-01-15T12:00:00Z
-    cfg.clock = fixed_clock(UNIX_EPOCH + Duration::from_secs(1_798_761_600 + 14 * 86_400 + 43_200));
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let exporter = sim
+        .exporter(&QuerySpec::defaults(3))
+        .tweak(|c| {
+            // 2027-01-15T12:00:00Z
+            c.clock =
+                fixed_clock(UNIX_EPOCH + Duration::from_secs(1_798_761_600 + 14 * 86_400 + 43_200));
+        })
+        .ready()
+        .await;
     let s = exporter.samples().await;
     let months: BTreeSet<&str> = s
         .named("atlas_cost_usage_usd")
@@ -322,12 +284,7 @@ async fn duplicate_rows_are_summed_into_one_series() {
         ..SimConfig::default()
     })
     .await;
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &default_queries(2)),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim.exporter(&QuerySpec::defaults(2)).ready().await;
     let s = exporter.samples().await;
     let mut seen = HashSet::new();
     for x in &s.0 {
@@ -352,23 +309,10 @@ async fn hostile_names_survive_both_formats() {
         ..SimConfig::default()
     })
     .await;
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &default_queries(1)),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim.exporter(&QuerySpec::defaults(1)).ready().await;
     let text = exporter.scrape_text().await;
     assert_eq!(promtool_check(&text), "");
-    let om = exporter
-        .get(
-            "/metrics",
-            &[("Accept", "application/openmetrics-text; version=1.0.0")],
-        )
-        .await
-        .text()
-        .await
-        .unwrap();
+    let om = exporter.scrape_openmetrics().await;
     let data = sim.sim.dataset();
     for (body, format) in [(&text, "text"), (&om, "openmetrics")] {
         let samples = Samples(parse(body, format));
@@ -408,17 +352,8 @@ async fn hostile_names_survive_both_formats() {
 /// accepted, and both carry the same cost series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn format_negotiation_and_gzip() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &default_queries(2)),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(1)).await;
+    let exporter = sim.exporter(&QuerySpec::defaults(2)).ready().await;
 
     let text = exporter.get("/metrics", &[]).await;
     assert_eq!(
@@ -466,12 +401,7 @@ async fn format_negotiation_and_gzip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_finds_nothing_and_every_self_metric_is_there() {
     let sim = start_sim(SimConfig::default()).await;
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &default_queries(3)),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim.exporter(&QuerySpec::defaults(3)).ready().await;
     let text = exporter.scrape_text().await;
     assert_eq!(promtool_check(&text), "");
     let s = Samples(parse(&text, "text"));
@@ -527,23 +457,13 @@ async fn promtool_finds_nothing_and_every_self_metric_is_there() {
 /// names the reason and the data age grows; once Atlas recovers, so does the exporter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_atlas_keeps_last_values_and_shows_staleness() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let mut cfg = config(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[query("services", GroupBy::Ungrouped, 2)],
-        ),
-    );
-    cfg.refresh_interval = Duration::from_secs(1);
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let exporter = sim
+        .exporter(&[query("services", GroupBy::Ungrouped, 2)])
+        .tweak(|c| c.refresh_interval = Duration::from_secs(1))
+        .ready()
+        .await;
     let before = exporter.samples().await;
     let good = before.costs("services");
     sim.sim.fail(SimEndpoint::Create, Fault::Status(503));
@@ -604,19 +524,10 @@ async fn failing_atlas_keeps_last_values_and_shows_staleness() {
 /// `forbidden`; the services query keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_discovery_fails_only_the_queries_that_need_ids() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start_sim(with_orgs(1)).await;
     sim.sim.fail(SimEndpoint::Projects, Fault::Status(403));
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &default_queries(2)),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let org = sim.org(0);
+    let exporter = sim.exporter(&QuerySpec::defaults(2)).ready().await;
     let s = exporter.samples().await;
     assert_eq!(s.up("services", &org), Some(1.0));
     for q in ["projects", "clusters"] {
@@ -630,26 +541,17 @@ async fn forbidden_discovery_fails_only_the_queries_that_need_ids() {
 /// Wrong credentials fail with reason `auth`, after one token request, not a retry storm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_fail_once_with_reason_auth() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let wrong = atlas_cost_exporter::config::Credentials::ServiceAccount {
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let wrong = Credentials::ServiceAccount {
         client_id: "mdb_sa_id_demo".to_owned(),
-        client_secret: atlas_cost_exporter::config::Secret::new("wrong-secret-value"),
+        client_secret: Secret::new("wrong-secret-value"),
     };
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &wrong,
-            &[query("services", GroupBy::Ungrouped, 1)],
-        ),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim
+        .exporter(&[services()])
+        .credentials(&wrong)
+        .ready()
+        .await;
     let s = exporter.samples().await;
     assert_eq!(s.up("services", &org), Some(0.0));
     assert_eq!(s.errors("services", &org, "auth"), 1.0);
@@ -670,11 +572,7 @@ async fn readiness_liveness_and_landing_page() {
         ..SimConfig::default()
     })
     .await;
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &default_queries(1)),
-    ))
-    .await;
+    let exporter = sim.exporter(&QuerySpec::defaults(1)).start().await;
     assert_eq!(exporter.get("/healthz", &[]).await.status(), 200);
     assert_eq!(exporter.get("/readyz", &[]).await.status(), 503);
     // Self metrics are scrapable before the first refresh ends.
@@ -701,23 +599,13 @@ async fn readiness_liveness_and_landing_page() {
 /// cache, so the totals stay exact while Atlas is asked for less.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_months_are_not_read_again() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let mut cfg = config(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[query("services", GroupBy::Ungrouped, 6)],
-        ),
-    );
-    cfg.refresh_interval = Duration::from_secs(1);
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let exporter = sim
+        .exporter(&[query("services", GroupBy::Ungrouped, 6)])
+        .tweak(|c| c.refresh_interval = Duration::from_secs(1))
+        .ready()
+        .await;
     let first = exporter.samples().await;
     // Change every amount: only the months that are re-read can show it.
     sim.sim.set_amount_scale(3, 1);

@@ -9,55 +9,58 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atlas_cost_exporter::config::{Config, Credentials, GroupBy, ResultFormat, Secret};
+use atlas_cost_exporter::config::{Config, Credentials, GroupBy, QuerySpec, ResultFormat};
 use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
 use common::*;
 
-/// The three default queries over two months: the library's own, not a copy.
-fn default_queries() -> Vec<atlas_cost_exporter::config::QuerySpec> {
-    atlas_cost_exporter::config::QuerySpec::defaults(2)
-}
-
-struct Rig {
-    sim: Sim,
-    exporter: Exporter,
-    org: String,
-}
-
+/// A one-org simulator (`sim_config` otherwise) and the [`fast`] exporter with the three
+/// default queries over two months, once ready.
 async fn rig(
     sim_config: SimConfig,
     credentials: &Credentials,
     tweak: impl FnOnce(&mut Config),
-) -> Rig {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..sim_config
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let mut cfg = fast(&sim.url, orgs(&sim.sim, credentials, &default_queries()));
-    tweak(&mut cfg);
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
-    Rig { sim, exporter, org }
+) -> Harness {
+    let rig = Harness::fast_one_org(sim_config, credentials, &QuerySpec::defaults(2), tweak).await;
+    rig.exporter.wait_ready().await;
+    rig
 }
 
-impl Rig {
+/// [`rig`] with the default simulator and the demo service account.
+async fn default_rig() -> Harness {
+    rig(SimConfig::default(), &service_account(), |_| {}).await
+}
+
+// The steps of the fault matrix.
+impl Harness {
     /// Injects a fault with `inject`, checks that `query` goes down with `reason` while its
     /// last good values stay, then clears the fault and checks that it comes back.
-    async fn fault_cycle(&self, query: &str, reason: &str, inject: impl FnOnce(&Rig)) {
+    async fn fault_cycle(&self, query: &str, reason: &str, inject: impl FnOnce(&Harness)) {
         self.fault_cycle_then(query, reason, inject, |r| r.sim.sim.clear_faults())
             .await;
     }
 
-    /// [`Rig::fault_cycle`] with a custom way to clear the fault.
+    /// [`Harness::fault_cycle`] for each of `faults` in turn, injected on `endpoint`.
+    async fn fault_cycles(
+        &self,
+        query: &str,
+        reason: &str,
+        endpoint: SimEndpoint,
+        faults: impl IntoIterator<Item = Fault>,
+    ) {
+        for fault in faults {
+            self.fault_cycle(query, reason, |r| r.sim.sim.fail(endpoint, fault))
+                .await;
+        }
+    }
+
+    /// [`Harness::fault_cycle`] with a custom way to clear the fault.
     async fn fault_cycle_then(
         &self,
         query: &str,
         reason: &str,
-        inject: impl FnOnce(&Rig),
-        clear: impl FnOnce(&Rig),
+        inject: impl FnOnce(&Harness),
+        clear: impl FnOnce(&Harness),
     ) {
         let org = self.org.as_str();
         let before = self
@@ -125,50 +128,41 @@ async fn server_errors_on(endpoint: SimEndpoint) {
         |_| {},
     )
     .await;
-    for code in [500, 502, 503, 504] {
-        rig.fault_cycle(query_hit_by(endpoint), "server_error", |r| {
-            r.sim.sim.fail(endpoint, Fault::Status(code));
-        })
+    let codes = [500, 502, 503, 504].map(Fault::Status);
+    rig.fault_cycles(query_hit_by(endpoint), "server_error", endpoint, codes)
         .await;
-    }
     rig.exporter.stop().await;
 }
 
-/// 500, 502, 503 and 504 from the token endpoint.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_errors_on_token() {
-    server_errors_on(SimEndpoint::Token).await;
+/// One test per endpoint: `name: Endpoint`, with its doc comment.
+macro_rules! server_error_tests {
+    ($($(#[doc = $doc:literal])* $name:ident: $endpoint:ident;)*) => {$(
+        $(#[doc = $doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            server_errors_on(SimEndpoint::$endpoint).await;
+        }
+    )*};
 }
 
-/// 500, 502, 503 and 504 from the create call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_errors_on_create() {
-    server_errors_on(SimEndpoint::Create).await;
-}
-
-/// 500, 502, 503 and 504 from the poll call.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_errors_on_poll() {
-    server_errors_on(SimEndpoint::Poll).await;
-}
-
-/// 500, 502, 503 and 504 from project discovery: only the queries that need ids go down.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_errors_on_projects() {
-    server_errors_on(SimEndpoint::Projects).await;
-}
-
-/// 500, 502, 503 and 504 from cluster discovery.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_errors_on_clusters() {
-    server_errors_on(SimEndpoint::Clusters).await;
+server_error_tests! {
+    /// 500, 502, 503 and 504 from the token endpoint.
+    server_errors_on_token: Token;
+    /// 500, 502, 503 and 504 from the create call.
+    server_errors_on_create: Create;
+    /// 500, 502, 503 and 504 from the poll call.
+    server_errors_on_poll: Poll;
+    /// 500, 502, 503 and 504 from project discovery: only the queries that need ids go down.
+    server_errors_on_projects: Projects;
+    /// 500, 502, 503 and 504 from cluster discovery.
+    server_errors_on_clusters: Clusters;
 }
 
 /// A 429 with `Retry-After` holds every request to that org until the named time, and the
 /// query shows `reason="rate_limited"` until the limit lifts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_with_retry_after_holds_the_org() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     let mut injected = std::time::Instant::now();
     let mut cleared = injected;
     rig.fault_cycle_then(
@@ -222,23 +216,9 @@ async fn rate_limit_with_retry_after_holds_the_org() {
 /// refresh; the other org is not held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_retry_after_holds_the_org_across_refreshes() {
-    let sim = start_sim(SimConfig {
-        orgs: 2,
-        ..SimConfig::default()
-    })
-    .await;
-    let data = sim.sim.dataset();
-    let (held, free) = (data.orgs[0].id.clone(), data.orgs[1].id.clone());
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[query("services", GroupBy::Ungrouped, 1)],
-        ),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(2)).await;
+    let (held, free) = (sim.org(0), sim.org(1));
+    let exporter = sim.fast_exporter(&[services()]).ready().await;
     sim.sim.fail_with(
         SimEndpoint::Create,
         Fault::RateLimited {
@@ -247,28 +227,11 @@ async fn long_retry_after_holds_the_org_across_refreshes() {
         Some(&held),
         None,
     );
-    let creates_to = |org: &str| {
-        sim.sim
-            .request_log()
-            .iter()
-            .filter(|r| r.endpoint == SimEndpoint::Create && r.org_id.as_deref() == Some(org))
-            .count()
-    };
-    let (before, free_before) = (creates_to(&held), creates_to(&free));
-    let s = exporter
-        .wait_for("three rate-limited refreshes", |s| {
-            s.errors("services", &held, "rate_limited") >= 3.0
-        })
-        .await;
-    assert_eq!(s.up("services", &held), Some(0.0));
-    assert_eq!(
-        creates_to(&held),
-        before + 1,
-        "only the create that met the 429"
-    );
+    let (before, free_before) = (sim.creates_to(&held), sim.creates_to(&free));
+    let s = assert_held_by_retry_after(&sim, &exporter, &held, before).await;
     assert_eq!(s.up("services", &free), Some(1.0));
     assert!(
-        creates_to(&free) > free_before + 2,
+        sim.creates_to(&free) > free_before + 2,
         "the other org keeps refreshing"
     );
     exporter.stop().await;
@@ -278,14 +241,11 @@ async fn long_retry_after_holds_the_org_across_refreshes() {
 /// shows as `rate_limited`; it recovers once Atlas stops limiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_without_retry_after() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     for endpoint in [SimEndpoint::Create, SimEndpoint::Poll] {
-        rig.fault_cycle("services", "rate_limited", |r| {
-            r.sim
-                .sim
-                .fail(endpoint, Fault::RateLimited { retry_after: None });
-        })
-        .await;
+        let limited = Fault::RateLimited { retry_after: None };
+        rig.fault_cycles("services", "rate_limited", endpoint, [limited])
+            .await;
     }
     rig.exporter.stop().await;
 }
@@ -293,7 +253,7 @@ async fn rate_limit_without_retry_after() {
 /// A revoked OAuth token is renewed once for all the org's queries, not once per request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_token_is_renewed_once() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     let org = rig.org.clone();
     assert_eq!(
         rig.sim.sim.requests(SimEndpoint::Token),
@@ -382,30 +342,8 @@ async fn stale_digest_nonce_is_not_bad_credentials() {
 /// most two answers (a fresh challenge after an answer is answered once more), no retry loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_api_key_fails_without_hammering() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let wrong = Credentials::ApiKey {
-        public_key: "demopublic".to_owned(),
-        private_key: Secret::new("not-the-key"),
-    };
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &wrong,
-            &[query("services", GroupBy::Ungrouped, 1)],
-        ),
-    ))
-    .await;
-    let s = exporter
-        .wait_for("three failed refreshes", |s| {
-            s.errors("services", &org, "auth") >= 3.0
-        })
-        .await;
+    let (Harness { sim, exporter, org }, s) =
+        Harness::wrong_api_key_failing(SimConfig::default()).await;
     let creates = sim.sim.requests(SimEndpoint::Create);
     // Failures counted after the creates: 3 creates for the first refresh, 2 for each later
     // one, and at most 2 of a refresh still under way, so at most 3 per failure from 3 on.
@@ -479,27 +417,20 @@ async fn expired_query_token_is_created_again() {
 /// does not hang, and the next one succeeds once Atlas is fast again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answers_time_out() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
-    rig.fault_cycle("services", "timeout", |r| {
-        r.sim
-            .sim
-            .fail(SimEndpoint::Create, Fault::Delay(Duration::from_secs(3)));
-    })
-    .await;
-    rig.fault_cycle("services", "timeout", |r| {
-        r.sim.sim.fail(
-            SimEndpoint::Create,
-            Fault::Trickle(Duration::from_millis(100)),
-        );
-    })
-    .await;
+    let rig = default_rig().await;
+    let slow = [
+        Fault::Delay(Duration::from_secs(3)),
+        Fault::Trickle(Duration::from_millis(100)),
+    ];
+    rig.fault_cycles("services", "timeout", SimEndpoint::Create, slow)
+        .await;
     rig.exporter.stop().await;
 }
 
 /// A connection reset in the middle of a body shows as `reason="transport"`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_reset_mid_body() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     rig.fault_cycle("services", "transport", |r| {
         r.sim.sim.fail(SimEndpoint::Create, Fault::ResetMidBody)
     })
@@ -524,23 +455,16 @@ impl reqwest::dns::Resolve for FailingDns {
 /// A DNS failure shows as `reason="transport"` and names the failure in the landing page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_failure_is_a_transport_error() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let mut cfg = fast(
-        "http://atlas.example.test",
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[query("services", GroupBy::Ungrouped, 1)],
-        ),
-    );
-    cfg.resolver = Some(Arc::new(FailingDns));
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let exporter = sim
+        .fast_exporter(&[services()])
+        .tweak(|c| {
+            c.base_url = "http://atlas.example.test".to_owned();
+            c.resolver = Some(Arc::new(FailingDns));
+        })
+        .ready()
+        .await;
     let s = exporter.samples().await;
     assert_eq!(s.up("services", &org), Some(0.0));
     assert!(s.errors("services", &org, "transport") >= 1.0);
@@ -553,9 +477,7 @@ async fn dns_failure_is_a_transport_error() {
 /// the exporter recovers by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_then_recovery() {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let sim = atlas_cost_exporter::simulator::Simulator::new(SimConfig {
         orgs: 1,
         ..SimConfig::default()
@@ -563,18 +485,12 @@ async fn refused_connection_then_recovery() {
     let org = sim.dataset().orgs[0].id.clone();
     let cfg = fast(
         &format!("http://{addr}"),
-        orgs(
-            &sim,
-            &service_account(),
-            &[query("services", GroupBy::Ungrouped, 1)],
-        ),
+        orgs(&sim, &service_account(), &[services()]),
     );
     let exporter = Exporter::start(cfg).await;
     exporter.wait_ready().await;
     let s = exporter
-        .wait_for("transport errors", |s| {
-            s.errors("services", &org, "transport") >= 1.0
-        })
+        .wait_for_errors("services", &org, "transport", 1.0)
         .await;
     assert_eq!(s.up("services", &org), Some(0.0));
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -587,43 +503,29 @@ async fn refused_connection_then_recovery() {
     exporter.stop().await;
 }
 
-fn body(status: u16, content_type: &str, body: &str) -> Fault {
-    Fault::Body {
-        status,
-        content_type: content_type.to_owned(),
-        body: body.to_owned(),
-    }
-}
-
-const JSON: &str = "application/vnd.atlas.2023-01-01+json";
-const CSV: &str = "application/vnd.atlas.2023-01-01+csv";
-
 /// Bodies that are not a result (truncated, invalid, wrong-shaped JSON, HTML, a CSV without an
 /// amount column) fail the refresh with `reason="decode"` and keep the last good values.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_bodies_fail_with_decode() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
-    for bad in [
-        body(200, JSON, r#"{"usageDetails":[{"usageAmount":1.5,"usageDa"#),
-        body(200, JSON, "{usageDetails: nope}"),
-        body(200, JSON, r#"{"results":[{"id":"x"}],"totalCount":1}"#),
-        body(
+    let rig = default_rig().await;
+    let bad = [
+        body_fault(200, JSON, r#"{"usageDetails":[{"usageAmount":1.5,"usageDa"#),
+        body_fault(200, JSON, "{usageDetails: nope}"),
+        body_fault(200, JSON, r#"{"results":[{"id":"x"}],"totalCount":1}"#),
+        body_fault(
             200,
             JSON,
             r#"{"status":200,"content":{"something":"else"}}"#,
         ),
-        body(
+        body_fault(
             200,
             "text/html",
             "<html><body><h1>Service Unavailable</h1></body></html>",
         ),
         Fault::Html(200),
-    ] {
-        rig.fault_cycle("services", "decode", |r| {
-            r.sim.sim.fail(SimEndpoint::Poll, bad)
-        })
+    ];
+    rig.fault_cycles("services", "decode", SimEndpoint::Poll, bad)
         .await;
-    }
     rig.exporter.stop().await;
 }
 
@@ -634,7 +536,7 @@ async fn broken_bodies_fail_with_decode() {
 /// never published as success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_rows_are_counted_not_invented() {
-    let rig = rig(SimConfig::default(), &service_account(), |_| {}).await;
+    let rig = default_rig().await;
     let org = rig.org.clone();
     let current = rig.sim.sim.current_month();
     let row = |amount: &str, service: &str, month: Month| {
@@ -658,7 +560,9 @@ async fn odd_rows_are_counted_not_invented() {
         .samples()
         .await
         .errors("services", &org, "invalid_row");
-    rig.sim.sim.fail(SimEndpoint::Poll, body(200, JSON, &bad));
+    rig.sim
+        .sim
+        .fail(SimEndpoint::Poll, body_fault(200, JSON, &bad));
     let s = rig
         .exporter
         .wait_for("the odd result served", |s| {
@@ -708,7 +612,7 @@ async fn odd_rows_are_counted_not_invented() {
             .errors("services", &org, "decode");
         rig.sim
             .sim
-            .fail(SimEndpoint::Poll, body(200, JSON, &result));
+            .fail(SimEndpoint::Poll, body_fault(200, JSON, &result));
         let s = rig
             .exporter
             .wait_for(&format!("{what} refused as decode"), |s| {
@@ -721,7 +625,9 @@ async fn odd_rows_are_counted_not_invented() {
         rig.exporter
             .wait_for("up again", |s| s.up("services", &org) == Some(1.0))
             .await;
-        rig.sim.sim.fail(SimEndpoint::Poll, body(200, JSON, &bad));
+        rig.sim
+            .sim
+            .fail(SimEndpoint::Poll, body_fault(200, JSON, &bad));
         rig.exporter
             .wait_for("the odd result again", |s| s.costs("services") == odd)
             .await;
@@ -737,21 +643,16 @@ async fn odd_rows_are_counted_not_invented() {
 /// read leniently; a CSV with no amount column is a `decode` error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_csv_is_read_leniently() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let mut q = query("services", GroupBy::Ungrouped, 1);
     q.format = ResultFormat::Csv;
-    let exporter = Exporter::start(fast(&sim.url, orgs(&sim.sim, &service_account(), &[q]))).await;
-    exporter.wait_ready().await;
+    let exporter = sim.fast_exporter(&[q]).ready().await;
     let month = sim.sim.current_month().first_day();
     let csv = format!(
         "\u{feff}Organization: \"ACME, Inc.\"\r\n\r\nUsage Date, Service ,Organization Name,Usage Amount\r\n{month},Storage,\"ACME, Inc.\",\"1,234.50\"\r\n{month},Backup,\"ACME, Inc.\",n/a\r\n{month},Clusters\r\n"
     );
-    sim.sim.fail(SimEndpoint::Poll, body(200, CSV, &csv));
+    sim.sim.fail(SimEndpoint::Poll, body_fault(200, CSV, &csv));
     let s = exporter
         .wait_for("the odd CSV served", |s| s.costs("services").len() == 1)
         .await;
@@ -765,7 +666,7 @@ async fn odd_csv_is_read_leniently() {
     assert!(s.errors("services", &org, "invalid_row") >= 2.0);
     sim.sim.fail(
         SimEndpoint::Poll,
-        body(200, CSV, "Date,Service\r\n2026-01-01,Storage\r\n"),
+        body_fault(200, CSV, "Date,Service\r\n2026-01-01,Storage\r\n"),
     );
     exporter
         .wait_for("decode error", |s| {
@@ -795,38 +696,23 @@ async fn oversized_body_is_refused() {
 /// While one org hangs on a slow Atlas, the other org keeps refreshing on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_org_does_not_delay_a_healthy_one() {
-    let sim = start_sim(SimConfig {
-        orgs: 2,
-        ..SimConfig::default()
-    })
-    .await;
-    let data = sim.sim.dataset();
-    let (stuck, healthy) = (data.orgs[0].id.clone(), data.orgs[1].id.clone());
-    let mut cfg = fast(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[query("services", GroupBy::Ungrouped, 1)],
-        ),
-    );
-    cfg.request_timeout = Duration::from_secs(60);
-    cfg.query_timeout = Duration::from_secs(120);
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(2)).await;
+    let (stuck, healthy) = (sim.org(0), sim.org(1));
+    let exporter = sim
+        .fast_exporter(&[services()])
+        .tweak(|c| {
+            c.request_timeout = Duration::from_secs(60);
+            c.query_timeout = Duration::from_secs(120);
+        })
+        .ready()
+        .await;
     sim.sim.fail_with(
         SimEndpoint::Create,
         Fault::Delay(Duration::from_secs(60)),
         Some(&stuck),
         None,
     );
-    let last = |s: &Samples, org: &str| {
-        s.value(
-            "atlas_cost_query_last_success_timestamp_seconds",
-            &[("query", "services"), ("org_id", org)],
-        )
-        .unwrap()
-    };
+    let last = |s: &Samples, org: &str| s.last_success("services", org).unwrap();
     let start = exporter.samples().await;
     // Wait until the stuck org's create is in flight, then watch the healthy one.
     exporter

@@ -17,24 +17,19 @@ use common::*;
 /// Months read back: enough to reach the deleted project (deleted six months ago).
 const MONTHS: u32 = 8;
 
-/// The three default queries (the library's own) in `format`.
-fn default_queries(format: ResultFormat) -> Vec<QuerySpec> {
+/// The three default queries (the library's own) over [`MONTHS`], in `format`.
+fn defaults_in(format: ResultFormat) -> Vec<QuerySpec> {
     QuerySpec::defaults(MONTHS)
         .into_iter()
         .map(|q| QuerySpec { format, ..q })
         .collect()
 }
 
-/// The exporter with the default queries in `format` on every org of `sim`; `fast` refreshes
-/// often and gives up fast, so failures show within seconds.
-async fn exporter(sim: &Sim, format: ResultFormat, fast_refresh: bool) -> Exporter {
-    let orgs = orgs(&sim.sim, &service_account(), &default_queries(format));
-    Exporter::start(if fast_refresh {
-        fast(&sim.url, orgs)
-    } else {
-        config(&sim.url, orgs)
-    })
-    .await
+/// The [`fast`] exporter on `sim` with the default queries in JSON, once ready.
+async fn fast_json(sim: &Sim) -> Exporter {
+    sim.fast_exporter(&defaults_in(ResultFormat::Json))
+        .ready()
+        .await
 }
 
 /// Each default query adds up to the org total; the `projects` and `clusters` queries
@@ -82,8 +77,7 @@ async fn every_default_query_adds_up_to_the_org_total_across_key_spellings() {
             ..SimConfig::default()
         })
         .await;
-        let exporter = exporter(&sim, ResultFormat::Json, false).await;
-        exporter.wait_ready().await;
+        let exporter = sim.exporter(&defaults_in(ResultFormat::Json)).ready().await;
         let s = exporter.samples().await;
         assert_adds_up(&s, &sim, &format!("{keys:?}"));
         let flex: BTreeSet<String> = sim.sim.dataset().orgs[0]
@@ -119,9 +113,8 @@ async fn unknown_dimension_keys_fail_the_grouped_queries_as_decode() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = exporter(&sim, ResultFormat::Json, true).await;
-    exporter.wait_ready().await;
+    let org = sim.org(0);
+    let exporter = fast_json(&sim).await;
     let s = exporter
         .wait_for("both grouped queries counted as decode", |s| {
             s.errors("projects", &org, "decode") > 0.0 && s.errors("clusters", &org, "decode") > 0.0
@@ -146,8 +139,7 @@ async fn csv_layouts_are_read_to_the_cent_and_the_garbled_example_is_refused() {
             ..SimConfig::default()
         })
         .await;
-        let exporter = exporter(&sim, ResultFormat::Csv, false).await;
-        exporter.wait_ready().await;
+        let exporter = sim.exporter(&defaults_in(ResultFormat::Csv)).ready().await;
         assert_adds_up(&exporter.samples().await, &sim, &format!("{layout:?}"));
         exporter.stop().await;
     }
@@ -157,8 +149,11 @@ async fn csv_layouts_are_read_to_the_cent_and_the_garbled_example_is_refused() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = exporter(&sim, ResultFormat::Csv, true).await;
+    let org = sim.org(0);
+    let exporter = sim
+        .fast_exporter(&defaults_in(ResultFormat::Csv))
+        .start()
+        .await;
     let s = exporter
         .wait_for("every query counted as decode", |s| {
             ["services", "projects", "clusters"]
@@ -173,18 +168,34 @@ async fn csv_layouts_are_read_to_the_cent_and_the_garbled_example_is_refused() {
     exporter.stop().await;
 }
 
+/// Waits for two more refreshes (four cluster listings each) after `listings`, then for the
+/// clusters query to be up; returns that scrape.
+async fn clusters_up_two_refreshes_on(
+    sim: &Sim,
+    exporter: &Exporter,
+    org: &str,
+    listings: u64,
+    what: &str,
+) -> Samples {
+    exporter
+        .wait_for(what, |_| {
+            sim.sim.requests(SimEndpoint::Clusters) > listings + 2 * 4
+        })
+        .await;
+    exporter
+        .wait_for("the clusters query up", |s| {
+            s.up("clusters", org) == Some(1.0)
+        })
+        .await
+}
+
 /// A cluster deleted while the exporter runs keeps its history: its past months are still
 /// attributed to it (its id stays in the query), and the clusters query still adds up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_cluster_keeps_its_history() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = exporter(&sim, ResultFormat::Json, true).await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let exporter = fast_json(&sim).await;
     let data = sim.sim.dataset();
     let victim = data.orgs[0].projects[0].clusters[0].id.clone();
     let history = |s: &Samples| -> BTreeMap<String, f64> {
@@ -210,16 +221,14 @@ async fn a_deleted_cluster_keeps_its_history() {
     );
     let listings = sim.sim.requests(SimEndpoint::Clusters);
     assert!(sim.sim.delete_cluster(&victim));
-    exporter
-        .wait_for("two more refreshes after the deletion", |_| {
-            sim.sim.requests(SimEndpoint::Clusters) > listings + 2 * 4
-        })
-        .await;
-    let s = exporter
-        .wait_for("the clusters query up", |s| {
-            s.up("clusters", &org) == Some(1.0)
-        })
-        .await;
+    let s = clusters_up_two_refreshes_on(
+        &sim,
+        &exporter,
+        &org,
+        listings,
+        "two more refreshes after the deletion",
+    )
+    .await;
     let after = history(&s);
     assert_eq!(after, before, "the deleted cluster's months stay");
     exporter.stop().await;
@@ -228,14 +237,9 @@ async fn a_deleted_cluster_keeps_its_history() {
 /// A failed cluster listing fails the clusters query only: the projects query stays up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_cluster_listing_does_not_fail_the_projects_query() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = exporter(&sim, ResultFormat::Json, true).await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let exporter = fast_json(&sim).await;
     sim.sim.fail(SimEndpoint::Clusters, Fault::Status(500));
     let s = exporter
         .wait_for("clusters down on the listing", |s| {
@@ -251,27 +255,20 @@ async fn a_failed_cluster_listing_does_not_fail_the_projects_query() {
 /// stays up, and keeps the clusters it saw before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_gone_during_listing_has_no_clusters() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let exporter = exporter(&sim, ResultFormat::Json, true).await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let exporter = fast_json(&sim).await;
     let good = exporter.samples().await.costs("clusters");
     let listings = sim.sim.requests(SimEndpoint::Clusters);
     sim.sim.fail(SimEndpoint::Clusters, Fault::Status(404));
-    exporter
-        .wait_for("two refreshes with every listing 404", |_| {
-            sim.sim.requests(SimEndpoint::Clusters) > listings + 2 * 4
-        })
-        .await;
-    let s = exporter
-        .wait_for("the clusters query up", |s| {
-            s.up("clusters", &org) == Some(1.0)
-        })
-        .await;
+    let s = clusters_up_two_refreshes_on(
+        &sim,
+        &exporter,
+        &org,
+        listings,
+        "two refreshes with every listing 404",
+    )
+    .await;
     assert_eq!(s.errors("clusters", &org, "client_error"), 0.0);
     assert_eq!(s.costs("clusters"), good);
     exporter.stop().await;
@@ -281,11 +278,7 @@ async fn a_project_gone_during_listing_has_no_clusters() {
 /// promises more) is read twice, not 10,000 times: a page that brings no new id ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagination_stops_when_a_page_brings_no_new_id() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start_sim(with_orgs(1)).await;
     let data = sim.sim.dataset();
     let org = data.orgs[0].id.clone();
     let results: Vec<String> = data.orgs[0]
@@ -294,26 +287,20 @@ async fn pagination_stops_when_a_page_brings_no_new_id() {
         .collect();
     sim.sim.fail(
         SimEndpoint::Projects,
-        Fault::Body {
-            status: 200,
-            content_type: "application/vnd.atlas.2023-01-01+json".to_owned(),
-            body: format!(
+        body_fault(
+            200,
+            JSON,
+            &format!(
                 r#"{{"results":[{}],"totalCount":100000}}"#,
                 results.join(",")
             ),
-        },
-    );
-    let mut cfg = config(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[query("projects", GroupBy::Projects, 1)],
         ),
     );
-    cfg.refresh_interval = Duration::from_secs(3600);
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let exporter = sim
+        .exporter(&[query("projects", GroupBy::Projects, 1)])
+        .tweak(|c| c.refresh_interval = Duration::from_secs(3600))
+        .ready()
+        .await;
     let s = exporter
         .wait_for("the projects query up", |s| {
             s.up("projects", &org) == Some(1.0)

@@ -11,49 +11,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use atlas_cost_exporter::atlas::{AtlasClient, ClientSettings, TokenCache};
-use atlas_cost_exporter::config::{
-    Config, Credentials, DEFAULT_MAX_RESPONSE_BYTES, GroupBy, QuerySpec, ResultFormat, Secret,
-};
+use atlas_cost_exporter::config::{DEFAULT_MAX_RESPONSE_BYTES, GroupBy, ResultFormat};
 use atlas_cost_exporter::metrics::SelfMetrics;
 use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
 use common::*;
 
-const JSON: &str = "application/vnd.atlas.2023-01-01+json";
-
-fn services() -> QuerySpec {
-    query("services", GroupBy::Ungrouped, 1)
+/// [`Harness::fast_one_org`] with the default simulator, the demo service account and
+/// [`services`] alone.
+async fn start_services() -> Harness {
+    Harness::fast_one_org(
+        SimConfig::default(),
+        &service_account(),
+        &[services()],
+        |_| {},
+    )
+    .await
 }
 
-/// A one-org simulator and an exporter running `queries` against it with `credentials`.
-async fn start(
-    sim_config: SimConfig,
-    credentials: &Credentials,
-    queries: &[QuerySpec],
-    tweak: impl FnOnce(&mut Config),
-) -> (Sim, Exporter, String) {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..sim_config
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    let mut cfg = fast(&sim.url, orgs(&sim.sim, credentials, queries));
-    tweak(&mut cfg);
-    let exporter = Exporter::start(cfg).await;
-    (sim, exporter, org)
+/// Waits for the `services` query to be up; returns the scrape that saw it.
+async fn services_up(exporter: &Exporter, org: &str) -> Samples {
+    exporter
+        .wait_for("services up", |s| s.up("services", org) == Some(1.0))
+        .await
 }
 
 fn polls(s: &Samples, query: &str) -> f64 {
     s.value("atlas_cost_query_polls_total", &[("query", query)])
         .unwrap_or(0.0)
-}
-
-fn creates_to(sim: &Sim, org: &str) -> usize {
-    sim.sim
-        .request_log()
-        .iter()
-        .filter(|r| r.endpoint == SimEndpoint::Create && r.org_id.as_deref() == Some(org))
-        .count()
 }
 
 // ------------------------------------------------------------------- point 2: OAuth Basic
@@ -63,16 +47,8 @@ fn creates_to(sim: &Sim, org: &str) -> usize {
 /// request, no `auth` error, the query up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_gets_a_token_from_a_raw_comparing_token_endpoint() {
-    let (sim, exporter, org) = start(
-        SimConfig::default(),
-        &service_account(),
-        &[services()],
-        |_| {},
-    )
-    .await;
-    let s = exporter
-        .wait_for("services up", |s| s.up("services", &org) == Some(1.0))
-        .await;
+    let Harness { sim, exporter, org } = start_services().await;
+    let s = services_up(&exporter, &org).await;
     assert_eq!(s.errors("services", &org, "auth"), 0.0);
     assert_eq!(sim.sim.requests(SimEndpoint::Token), 1);
     exporter.stop().await;
@@ -86,7 +62,7 @@ async fn service_account_gets_a_token_from_a_raw_comparing_token_endpoint() {
 /// refresh, with no `auth` error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_answers_a_forgotten_nonce_once_more() {
-    let (sim, exporter, org) = start(
+    let Harness { sim, exporter, org } = Harness::fast_one_org(
         SimConfig {
             unknown_nonce_stale: false,
             ..SimConfig::default()
@@ -96,9 +72,7 @@ async fn digest_answers_a_forgotten_nonce_once_more() {
         |_| {},
     )
     .await;
-    exporter
-        .wait_for("services up", |s| s.up("services", &org) == Some(1.0))
-        .await;
+    services_up(&exporter, &org).await;
     for round in 0..3 {
         let p0 = polls(&exporter.samples().await, "services");
         sim.sim.forget_nonces();
@@ -116,25 +90,11 @@ async fn digest_answers_a_forgotten_nonce_once_more() {
 /// the error (two creates per refresh once the nonce is cached).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_api_key_still_fails_after_one_more_answer() {
-    let wrong = Credentials::ApiKey {
-        public_key: "demopublic".to_owned(),
-        private_key: Secret::new("not-the-key"),
-    };
-    let (sim, exporter, org) = start(
-        SimConfig {
-            unknown_nonce_stale: false,
-            ..SimConfig::default()
-        },
-        &wrong,
-        &[services()],
-        |_| {},
-    )
+    let (Harness { sim, exporter, org }, s) = Harness::wrong_api_key_failing(SimConfig {
+        unknown_nonce_stale: false,
+        ..SimConfig::default()
+    })
     .await;
-    let s = exporter
-        .wait_for("three failed refreshes", |s| {
-            s.errors("services", &org, "auth") >= 3.0
-        })
-        .await;
     let creates = sim.sim.requests(SimEndpoint::Create);
     let s2 = exporter.samples().await;
     let (failures, failures_after) = (
@@ -164,8 +124,8 @@ async fn refused_fresh_token_mints_no_more_tokens() {
         query("projects", GroupBy::Projects, 1),
         query("clusters", GroupBy::Clusters, 1),
     ];
-    let (sim, exporter, org) =
-        start(SimConfig::default(), &service_account(), &queries, |_| {}).await;
+    let Harness { sim, exporter, org } =
+        Harness::fast_one_org(SimConfig::default(), &service_account(), &queries, |_| {}).await;
     exporter
         .wait_for("every query up", |s| {
             ["services", "projects", "clusters"]
@@ -183,9 +143,7 @@ async fn refused_fresh_token_mints_no_more_tokens() {
         sim.sim.fail(endpoint, Fault::Status(401));
     }
     let s = exporter
-        .wait_for("several refused refreshes", |s| {
-            s.errors("services", &org, "auth") >= 4.0
-        })
+        .wait_for_errors("services", &org, "auth", 4.0)
         .await;
     assert_eq!(s.up("services", &org), Some(0.0));
     assert_eq!(
@@ -285,12 +243,8 @@ async fn an_org_held_by_retry_after_does_not_delay_the_shared_token() {
 /// clusters endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_on_one_project_cluster_listing_does_not_delay_cost_explorer_calls() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     // Only the first cluster listing (one project) meets the 429.
     sim.sim.fail_with(
         SimEndpoint::Clusters,
@@ -300,15 +254,10 @@ async fn a_429_on_one_project_cluster_listing_does_not_delay_cost_explorer_calls
         None,
         Some(1),
     );
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[services(), query("clusters", GroupBy::Clusters, 1)],
-        ),
-    ))
-    .await;
+    let exporter = sim
+        .fast_exporter(&[services(), query("clusters", GroupBy::Clusters, 1)])
+        .start()
+        .await;
     let s = exporter
         .wait_for("the 429 seen", |s| {
             s.value(
@@ -319,13 +268,13 @@ async fn a_429_on_one_project_cluster_listing_does_not_delay_cost_explorer_calls
         })
         .await;
     let p0 = polls(&s, "services");
-    let creates = creates_to(&sim, &org);
+    let creates = sim.creates_to(&org);
     let s = exporter
         .wait_for("three more services refreshes", |s| {
             polls(s, "services") >= p0 + 9.0
         })
         .await;
-    assert!(creates_to(&sim, &org) >= creates + 3);
+    assert!(sim.creates_to(&org) >= creates + 3);
     assert_eq!(s.up("services", &org), Some(1.0));
     assert_eq!(s.errors("services", &org, "rate_limited"), 0.0);
     assert_eq!(
@@ -342,16 +291,8 @@ async fn a_429_on_one_project_cluster_listing_does_not_delay_cost_explorer_calls
 /// `RateLimit-Remaining`; then it shows the value, by org and endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_remaining_is_exported_once_atlas_sends_it() {
-    let (sim, exporter, org) = start(
-        SimConfig::default(),
-        &service_account(),
-        &[services()],
-        |_| {},
-    )
-    .await;
-    let s = exporter
-        .wait_for("services up", |s| s.up("services", &org) == Some(1.0))
-        .await;
+    let Harness { sim, exporter, org } = start_services().await;
+    let s = services_up(&exporter, &org).await;
     assert_eq!(s.named("atlas_cost_api_rate_limit_remaining").count(), 0);
     sim.sim.fail_with(
         SimEndpoint::Create,
@@ -379,59 +320,25 @@ async fn rate_limit_remaining_is_exported_once_atlas_sends_it() {
 /// create reaches Atlas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_as_an_http_date_holds_the_cost_explorer() {
-    let (sim, exporter, org) = start(
-        SimConfig::default(),
-        &service_account(),
-        &[services()],
-        |_| {},
-    )
-    .await;
-    exporter
-        .wait_for("services up", |s| s.up("services", &org) == Some(1.0))
-        .await;
+    let Harness { sim, exporter, org } = start_services().await;
+    services_up(&exporter, &org).await;
     sim.sim.fail(
         SimEndpoint::Create,
         Fault::RateLimitedUntil(Duration::from_secs(3600)),
     );
-    let before = creates_to(&sim, &org);
-    let s = exporter
-        .wait_for("three rate-limited refreshes", |s| {
-            s.errors("services", &org, "rate_limited") >= 3.0
-        })
-        .await;
-    assert_eq!(s.up("services", &org), Some(0.0));
-    assert_eq!(
-        creates_to(&sim, &org),
-        before + 1,
-        "only the create that met the 429"
-    );
+    let before = sim.creates_to(&org);
+    assert_held_by_retry_after(&sim, &exporter, &org, before).await;
     exporter.stop().await;
 }
 
 // ------------------------------------------------------------------- point 11: poll path
 
-fn body(status: u16, content_type: &str, body: &str) -> Fault {
-    Fault::Body {
-        status,
-        content_type: content_type.to_owned(),
-        body: body.to_owned(),
-    }
-}
-
 /// A poll answered with a redirect is an error (`reason="client_error"`), never a success
 /// nor "not ready"; the query recovers once the redirects stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirect_on_a_poll_is_a_client_error() {
-    let (sim, exporter, org) = start(
-        SimConfig::default(),
-        &service_account(),
-        &[services()],
-        |_| {},
-    )
-    .await;
-    exporter
-        .wait_for("services up", |s| s.up("services", &org) == Some(1.0))
-        .await;
+    let Harness { sim, exporter, org } = start_services().await;
+    services_up(&exporter, &org).await;
     sim.sim.fail(SimEndpoint::Poll, Fault::Redirect(302));
     let s = exporter
         .wait_for("services down with client_error", |s| {
@@ -449,22 +356,16 @@ async fn a_redirect_on_a_poll_is_a_client_error() {
 /// Two polls answered `{}` are polled again: the refresh succeeds with no `decode` error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_object_is_polled_again() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    sim.sim
-        .fail_with(SimEndpoint::Poll, body(200, JSON, "{}"), None, Some(2));
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &[services()]),
-    ))
-    .await;
-    let s = exporter
-        .wait_for("services up", |s| s.up("services", &org) == Some(1.0))
-        .await;
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    sim.sim.fail_with(
+        SimEndpoint::Poll,
+        body_fault(200, JSON, "{}"),
+        None,
+        Some(2),
+    );
+    let exporter = sim.fast_exporter(&[services()]).start().await;
+    let s = services_up(&exporter, &org).await;
     assert_eq!(s.errors("services", &org, "decode"), 0.0);
     exporter.stop().await;
 }
@@ -479,17 +380,11 @@ async fn an_object_that_stays_empty_is_a_decode_error_after_four_polls() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
-    sim.sim.fail(SimEndpoint::Poll, body(200, JSON, "{}"));
-    let exporter = Exporter::start(fast(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &[services()]),
-    ))
-    .await;
+    let org = sim.org(0);
+    sim.sim.fail(SimEndpoint::Poll, body_fault(200, JSON, "{}"));
+    let exporter = sim.fast_exporter(&[services()]).start().await;
     let s = exporter
-        .wait_for("two decode failures", |s| {
-            s.errors("services", &org, "decode") >= 2.0
-        })
+        .wait_for_errors("services", &org, "decode", 2.0)
         .await;
     let (failures, p) = (s.errors("services", &org, "decode"), polls(&s, "services"));
     // Every refresh so far failed after exactly four polls; one may be under way.
@@ -506,20 +401,16 @@ async fn an_object_that_stays_empty_is_a_decode_error_after_four_polls() {
 /// create.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_404_right_after_create_is_polled_again_not_created_again() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     sim.sim
         .fail_with(SimEndpoint::Poll, Fault::Status(404), None, Some(1));
-    let mut cfg = fast(&sim.url, orgs(&sim.sim, &service_account(), &[services()]));
-    cfg.refresh_interval = Duration::from_secs(3600);
-    let exporter = Exporter::start(cfg).await;
-    let s = exporter
-        .wait_for("services up", |s| s.up("services", &org) == Some(1.0))
+    let exporter = sim
+        .fast_exporter(&[services()])
+        .tweak(|c| c.refresh_interval = Duration::from_secs(3600))
+        .start()
         .await;
+    let s = services_up(&exporter, &org).await;
     assert_eq!(s.errors("services", &org, "client_error"), 0.0);
     assert_eq!(sim.sim.requests(SimEndpoint::Create), 1, "no second create");
     exporter.stop().await;
@@ -533,7 +424,7 @@ async fn a_refused_csv_envelope_is_polled_without_it() {
     for status in [406, 400] {
         let mut csv = services();
         csv.format = ResultFormat::Csv;
-        let (sim, exporter, org) = start(
+        let Harness { sim, exporter, org } = Harness::fast_one_org(
             SimConfig {
                 refuse_csv_envelope: Some(status),
                 ..SimConfig::default()
@@ -543,9 +434,7 @@ async fn a_refused_csv_envelope_is_polled_without_it() {
             |c| c.refresh_interval = Duration::from_secs(3600),
         )
         .await;
-        let s = exporter
-            .wait_for("services up", |s| s.up("services", &org) == Some(1.0))
-            .await;
+        let s = services_up(&exporter, &org).await;
         for reason in ["client_error", "decode", "deadline"] {
             assert_eq!(
                 s.errors("services", &org, reason),

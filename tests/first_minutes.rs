@@ -6,27 +6,23 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use atlas_cost_exporter::simulator::{SimConfig, Simulator};
-use common::{Samples, parse};
+use common::{KillOnDrop, Samples, free_port, parse, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_atlas-cost-exporter");
 
 /// The exporter as a process on a free loopback port; killed and reaped when dropped.
 struct Demo {
-    child: Child,
+    _child: KillOnDrop,
     base: String,
 }
 
 impl Demo {
     fn start(extra: &[&str]) -> Demo {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = Command::new(BIN)
             .args([
                 "--demo",
@@ -41,7 +37,7 @@ impl Demo {
             .spawn()
             .expect("the exporter starts");
         Demo {
-            child,
+            _child: KillOnDrop(child),
             base: format!("http://127.0.0.1:{port}"),
         }
     }
@@ -68,13 +64,6 @@ impl Demo {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -130,8 +119,7 @@ async fn demo_alone_serves_a_sample_budget_within_seconds() {
 /// An explicit `--config.file` replaces the sample budget with its own budgets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_with_a_config_file_serves_its_budgets_instead() {
-    let dir = std::env::temp_dir().join(format!("first-minutes-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir();
     let file = dir.join("budgets.yml");
     std::fs::write(
         &file,
@@ -248,9 +236,7 @@ async fn landing_page_in_chromium_shows_org_names_month_to_date_and_forecast() {
                 .all(|o| s.up("services", &o.id) == Some(1.0))
         })
         .await;
-    let profile =
-        std::env::temp_dir().join(format!("first-minutes-chromium-{}", std::process::id()));
-    std::fs::create_dir_all(&profile).unwrap();
+    let profile = temp_dir();
     let url = format!("{}/", demo.base);
     let dom = chromium(&program, &profile, &["--dump-dom"], &url);
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("landing-page.png");

@@ -10,10 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use atlas_cost_exporter::config::GroupBy;
-use atlas_cost_exporter::simulator::{Fault, SimConfig, SimEndpoint};
+use atlas_cost_exporter::simulator::{SimConfig, SimEndpoint};
 use common::*;
-
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
 
 /// Sums `atlas_cost_usage_usd` per `(org_id, query)` in cents, reading the fixed label order
 /// the exporter writes (`query` first, then `org_id`).
@@ -48,10 +46,12 @@ async fn concurrent_scrapes_never_see_a_torn_snapshot() {
         query("services", GroupBy::Ungrouped, 2),
         query("clusters", GroupBy::Clusters, 2),
     ];
-    let mut cfg = config(&sim.url, orgs(&sim.sim, &service_account(), &queries));
-    cfg.refresh_interval = Duration::from_millis(100);
-    let exporter = Arc::new(Exporter::start(cfg).await);
-    exporter.wait_ready().await;
+    let exporter = sim
+        .exporter(&queries)
+        .tweak(|c| c.refresh_interval = Duration::from_millis(100))
+        .ready()
+        .await;
+    let exporter = Arc::new(exporter);
 
     // The totals each (org, query) may show: at scale 1 or at scale 2.
     let (start, end) = window(sim.sim.current_month(), 2);
@@ -139,11 +139,7 @@ async fn concurrent_scrapes_never_see_a_torn_snapshot() {
 /// id is a path is skipped (and logged), never requested.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovered_ids_that_are_not_atlas_ids_are_never_requested() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
+    let sim = start_sim(with_orgs(1)).await;
     let data = sim.sim.dataset();
     let org = &data.orgs[0];
     let good = &org.projects[0];
@@ -153,24 +149,12 @@ async fn discovered_ids_that_are_not_atlas_ids_are_never_requested() {
         good.id,
         good.name.replace('\\', "\\\\").replace('"', "\\\"")
     );
-    sim.sim.fail(
-        SimEndpoint::Projects,
-        Fault::Body {
-            status: 200,
-            content_type: "application/vnd.atlas.2023-01-01+json".to_owned(),
-            body: page,
-        },
-    );
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[query("clusters", GroupBy::Clusters, 1)],
-        ),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    sim.sim
+        .fail(SimEndpoint::Projects, body_fault(200, JSON, &page));
+    let exporter = sim
+        .exporter(&[query("clusters", GroupBy::Clusters, 1)])
+        .ready()
+        .await;
     let s = exporter.samples().await;
     assert_eq!(s.up("clusters", &org.id), Some(1.0));
     // Only the good project's clusters were listed.

@@ -6,20 +6,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use atlas_cost_exporter::simulator::{SimConfig, SimCredentials, SimEndpoint};
+use atlas_cost_exporter::simulator::{SimCredentials, SimEndpoint};
 use common::*;
-
-/// Kills the child process when the test ends, even on panic.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// With `HTTP_PROXY` set, every Atlas request goes through the proxy: the base URL names a
 /// host that does not exist, and data still arrives, through the proxy only.
@@ -27,20 +16,11 @@ impl Drop for Kill {
 async fn proxy_from_the_environment_is_honoured() {
     // The simulator doubles as the forward proxy: a plain-HTTP proxy receives the request in
     // absolute form and the simulator routes it by its path.
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let creds = SimCredentials::demo();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let dir = std::env::temp_dir().join(format!("atlas-outbound-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.yml");
+    let port = free_port();
+    let config = temp_dir().join("config.yml");
     std::fs::write(
         &config,
         format!("orgs:\n  - id: {org}\n    queries:\n      - name: services\n        months: 1\n"),
@@ -65,30 +45,10 @@ async fn proxy_from_the_environment_is_honoured() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = Kill(child);
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..600 {
-        if let Ok(r) = http
-            .get(format!("http://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            && r.status() == 200
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "the exporter became ready");
-    let body = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let _guard = KillOnDrop(child);
+    let exporter = Exporter::at(([127, 0, 0, 1], port).into());
+    exporter.wait_ready().await;
+    let body = exporter.scrape_text().await;
     let s = Samples(parse(&body, "text"));
     assert_eq!(s.up("services", &org), Some(1.0), "{body}");
     assert!(!s.costs("services").is_empty());

@@ -61,15 +61,6 @@ impl Drop for Processes {
     }
 }
 
-/// A free loopback port: bound to 127.0.0.1:0, then released for the process to take.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn manifest(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -182,8 +173,7 @@ fn rules_for_test() -> (String, Vec<(String, String)>) {
 /// spend fires AtlasCostBudgetExceeded, and promtool finds nothing in a real scrape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
-    let dir = std::env::temp_dir().join(format!("ace-prom-e2e-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::temp_dir();
     std::fs::create_dir_all(dir.join("tsdb")).unwrap();
     let mut procs = Processes {
         children: Vec::new(),
@@ -198,7 +188,7 @@ async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
         .map(|o| o.id.clone())
         .collect();
 
-    let sim_port = free_port();
+    let sim_port = common::free_port();
     // The first poll of each query answers slowly: the exporter's 500ms request timeout
     // counts it as code="timeout" (what the "API request failures" panel shows) and polls
     // again, as it does with Atlas's 102.
@@ -227,7 +217,7 @@ async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
         ),
     )
     .unwrap();
-    let exporter_port = free_port();
+    let exporter_port = common::free_port();
     let mut exporter = Command::new(bin);
     exporter
         .args([
@@ -254,7 +244,7 @@ async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
 
     let (rules, rule_exprs) = rules_for_test();
     std::fs::write(dir.join("rules.yml"), rules).unwrap();
-    let prom_port = free_port();
+    let prom_port = common::free_port();
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(

@@ -33,17 +33,12 @@ async fn top_n_folds_into_other_and_keeps_the_exact_total() {
         ..SimConfig::default()
     })
     .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
+    let org = sim.org(0);
     let queries = [
         query("clusters", GroupBy::Clusters, 3),
         controlled("top2", GroupBy::Clusters, 3, "top: 2"),
     ];
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &queries),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim.exporter(&queries).ready().await;
     let s = exporter.samples().await;
     assert_eq!(s.up("top2", &org), Some(1.0));
     let (start, end) = window(sim.sim.current_month(), 3);
@@ -83,24 +78,15 @@ async fn top_n_folds_into_other_and_keeps_the_exact_total() {
 /// service disappears as a label value, and the total is unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_rows_fold_into_other_not_away() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let queries = [controlled(
         "nobackup",
         GroupBy::Ungrouped,
         2,
         "deny: {atlas_service: 'Backup|Storage'}",
     )];
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &queries),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim.exporter(&queries).ready().await;
     let s = exporter.samples().await;
     let costs = s.costs("nobackup");
     let services: BTreeSet<&str> = costs.keys().map(|l| l["atlas_service"].as_str()).collect();
@@ -119,22 +105,13 @@ async fn denied_rows_fold_into_other_not_away() {
 /// exact, and promtool still finds the exposition clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_limit_sheds_into_other_and_is_counted() {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let org = sim.sim.dataset().orgs[0].id.clone();
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
     let queries = [
         query("clusters", GroupBy::Clusters, 2),
         controlled("capped", GroupBy::Clusters, 2, "max_series: 10"),
     ];
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &queries),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let exporter = sim.exporter(&queries).ready().await;
     let s = exporter.samples().await;
     let labels = [("query", "capped"), ("org_id", org.as_str())];
     let served = s.value("atlas_cost_query_series", &labels).unwrap();
@@ -163,18 +140,9 @@ async fn series_limit_sheds_into_other_and_is_counted() {
 /// each (Atlas allows 100 live tokens per service account).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orgs_sharing_a_service_account_fetch_one_token() {
-    let sim = start_sim(SimConfig {
-        orgs: 5,
-        ..SimConfig::default()
-    })
-    .await;
-    let queries = [query("services", GroupBy::Ungrouped, 1)];
-    let exporter = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &queries),
-    ))
-    .await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(5)).await;
+    let queries = [services()];
+    let exporter = sim.exporter(&queries).ready().await;
     let s = exporter.samples().await;
     for org in &sim.sim.dataset().orgs {
         assert_eq!(s.up("services", &org.id), Some(1.0));
@@ -187,25 +155,16 @@ async fn orgs_sharing_a_service_account_fetch_one_token() {
 /// other org keeps refreshing, and only the limited org shows `rate_limited`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_orgs_rate_limit_storm_does_not_delay_another() {
-    let sim = start_sim(SimConfig {
-        orgs: 2,
-        ..SimConfig::default()
-    })
-    .await;
-    let data = sim.sim.dataset();
-    let (limited, healthy) = (data.orgs[0].id.clone(), data.orgs[1].id.clone());
-    let mut cfg = config(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[query("services", GroupBy::Ungrouped, 1)],
-        ),
-    );
-    cfg.refresh_interval = Duration::from_millis(300);
-    cfg.query_timeout = Duration::from_secs(120);
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let sim = start_sim(with_orgs(2)).await;
+    let (limited, healthy) = (sim.org(0), sim.org(1));
+    let exporter = sim
+        .exporter(&[services()])
+        .tweak(|c| {
+            c.refresh_interval = Duration::from_millis(300);
+            c.query_timeout = Duration::from_secs(120);
+        })
+        .ready()
+        .await;
     let injected = std::time::Instant::now();
     sim.sim.fail_with(
         SimEndpoint::Create,
@@ -215,13 +174,7 @@ async fn one_orgs_rate_limit_storm_does_not_delay_another() {
         Some(&limited),
         None,
     );
-    let last = |s: &Samples, org: &str| {
-        s.value(
-            "atlas_cost_query_last_success_timestamp_seconds",
-            &[("query", "services"), ("org_id", org)],
-        )
-        .unwrap()
-    };
+    let last = |s: &Samples, org: &str| s.last_success("services", org).unwrap();
     exporter
         .wait_for("the limited org to meet a 429", |_| {
             sim.sim.request_log().iter().any(|r| {
@@ -268,20 +221,11 @@ async fn requests_in_flight_stay_within_the_concurrency_bound() {
         sim.sim
             .fail(endpoint, Fault::Delay(Duration::from_millis(30)));
     }
-    let mut cfg = config(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[
-                query("services", GroupBy::Ungrouped, 1),
-                query("clusters", GroupBy::Clusters, 1),
-            ],
-        ),
-    );
-    cfg.concurrency = 2;
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let exporter = sim
+        .exporter(&[services(), query("clusters", GroupBy::Clusters, 1)])
+        .tweak(|c| c.concurrency = 2)
+        .ready()
+        .await;
     let s = exporter.samples().await;
     for org in &sim.sim.dataset().orgs {
         assert_eq!(s.up("clusters", &org.id), Some(1.0));
@@ -300,16 +244,8 @@ async fn two_replicas_serve_identical_series() {
         query("services", GroupBy::Ungrouped, 2),
         controlled("top1", GroupBy::Clusters, 2, "top: 1"),
     ];
-    let a = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &queries),
-    ))
-    .await;
-    let b = Exporter::start(config(
-        &sim.url,
-        orgs(&sim.sim, &service_account(), &queries),
-    ))
-    .await;
+    let a = sim.exporter(&queries).start().await;
+    let b = sim.exporter(&queries).start().await;
     a.wait_ready().await;
     b.wait_ready().await;
     let (sa, sb) = (a.samples().await, b.samples().await);

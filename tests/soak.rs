@@ -36,11 +36,7 @@ fn faults() -> Vec<(SimEndpoint, Fault)> {
         (SimEndpoint::Poll, Fault::Status(404)),
         (
             SimEndpoint::Poll,
-            Fault::Body {
-                status: 200,
-                content_type: "application/vnd.atlas.2023-01-01+json".to_owned(),
-                body: r#"{"usageDetails":[{"usageAmount":1"#.to_owned(),
-            },
+            body_fault(200, JSON, r#"{"usageDetails":[{"usageAmount":1"#),
         ),
     ]
 }
@@ -58,12 +54,15 @@ async fn random_faults_never_invent_or_lose_values() {
         query("projects", GroupBy::Projects, 2),
         query("clusters", GroupBy::Clusters, 2),
     ];
-    let mut cfg = config(&sim.url, orgs(&sim.sim, &service_account(), &queries));
-    cfg.refresh_interval = Duration::from_millis(150);
-    cfg.request_timeout = Duration::from_secs(1);
-    cfg.query_timeout = Duration::from_secs(3);
-    let exporter = Exporter::start(cfg).await;
-    exporter.wait_ready().await;
+    let exporter = sim
+        .exporter(&queries)
+        .tweak(|c| {
+            c.refresh_interval = Duration::from_millis(150);
+            c.request_timeout = Duration::from_secs(1);
+            c.query_timeout = Duration::from_secs(3);
+        })
+        .ready()
+        .await;
 
     let (start, end) = window(sim.sim.current_month(), 2);
     let queries_names = ["services", "projects", "clusters"];

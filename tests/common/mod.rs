@@ -10,12 +10,15 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use atlas_cost_exporter::config::{
-    Config, Credentials, GroupBy, OrgConfig, QuerySpec, ResultFormat, Secret,
-};
+use atlas_cost_exporter::config::{Config, Credentials, GroupBy, OrgConfig, QuerySpec, Secret};
 use atlas_cost_exporter::month::Month;
-use atlas_cost_exporter::simulator::{SimConfig, SimCredentials, Simulator};
+use atlas_cost_exporter::simulator::{Fault, SimConfig, SimCredentials, SimEndpoint, Simulator};
 use tokio::sync::oneshot;
+
+mod launch;
+// Some test binaries start no exporter.
+#[allow(unused_imports)]
+pub use launch::*;
 
 /// A simulator serving on a loopback port until dropped.
 pub struct Sim {
@@ -39,6 +42,22 @@ pub async fn start_sim(config: SimConfig) -> Sim {
     }
 }
 
+impl Sim {
+    /// The id of the simulator's org number `i` (most tests have one, number 0).
+    pub fn org(&self, i: usize) -> String {
+        self.sim.dataset().orgs[i].id.clone()
+    }
+
+    /// How many create requests for `org_id` the simulator has seen.
+    pub fn creates_to(&self, org_id: &str) -> usize {
+        self.sim
+            .request_log()
+            .iter()
+            .filter(|r| r.endpoint == SimEndpoint::Create && r.org_id.as_deref() == Some(org_id))
+            .count()
+    }
+}
+
 pub fn service_account() -> Credentials {
     let c = SimCredentials::demo();
     Credentials::ServiceAccount {
@@ -55,17 +74,26 @@ pub fn api_key() -> Credentials {
     }
 }
 
+/// The demo API key's public half with a private key that is not its own.
+pub fn wrong_api_key() -> Credentials {
+    Credentials::ApiKey {
+        public_key: "demopublic".to_owned(),
+        private_key: Secret::new("not-the-key"),
+    }
+}
+
+/// The ungrouped `services` query over the current month.
+pub fn services() -> QuerySpec {
+    query("services", GroupBy::Ungrouped, 1)
+}
+
+/// A query named `name` grouped by `group_by` over `months`, otherwise as the library's
+/// default queries are: JSON, no filters, no controls.
 pub fn query(name: &str, group_by: GroupBy, months: u32) -> QuerySpec {
     QuerySpec {
         name: name.to_owned(),
         group_by,
-        months,
-        format: ResultFormat::Json,
-        projects: Vec::new(),
-        clusters: Vec::new(),
-        services: Vec::new(),
-        include_partial_matches: false,
-        controls: Default::default(),
+        ..QuerySpec::defaults(months).swap_remove(0)
     }
 }
 
@@ -140,6 +168,17 @@ impl Exporter {
         }
     }
 
+    /// An exporter already serving at `addr` (the binary, say), to scrape and wait on;
+    /// [`Exporter::stop`] leaves it running.
+    pub fn at(addr: SocketAddr) -> Exporter {
+        Exporter {
+            addr,
+            http: reqwest::Client::new(),
+            stop: None,
+            task: None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -152,10 +191,13 @@ impl Exporter {
         req.send().await.unwrap()
     }
 
-    /// Waits for `/readyz` (bounded, so a broken exporter fails the test instead of hanging).
+    /// Waits for `/readyz` (bounded, so a broken exporter fails the test instead of hanging),
+    /// through refused connections while a process starts.
     pub async fn wait_ready(&self) {
         for _ in 0..1200 {
-            if self.get("/readyz", &[]).await.status() == 200 {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -168,6 +210,15 @@ impl Exporter {
 
     pub async fn scrape_text(&self) -> String {
         self.get("/metrics", &[]).await.text().await.unwrap()
+    }
+
+    /// The exposition in OpenMetrics, as Prometheus asks for it.
+    pub async fn scrape_openmetrics(&self) -> String {
+        self.get("/metrics", &[("Accept", OPENMETRICS)])
+            .await
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn samples(&self) -> Samples {
@@ -184,6 +235,21 @@ impl Exporter {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("never saw: {what}\n{}", self.scrape_text().await);
+    }
+
+    /// Scrapes until the `reason` error counter of `query` and `org_id` reaches `at_least`
+    /// (bounded).
+    pub async fn wait_for_errors(
+        &self,
+        query: &str,
+        org_id: &str,
+        reason: &str,
+        at_least: f64,
+    ) -> Samples {
+        self.wait_for(&format!("{at_least} {reason} errors of {query}"), |s| {
+            s.errors(query, org_id, reason) >= at_least
+        })
+        .await
     }
 
     pub async fn stop(mut self) {
@@ -213,21 +279,11 @@ impl Sample {
 /// `openmetrics`). Panics with the parser's message when the body does not parse.
 pub fn parse(body: &str, format: &str) -> Vec<Sample> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/parse_exposition.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(format)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (and `pip install prometheus-client` for the parser)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = pipe(
+        Command::new("python3").arg(script).arg(format),
+        body,
+        "python3 runs (and `pip install prometheus-client` for the parser)",
+    );
     assert!(
         out.status.success(),
         "the exposition does not parse as {format}: {}\n{}",
@@ -252,25 +308,34 @@ pub fn parse(body: &str, format: &str) -> Vec<Sample> {
 
 /// Runs `promtool check metrics` on a text exposition and returns what it printed.
 pub fn promtool_check(body: &str) -> String {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (Debian package `prometheus`; .ci/run installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = pipe(
+        Command::new("promtool").args(["check", "metrics"]),
+        body,
+        "promtool runs (Debian package `prometheus`; .ci/run installs it)",
+    );
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Runs `command` with `input` on its standard input and collects what it wrote; `missing`
+/// says how to get the program when it does not start.
+fn pipe(command: &mut Command, input: &str, missing: &str) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(missing);
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Parsed samples with lookups.
@@ -322,6 +387,13 @@ impl Samples {
         )
     }
 
+    pub fn last_success(&self, query: &str, org_id: &str) -> Option<f64> {
+        self.value(
+            "atlas_cost_query_last_success_timestamp_seconds",
+            &[("query", query), ("org_id", org_id)],
+        )
+    }
+
     pub fn errors(&self, query: &str, org_id: &str, reason: &str) -> f64 {
         self.value(
             "atlas_cost_query_refresh_errors_total",
@@ -339,12 +411,70 @@ impl Samples {
     }
 }
 
+/// The media type of Atlas's JSON answers, for faults that replace a body.
+pub const JSON: &str = "application/vnd.atlas.2023-01-01+json";
+
+/// The media type of Atlas's CSV answers.
+pub const CSV: &str = "application/vnd.atlas.2023-01-01+csv";
+
+/// What `Accept` asks for OpenMetrics.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0";
+
+/// A fault that answers with `body` as `content_type`, with `status`.
+pub fn body_fault(status: u16, content_type: &str, body: &str) -> Fault {
+    Fault::Body {
+        status,
+        content_type: content_type.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+/// Waits for three `rate_limited` refreshes of the `services` query of `org_id`, held by a
+/// long `Retry-After`, and checks that the query is down and that only the create that met
+/// the 429 reached Atlas (`creates_before` were sent before it); returns the last scrape.
+pub async fn assert_held_by_retry_after(
+    sim: &Sim,
+    exporter: &Exporter,
+    org_id: &str,
+    creates_before: usize,
+) -> Samples {
+    let s = exporter
+        .wait_for_errors("services", org_id, "rate_limited", 3.0)
+        .await;
+    assert_eq!(s.up("services", org_id), Some(0.0));
+    assert_eq!(
+        sim.creates_to(org_id),
+        creates_before + 1,
+        "only the create that met the 429"
+    );
+    s
+}
+
+/// A free loopback port: bound to 127.0.0.1:0, then released for a server to take.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process (the exporter's binary, say), killed and reaped when dropped, on success
+/// and on panic alike.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A clock pinned to `t`.
 pub fn fixed_clock(t: SystemTime) -> atlas_cost_exporter::config::Clock {
     std::sync::Arc::new(move || t)
 }
 
-/// The window `[start, end)` of a query of `months` months at `current`.
 /// The spend in [`start`, `end`) of the projects the projects listing returns: what a
 /// `projects` query attributes to a project.
 pub fn listed_project_cents(
@@ -376,6 +506,7 @@ pub fn listed_cluster_cents(
     })
 }
 
+/// The window `[start, end)` of a query of `months` months at `current`.
 pub fn window(current: Month, months: u32) -> (Month, Month) {
     (current.plus(-i64::from(months - 1)), current.plus(1))
 }
