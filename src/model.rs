@@ -61,7 +61,7 @@ impl std::borrow::Borrow<str> for AtlasId {
 
 /// The largest amount of USD taken for a real one: anything bigger is a broken value, not a
 /// bill.
-const MAX_USD: f64 = 1e12;
+pub const MAX_USD: f64 = 1e12;
 
 /// USD to micro-dollars (millionths of a dollar, the unit every amount is kept in), rounded
 /// to the nearest; `None` for NaN, infinities and amounts of [`MAX_USD`] or more either way.
