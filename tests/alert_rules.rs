@@ -116,6 +116,36 @@ fn promtool_unit_tests_pass_and_cover_every_alert() {
     }
 }
 
+/// Budgets scoped by a tag label (issue 11): the unit tests, which
+/// `promtool_unit_tests_pass_and_cover_every_alert` runs, show both budget alerts firing for a
+/// budget with a `tag_team` label, and the fired alert keeps that label, so it can be
+/// routed to the team it names.
+#[test]
+fn budget_alerts_fire_with_the_tag_label_of_their_budget() {
+    let tests = yaml(&deploy("alerts_test.yml"));
+    for alert in ["AtlasCostBudgetExceeded", "AtlasCostBudgetForecastExceeded"] {
+        let with_tag: Vec<&Value> = tests["tests"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|t| t["alert_rule_test"].as_sequence().unwrap())
+            .filter(|a| a["alertname"].as_str() == Some(alert))
+            .filter_map(|a| a["exp_alerts"].as_sequence())
+            .flatten()
+            .filter(|e| e["exp_labels"].get("tag_team").is_some())
+            .collect();
+        assert!(
+            !with_tag.is_empty(),
+            "no unit test shows {alert} firing with a tag_team label"
+        );
+        for e in with_tag {
+            let budget = e["exp_labels"]["budget"].as_str().unwrap();
+            let team = e["exp_labels"]["tag_team"].as_str().unwrap();
+            assert_eq!(budget, format!("team-{team}"), "{alert}");
+        }
+    }
+}
+
 /// Every alert says how long it waits, how bad it is, and what to do.
 #[test]
 fn every_alert_has_for_severity_and_guidance() {

@@ -1,6 +1,7 @@
 //! A real Prometheus scraping the real exporter, which reads the real simulator: three
 //! processes on loopback ports. Every dashboard expression and every alert rule is evaluated
-//! against that Prometheus, and a budget alert is seen firing.
+//! against that Prometheus, and budget alerts are seen firing, one of them for a budget
+//! scoped by a tag label.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -134,6 +135,8 @@ fn dashboard_exprs(path: &Path) -> Vec<(String, String)> {
                 ("$project", ".*"),
                 ("$cluster", ".*"),
                 ("$service", ".*"),
+                // The "Spend by tag" row's variable, a label name (see `TAG_LABEL`).
+                ("$tag", TAG_LABEL),
             ] {
                 e = e.replace(var, value);
             }
@@ -143,6 +146,46 @@ fn dashboard_exprs(path: &Path) -> Vec<(String, String)> {
     }
     assert!(!out.is_empty());
     out
+}
+
+/// The label the "Spend by tag" row is checked with: the exporter runs with
+/// `--cost.tag-labels team,env`.
+const TAG_LABEL: &str = "tag_team";
+
+/// The series selector and the regex of a dashboard's `label_names(<selector>)` query
+/// variable, as Grafana runs it: `/api/v1/labels?match[]=<selector>`, names filtered by the
+/// regex (written `/.../`).
+fn label_names_variable(path: &Path, name: &str) -> (String, regex::Regex) {
+    let d: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let var = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no variable {name}"));
+    let query = var["query"]["query"].as_str().unwrap();
+    assert_eq!(var["definition"].as_str(), Some(query));
+    let selector = query
+        .strip_prefix("label_names(")
+        .and_then(|q| q.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("not a label_names query: {query}"));
+    let pattern = var["regex"].as_str().unwrap();
+    let pattern = pattern
+        .strip_prefix('/')
+        .and_then(|p| p.strip_suffix('/'))
+        .unwrap_or(pattern);
+    (selector.to_owned(), regex::Regex::new(pattern).unwrap())
+}
+
+/// The one expression of the panel titled `title` among `exprs`.
+fn panel_expr<'a>(exprs: &'a [(String, String)], title: &str) -> &'a str {
+    let found: Vec<&str> = exprs
+        .iter()
+        .filter(|(t, _)| t == title)
+        .map(|(_, e)| e.as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "panel {title}: {found:?}");
+    found[0]
 }
 
 /// The rules of deploy/alerts.yml with every `for:` set to 0s: a test copy, so the budget
@@ -170,7 +213,10 @@ fn rules_for_test() -> (String, Vec<(String, String)>) {
 
 /// Prometheus 2.42 scrapes the exporter (negotiating OpenMetrics), every expression of both
 /// dashboards returns data, every alert rule evaluates without error, a budget far below the
-/// spend fires AtlasCostBudgetExceeded, and promtool finds nothing in a real scrape.
+/// spend fires AtlasCostBudgetExceeded, and promtool finds nothing in a real scrape. With
+/// `--cost.tag-labels team,env`, the "Spend by tag" row lists the tag labels, attributes the
+/// simulator's teams (an escaped one included) and the untagged rest, and a budget scoped by
+/// `tag_team` fires with that label.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
     let dir = common::temp_dir();
@@ -212,7 +258,7 @@ async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
     std::fs::write(
         &config,
         format!(
-            "budgets:\n  - name: tiny\n    amount_usd: 0.01\n    scope: {{org_id: {}}}\n  - name: clusters\n    amount_usd: 1000000\n    scope:\n      match: {{cluster_name: '.+'}}\n",
+            "budgets:\n  - name: tiny\n    amount_usd: 0.01\n    scope: {{org_id: {}}}\n  - name: clusters\n    amount_usd: 1000000\n    scope:\n      match: {{cluster_name: '.+'}}\n  - name: team-payments\n    amount_usd: 0.01\n    scope: {{tag_team: payments}}\n",
             orgs[0]
         ),
     )
@@ -233,6 +279,8 @@ async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
             "1s",
             "--config.file",
             config.to_str().unwrap(),
+            "--cost.tag-labels",
+            "team,env",
         ])
         .env("MONGODB_ATLAS_CLIENT_ID", "mdb_sa_id_demo")
         .env("MONGODB_ATLAS_CLIENT_SECRET", "mdb_sa_sk_demo")
@@ -345,6 +393,58 @@ async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
         }
     }
 
+    // The "Spend by tag" row. Its variable lists the tag labels asked for, and no other.
+    let spend = manifest("dashboards/atlas-spend.json");
+    let (selector, tag_names) = label_names_variable(&spend, "tag");
+    let labels = prom
+        .get("/api/v1/labels", &[("match[]", &selector)])
+        .await
+        .unwrap();
+    let listed: Vec<&str> = labels["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|l| tag_names.is_match(l))
+        .collect();
+    assert_eq!(listed, ["tag_env", "tag_team"], "{labels}");
+    // Month to date by team: the simulator's teams, the one with a quote and a backslash
+    // intact, and the untagged rest, which together make the whole clusters query's total.
+    let exprs = dashboard_exprs(&spend);
+    let by_team = prom
+        .query(panel_expr(&exprs, "Month to date by $tag"))
+        .await
+        .unwrap();
+    let value = |r: &Value| r["value"][1].as_str().unwrap().parse::<f64>().unwrap();
+    let teams: Vec<&str> = by_team
+        .iter()
+        .map(|r| r["metric"][TAG_LABEL].as_str().unwrap())
+        .collect();
+    for team in [
+        "payments",
+        "Data Platform",
+        "données",
+        "R&D \"labs\" \\ EU",
+        "(untagged)",
+    ] {
+        assert!(teams.contains(&team), "no {team:?} in {by_team:?}");
+    }
+    let total = prom
+        .query("sum(atlas_cost_month_to_date_usd{query=\"clusters\"})")
+        .await
+        .unwrap();
+    let attributed: f64 = by_team.iter().map(value).sum();
+    assert!(
+        (attributed - value(&total[0])).abs() < 0.005,
+        "{attributed} != {total:?}"
+    );
+    let untagged = prom
+        .query(panel_expr(&exprs, "Untagged share, month to date"))
+        .await
+        .unwrap();
+    let share = value(&untagged[0]);
+    assert!(share > 0.0 && share < 1.0, "untagged share {share}");
+
     // Every rule expression evaluates without error, and Prometheus's own evaluation of the
     // rule groups reports no error.
     for (name, expr) in &rule_exprs {
@@ -368,26 +468,30 @@ async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
         );
     }
 
-    // The one-cent budget is exceeded: its alert fires (for: 0s in the test copy).
-    let mut firing = false;
-    for _ in 0..120 {
-        if let Some(a) = prom.get("/api/v1/alerts", &[]).await {
-            firing = a["data"]["alerts"].as_array().unwrap().iter().any(|a| {
-                a["labels"]["alertname"] == "AtlasCostBudgetExceeded"
-                    && a["labels"]["budget"] == "tiny"
-                    && a["state"] == "firing"
-            });
-            if firing {
-                break;
+    // The one-cent budgets are exceeded: their alerts fire (for: 0s in the test copy), the
+    // one scoped by team with its tag label.
+    for (budget, team) in [("tiny", None), ("team-payments", Some("payments"))] {
+        let mut firing = false;
+        for _ in 0..120 {
+            if let Some(a) = prom.get("/api/v1/alerts", &[]).await {
+                firing = a["data"]["alerts"].as_array().unwrap().iter().any(|a| {
+                    a["labels"]["alertname"] == "AtlasCostBudgetExceeded"
+                        && a["labels"]["budget"] == budget
+                        && a["labels"][TAG_LABEL].as_str() == team
+                        && a["state"] == "firing"
+                });
+                if firing {
+                    break;
+                }
             }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(
+            firing,
+            "AtlasCostBudgetExceeded never fired for {budget}\n{}",
+            procs.logs()
+        );
     }
-    assert!(
-        firing,
-        "AtlasCostBudgetExceeded never fired\n{}",
-        procs.logs()
-    );
     // The million-dollar budget is not exceeded: no alert for it.
     let alerts = prom.get("/api/v1/alerts", &[]).await.unwrap();
     assert!(

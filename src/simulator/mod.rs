@@ -51,7 +51,7 @@ pub use api::{CSV_HEADER, FLEX_TYPE, SPEC_CSV_HEADER};
 pub use config::{CsvLayout, NotReady, RowKeys, SimConfig, SimCredentials};
 pub use data::{
     CLUSTER_SERVICES, ClusterKind, Dataset, GroupBy, SimCluster, SimOrg, SimProject, SimTag,
-    UsageRecord, cluster_tags, project_tags,
+    UsageRecord, cluster_tags, flex_tags, project_tags,
 };
 
 use crate::month::Month;

@@ -22,7 +22,7 @@
 //! - **Deleted projects** (`deleted_projects`): each org has one more project (index
 //!   `projects_per_org`, named "Retired Project") deleted 6 months ago, with two clusters
 //!   deleted along with it (Atlas deletes no project that still has clusters).
-//! - **Tags** (`tags`): see [`project_tags`] and [`cluster_tags`].
+//! - **Tags** (`tags`): see [`project_tags`], [`cluster_tags`] and [`flex_tags`].
 //!
 //! Deletion months are clamped to the first month of the window.
 
@@ -87,13 +87,15 @@ const CLUSTER_NAMES: &[&str] = &[
     "sessions",
 ];
 
-/// Values of the `team` tag: spaces, accents and CJK, as customers write them.
+/// Values of the `team` tag, as customers write them: a space, accents, CJK, and one with a
+/// quote and a backslash (label values must be escaped).
 const TEAMS: &[&str] = &[
     "payments",
     "Data Platform",
-    "équipe-données",
+    "données",
+    "plateforme-é",
+    "R&D \"labs\" \\ EU",
     "東京チーム",
-    "sre",
 ];
 
 /// Values of the `env` tag.
@@ -107,8 +109,9 @@ fn tag(key: &str, value: &str) -> SimTag {
 }
 
 /// Tags of project `p` (by index within its org): none when `p % 4 == 3`; otherwise `team`
-/// (`TEAMS[p % 5]`) and `env` (`ENVS[p % 3]`), plus `cost-centre` = `CC <1000 + p>` (a space
-/// in the value) when `p` is even.
+/// (`TEAMS[p % 6]`) and `env` (`ENVS[p % 3]`), plus `cost-center` = `CC <1000 + p>` (a
+/// hyphen in the key, a space in the value) when `p` is even. `cost-center` is a
+/// project-only key: no cluster carries it.
 pub fn project_tags(p: usize) -> Vec<SimTag> {
     if p % 4 == 3 {
         return Vec::new();
@@ -118,18 +121,18 @@ pub fn project_tags(p: usize) -> Vec<SimTag> {
         tag("env", ENVS[p % ENVS.len()]),
     ];
     if p.is_multiple_of(2) {
-        tags.push(tag("cost-centre", &format!("CC {}", 1000 + p)));
+        tags.push(tag("cost-center", &format!("CC {}", 1000 + p)));
     }
     tags
 }
 
-/// Tags of cluster `c` of project `p`: none when `c % 3 == 2`; otherwise `team` (the
-/// project's, or `TEAMS[(p + c) % 5]` when the project has none), and `env` (the project's,
-/// or `dev`) only when `c` is even: so cluster 1 lacks the `env` key its project has.
+/// Tags of dedicated cluster `c` of project `p`, by `c % 3`:
+/// - 0: `team` and `env`, the project's (or `TEAMS[(p + c) % 6]` and `dev` when the project
+///   has none);
+/// - 1: `team` = `TEAMS[(p + 1) % 6]`, never the project's own team (a cluster run by
+///   another team), and no `env`: the key its project has comes from the project;
+/// - 2: none at all.
 pub fn cluster_tags(p: usize, c: usize) -> Vec<SimTag> {
-    if c % 3 == 2 {
-        return Vec::new();
-    }
     let project = project_tags(p);
     let of_project = |key: &str| {
         project
@@ -137,17 +140,25 @@ pub fn cluster_tags(p: usize, c: usize) -> Vec<SimTag> {
             .find(|t| t.key == key)
             .map(|t| t.value.clone())
     };
-    let mut tags = vec![SimTag {
-        key: "team".to_string(),
-        value: of_project("team").unwrap_or_else(|| TEAMS[(p + c) % TEAMS.len()].to_string()),
-    }];
-    if c.is_multiple_of(2) {
-        tags.push(SimTag {
-            key: "env".to_string(),
-            value: of_project("env").unwrap_or_else(|| "dev".to_string()),
-        });
+    match c % 3 {
+        0 => vec![
+            tag(
+                "team",
+                &of_project("team").unwrap_or_else(|| TEAMS[(p + c) % TEAMS.len()].to_string()),
+            ),
+            tag(
+                "env",
+                &of_project("env").unwrap_or_else(|| "dev".to_string()),
+            ),
+        ],
+        1 => vec![tag("team", TEAMS[(p + 1) % TEAMS.len()])],
+        _ => Vec::new(),
     }
-    tags
+}
+
+/// Tags of the Flex cluster of project `p`: `team` = `TEAMS[(p + 2) % 6]` and `env` = `dev`.
+pub fn flex_tags(p: usize) -> Vec<SimTag> {
+    vec![tag("team", TEAMS[(p + 2) % TEAMS.len()]), tag("env", "dev")]
 }
 
 /// Object-id-like hex ids, unique within one generation run thanks to the counter part.
@@ -299,7 +310,7 @@ impl Gen<'_> {
             (self.first, self.current),
             base,
         );
-        let tags = vec![tag("team", TEAMS[(p + 1) % TEAMS.len()]), tag("env", "dev")];
+        let tags = flex_tags(p);
         SimCluster {
             id,
             name: format!("flex-sandbox-{p}"),

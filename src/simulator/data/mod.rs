@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use crate::month::Month;
 
-pub use generate::{CLUSTER_SERVICES, cluster_tags, project_tags};
+pub use generate::{CLUSTER_SERVICES, cluster_tags, flex_tags, project_tags};
 
 /// A resource tag: a `{"key", "value"}` pair, each 1 to 255 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]

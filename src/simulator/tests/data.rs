@@ -156,6 +156,52 @@ fn totals_helpers_add_up_to_the_org_total() {
     }
 }
 
+/// The demo's tags have what attribution by tag must handle: a hyphenated key
+/// (`cost-center`) that only projects carry, a cluster whose `team` differs from its
+/// project's, a cluster lacking a key its project has, untagged clusters in tagged projects,
+/// and an untagged project whose clusters are partly tagged and partly not.
+#[test]
+fn tags_cover_the_attribution_edge_cases() {
+    let data = Dataset::generate(&config(), current());
+    let org = &data.orgs[0];
+    let value =
+        |tags: &[SimTag], key: &str| tags.iter().find(|t| t.key == key).map(|t| t.value.clone());
+    let p0 = &org.projects[0];
+    assert_eq!(value(&p0.tags, "team").as_deref(), Some("payments"));
+    assert_eq!(value(&p0.tags, "cost-center").as_deref(), Some("CC 1000"));
+    assert!(value(&org.projects[1].tags, "cost-center").is_none());
+    assert!(
+        org.all_clusters()
+            .all(|(_, c)| value(&c.tags, "cost-center").is_none()),
+        "cost-center is a project-only key"
+    );
+    // Cluster 0 repeats its project's tags, cluster 1 belongs to another team and has no
+    // `env`, cluster 2 has no tags at all.
+    assert_eq!(p0.clusters[0].tags, cluster_tags(0, 0));
+    assert_eq!(value(&p0.clusters[0].tags, "team"), value(&p0.tags, "team"));
+    assert_eq!(
+        value(&p0.clusters[1].tags, "team").as_deref(),
+        Some("Data Platform")
+    );
+    assert!(value(&p0.clusters[1].tags, "env").is_none());
+    assert!(p0.clusters[2].tags.is_empty());
+    // The untagged project: its first two clusters are tagged, the third is not.
+    let p3 = &org.projects[3];
+    assert!(p3.tags.is_empty());
+    assert!(!p3.clusters[0].tags.is_empty() && !p3.clusters[1].tags.is_empty());
+    assert!(p3.clusters[2].tags.is_empty());
+    // Flex clusters are tagged, with unicode team values.
+    let flex: Vec<&SimCluster> = org
+        .all_clusters()
+        .filter(|(_, c)| c.kind == ClusterKind::Flex)
+        .map(|(_, c)| c)
+        .collect();
+    assert_eq!(flex.len(), 2);
+    assert_eq!(flex[0].tags, flex_tags(0));
+    assert_eq!(value(&flex[0].tags, "team").as_deref(), Some("données"));
+    assert_eq!(value(&flex[0].tags, "env").as_deref(), Some("dev"));
+}
+
 /// Turning the extras off gives the bare account: only live dedicated clusters and projects.
 #[test]
 fn extras_can_be_switched_off() {

@@ -284,8 +284,9 @@ async fn runtime_deletion_hides_from_listings_and_keeps_bills() {
 }
 
 /// Projects, clusters and Flex clusters carry `tags` as `{"key","value"}` pairs in their
-/// listings, as `SimProject::tags`/`SimCluster::tags` say: values with spaces and unicode,
-/// some entities without tags, and a cluster without a key its project has.
+/// listings, as `SimProject::tags`/`SimCluster::tags` say: values with spaces, unicode, a
+/// quote and a backslash, some entities without tags, and a cluster without a key its
+/// project has.
 #[tokio::test]
 async fn tags_are_served_on_projects_clusters_and_flex() {
     let s = serve(config()).await;
@@ -312,6 +313,11 @@ async fn tags_are_served_on_projects_clusters_and_flex() {
         .collect();
     assert!(all_tags.iter().any(|t| t.value.contains(' ')));
     assert!(all_tags.iter().any(|t| !t.value.is_ascii()));
+    assert!(
+        all_tags
+            .iter()
+            .any(|t| t.value.contains('"') && t.value.contains('\\'))
+    );
     assert!(org.projects[3].tags.is_empty(), "project 3 has no tags");
     assert!(org.projects[0].clusters[2].tags.is_empty());
     let has = |tags: &[SimTag], key: &str| tags.iter().any(|t| t.key == key);
