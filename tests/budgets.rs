@@ -4,39 +4,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-use atlas_cost_exporter::cli::Cli;
-use atlas_cost_exporter::config::{Config, ConfigError, GroupBy};
+use atlas_cost_exporter::config::GroupBy;
 use atlas_cost_exporter::month::Month;
 use atlas_cost_exporter::simulator::{self as sim, SimConfig};
-use clap::Parser as _;
 use common::*;
 
 /// 2028-02-10T12:00:00Z: a leap February with nine days of data posted.
 const FEB_10_2028: u64 = 1_833_753_600 + 43_200;
-
-/// The configuration `--config.file` at `path` gives, with a service account from the
-/// environment.
-fn config_from_file(
-    path: &Path,
-    client_id: &str,
-    client_secret: &str,
-) -> Result<Config, ConfigError> {
-    let flags = Cli::try_parse_from([
-        "atlas-cost-exporter",
-        "--config.file",
-        path.to_str().unwrap(),
-    ])
-    .unwrap()
-    .flags;
-    let env = std::collections::HashMap::from([
-        ("MONGODB_ATLAS_CLIENT_ID", client_id),
-        ("MONGODB_ATLAS_CLIENT_SECRET", client_secret),
-    ]);
-    Config::from_flags(&flags, &env)
-}
 
 fn budget_file(org_id: &str, clusters: &str) -> std::path::PathBuf {
     let path = temp_dir().join("config.yml");

@@ -272,20 +272,7 @@ async fn a_budget_scoped_by_team_sums_the_teams_month_to_date() {
         )
         .unwrap();
     };
-    let from_file = || {
-        let flags = Cli::try_parse_from([
-            "atlas-cost-exporter",
-            "--config.file",
-            path.to_str().unwrap(),
-        ])
-        .unwrap()
-        .flags;
-        let env = std::collections::HashMap::from([
-            ("MONGODB_ATLAS_CLIENT_ID", "mdb_sa_id_demo"),
-            ("MONGODB_ATLAS_CLIENT_SECRET", "mdb_sa_sk_demo"),
-        ]);
-        Config::from_flags(&flags, &env)
-    };
+    let from_file = || config_from_file(&path, "mdb_sa_id_demo", "mdb_sa_sk_demo");
     write("{tag_owner: x}");
     let e = from_file().unwrap_err().to_string();
     assert!(

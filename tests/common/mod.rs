@@ -510,3 +510,24 @@ pub fn listed_cluster_cents(
 pub fn window(current: Month, months: u32) -> (Month, Month) {
     (current.plus(-i64::from(months - 1)), current.plus(1))
 }
+
+/// The configuration `--config.file` at `path` gives, with a service account from the
+/// environment.
+pub fn config_from_file(
+    path: &std::path::Path,
+    client_id: &str,
+    client_secret: &str,
+) -> Result<Config, atlas_cost_exporter::config::ConfigError> {
+    let flags = <atlas_cost_exporter::cli::Cli as clap::Parser>::try_parse_from([
+        "atlas-cost-exporter",
+        "--config.file",
+        path.to_str().unwrap(),
+    ])
+    .unwrap()
+    .flags;
+    let env = std::collections::HashMap::from([
+        ("MONGODB_ATLAS_CLIENT_ID", client_id),
+        ("MONGODB_ATLAS_CLIENT_SECRET", client_secret),
+    ]);
+    Config::from_flags(&flags, &env)
+}
