@@ -8,8 +8,6 @@ mod common;
 use std::path::Path;
 use std::sync::Arc;
 
-use atlas_cost_exporter::config::GroupBy;
-use atlas_cost_exporter::simulator::SimConfig;
 use atlas_cost_exporter::web_config::WebConfig;
 use common::*;
 use rcgen::{
@@ -44,24 +42,51 @@ fn tls_and_auth_yaml() -> String {
     )
 }
 
-/// An exporter against a one-org simulator, with the given web configuration.
-async fn start(web: Arc<WebConfig>) -> (Sim, Exporter) {
-    let sim = start_sim(SimConfig {
-        orgs: 1,
-        ..SimConfig::default()
-    })
-    .await;
-    let mut cfg = config(
-        &sim.url,
-        orgs(
-            &sim.sim,
-            &service_account(),
-            &[query("services", GroupBy::Ungrouped, 1)],
-        ),
-    );
-    cfg.web = Some(web);
-    let exporter = Exporter::start(cfg).await;
-    (sim, exporter)
+/// An exporter against a one-org simulator, serving with a web configuration, and the PEM of
+/// the server certificate its clients trust.
+struct Served {
+    ca: String,
+    exporter: Exporter,
+    _sim: Sim,
+}
+
+/// Writes a server certificate and `web.yml` (`yaml`) into `dir` (which may hold more files
+/// the configuration names), then starts an exporter with that web configuration.
+async fn serve(dir: &Path, yaml: &str) -> Served {
+    let ca = write_server_cert(dir);
+    let web = web_config(dir, yaml);
+    let sim = start_sim(with_orgs(1)).await;
+    let exporter = sim
+        .exporter(&[services()])
+        .tweak(|c| c.web = Some(web))
+        .start()
+        .await;
+    Served {
+        ca,
+        exporter,
+        _sim: sim,
+    }
+}
+
+impl Served {
+    /// A client that trusts the server certificate.
+    fn client(&self) -> reqwest::Client {
+        https_client(&self.ca)
+    }
+
+    /// `GET path` over HTTPS with `client`, as `USER` with `password` when one is given.
+    async fn get(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        password: Option<&str>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut req = client.get(format!("https://{}{path}", self.exporter.addr));
+        if let Some(password) = password {
+            req = req.basic_auth(USER, Some(password));
+        }
+        req.send().await
+    }
 }
 
 fn https_client(ca_pem: &str) -> reqwest::Client {
@@ -71,45 +96,30 @@ fn https_client(ca_pem: &str) -> reqwest::Client {
         .unwrap()
 }
 
-fn https(exporter: &Exporter, path: &str) -> String {
-    format!("https://{}{path}", exporter.addr)
-}
-
 /// Over HTTPS with the right user and password, `/metrics` answers 200 with the metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_scrape_with_the_right_password_works() {
-    let dir = temp_dir();
-    let ca = write_server_cert(&dir);
-    let (_sim, exporter) = start(web_config(&dir, &tls_and_auth_yaml())).await;
-    let client = https_client(&ca);
+    let served = serve(&temp_dir(), &tls_and_auth_yaml()).await;
+    let client = served.client();
     for _ in 0..2 {
         // The second time from the verification cache: same answer.
-        let r = client
-            .get(https(&exporter, "/metrics"))
-            .basic_auth(USER, Some(PASSWORD))
-            .send()
+        let r = served
+            .get(&client, "/metrics", Some(PASSWORD))
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("atlas_cost_build_info"));
     }
-    exporter.stop().await;
+    served.exporter.stop().await;
 }
 
 /// A wrong password gets 401 with a Basic challenge naming the realm, on every path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_is_refused_with_a_challenge() {
-    let dir = temp_dir();
-    let ca = write_server_cert(&dir);
-    let (_sim, exporter) = start(web_config(&dir, &tls_and_auth_yaml())).await;
-    let client = https_client(&ca);
+    let served = serve(&temp_dir(), &tls_and_auth_yaml()).await;
+    let client = served.client();
     for path in ["/metrics", "/", "/healthz", "/readyz", "/nope"] {
-        let r = client
-            .get(https(&exporter, path))
-            .basic_auth(USER, Some("wrong"))
-            .send()
-            .await
-            .unwrap();
+        let r = served.get(&client, path, Some("wrong")).await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
         assert_eq!(
             r.headers()["www-authenticate"],
@@ -117,48 +127,36 @@ async fn wrong_password_is_refused_with_a_challenge() {
         );
         assert!(!r.text().await.unwrap().contains("atlas_cost"));
     }
-    exporter.stop().await;
+    served.exporter.stop().await;
 }
 
 /// No credentials, an unknown user and a non-Basic scheme all get 401.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_credentials_and_unknown_users_are_refused() {
-    let dir = temp_dir();
-    let ca = write_server_cert(&dir);
-    let (_sim, exporter) = start(web_config(&dir, &tls_and_auth_yaml())).await;
-    let client = https_client(&ca);
-    let none = client
-        .get(https(&exporter, "/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let served = serve(&temp_dir(), &tls_and_auth_yaml()).await;
+    let client = served.client();
+    let none = served.get(&client, "/metrics", None).await.unwrap();
     assert_eq!(none.status(), 401);
+    let url = format!("https://{}/metrics", served.exporter.addr);
     let unknown = client
-        .get(https(&exporter, "/metrics"))
+        .get(&url)
         .basic_auth("intruder", Some(PASSWORD))
         .send()
         .await
         .unwrap();
     assert_eq!(unknown.status(), 401);
-    let bearer = client
-        .get(https(&exporter, "/metrics"))
-        .bearer_auth(PASSWORD)
-        .send()
-        .await
-        .unwrap();
+    let bearer = client.get(&url).bearer_auth(PASSWORD).send().await.unwrap();
     assert_eq!(bearer.status(), 401);
-    exporter.stop().await;
+    served.exporter.stop().await;
 }
 
 /// Plain HTTP against the TLS port fails, and a silent client that never finishes its
 /// handshake blocks nobody: HTTPS keeps being served afterwards and meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_against_the_tls_port_fails_and_the_server_keeps_serving() {
-    let dir = temp_dir();
-    let ca = write_server_cert(&dir);
-    let (_sim, exporter) = start(web_config(&dir, &tls_and_auth_yaml())).await;
+    let served = serve(&temp_dir(), &tls_and_auth_yaml()).await;
     let plain = reqwest::Client::new()
-        .get(format!("http://{}/metrics", exporter.addr))
+        .get(served.exporter.url("/metrics"))
         .basic_auth(USER, Some(PASSWORD))
         .send()
         .await;
@@ -167,49 +165,46 @@ async fn plain_http_against_the_tls_port_fails_and_the_server_keeps_serving() {
         "plain HTTP was served: {plain:?}"
     );
     // A client that connects and says nothing, held open during the next scrape.
-    let _silent = tokio::net::TcpStream::connect(exporter.addr).await.unwrap();
-    let r = https_client(&ca)
-        .get(https(&exporter, "/metrics"))
-        .basic_auth(USER, Some(PASSWORD))
-        .send()
+    let _silent = tokio::net::TcpStream::connect(served.exporter.addr)
+        .await
+        .unwrap();
+    let r = served
+        .get(&served.client(), "/metrics", Some(PASSWORD))
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    exporter.stop().await;
+    served.exporter.stop().await;
 }
 
 /// TLS without basic auth: an HTTPS client that does not trust the certificate is refused,
 /// one that does is served without credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_alone_serves_clients_that_trust_the_certificate() {
-    let dir = temp_dir();
-    let ca = write_server_cert(&dir);
-    let web = web_config(
-        &dir,
+    let served = serve(
+        &temp_dir(),
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
-    );
-    let (_sim, exporter) = start(web).await;
-    let untrusting = reqwest::Client::new()
-        .get(https(&exporter, "/healthz"))
-        .send()
-        .await;
+    )
+    .await;
+    let untrusting = served.get(&reqwest::Client::new(), "/healthz", None).await;
     assert!(untrusting.is_err(), "{untrusting:?}");
-    let r = https_client(&ca)
-        .get(https(&exporter, "/healthz"))
-        .send()
+    let r = served
+        .get(&served.client(), "/healthz", None)
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    exporter.stop().await;
+    served.exporter.stop().await;
 }
 
 /// Basic auth without TLS works over plain HTTP (for a TLS-terminating proxy in front).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth_alone_works_over_plain_http() {
-    let dir = temp_dir();
     let hash = bcrypt::hash(PASSWORD, 4).unwrap();
-    let web = web_config(&dir, &format!("basic_auth_users:\n  {USER}: '{hash}'\n"));
-    let (_sim, exporter) = start(web).await;
+    let served = serve(
+        &temp_dir(),
+        &format!("basic_auth_users:\n  {USER}: '{hash}'\n"),
+    )
+    .await;
+    let exporter = &served.exporter;
     assert_eq!(exporter.get("/metrics", &[]).await.status(), 401);
     let r = exporter
         .http
@@ -219,7 +214,7 @@ async fn basic_auth_alone_works_over_plain_http() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    exporter.stop().await;
+    served.exporter.stop().await;
 }
 
 /// With `RequireAndVerifyClientCert`, a client without a certificate is refused and one
@@ -227,7 +222,6 @@ async fn basic_auth_alone_works_over_plain_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_required_and_verified() {
     let dir = temp_dir();
-    let server_ca = write_server_cert(&dir);
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
@@ -236,30 +230,23 @@ async fn client_certificates_are_required_and_verified() {
     let mut client_params = CertificateParams::new(vec!["scraper".to_owned()]).unwrap();
     client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
-    let web = web_config(
+    let served = serve(
         &dir,
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
          client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.crt\n",
-    );
-    let (_sim, exporter) = start(web).await;
-    let anonymous = https_client(&server_ca)
-        .get(https(&exporter, "/healthz"))
-        .send()
-        .await;
+    )
+    .await;
+    let anonymous = served.get(&served.client(), "/healthz", None).await;
     assert!(anonymous.is_err(), "{anonymous:?}");
     let identity = format!("{}{}", client_cert.pem(), client_key.serialize_pem());
     let with_cert = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(server_ca.as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(served.ca.as_bytes()).unwrap())
         .identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap())
         .build()
         .unwrap();
-    let r = with_cert
-        .get(https(&exporter, "/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let r = served.get(&with_cert, "/healthz", None).await.unwrap();
     assert_eq!(r.status(), 200);
-    exporter.stop().await;
+    served.exporter.stop().await;
 }
 
 /// The binary refuses an invalid `--web.config.file` at start-up with exit code 2 and one
