@@ -120,6 +120,7 @@ pub async fn run(
         metrics,
         telemetry_path: config.telemetry_path.clone(),
         clock: config.clock.clone(),
+        scrapes: exposition::ScrapeCache::default(),
     }));
     let web = config.web.as_deref();
     let app = match web.and_then(web_config::WebConfig::basic_auth) {

@@ -4,6 +4,13 @@
 //! Gauges that describe a query's state (up, last success, data age, series) are not here:
 //! they are read from the published snapshot on each scrape (see [`crate::exposition`]), so
 //! they can never disagree with the cost series served beside them.
+//!
+//! Every change goes through a method here, which also bumps a change counter
+//! ([`SelfMetrics::version`]): a scrape can reuse an encoding of the self metrics only while
+//! the counter has not moved (see [`crate::exposition::ScrapeCache`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -70,24 +77,26 @@ const REQUEST_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.
 pub struct SelfMetrics {
     registry: Registry,
     /// Query created -> result ready.
-    pub poll_latency: Family<QueryLabels, Histogram, fn() -> Histogram>,
+    poll_latency: Family<QueryLabels, Histogram, fn() -> Histogram>,
     /// One whole query refresh, discovery excluded.
-    pub refresh_duration: Family<QueryLabels, Histogram, fn() -> Histogram>,
+    refresh_duration: Family<QueryLabels, Histogram, fn() -> Histogram>,
     /// Polls sent.
-    pub polls: Family<QueryLabels, Counter>,
+    polls: Family<QueryLabels, Counter>,
     /// Failed refreshes and skipped rows, by reason.
-    pub refresh_errors: Family<ErrorLabels, Counter>,
+    refresh_errors: Family<ErrorLabels, Counter>,
     /// Requests sent to Atlas.
-    pub api_requests: Family<RequestLabels, Counter>,
+    api_requests: Family<RequestLabels, Counter>,
     /// Duration of requests to Atlas.
-    pub api_request_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
+    api_request_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     /// Series folded into `(other)` by a query's `max_series`, last successful refresh.
     /// A gauge of configured (query, org) pairs only, so no label set can linger.
-    pub series_shed: Family<QueryLabels, Gauge>,
+    series_shed: Family<QueryLabels, Gauge>,
     /// What Atlas's `RateLimit-Remaining` said in its last answer that carried it. A series
     /// appears only once Atlas sent the header (Atlas "might not always" send it); label sets
     /// are bounded by the configured orgs times the endpoints.
-    pub rate_limit_remaining: Family<OrgEndpointLabels, Gauge>,
+    rate_limit_remaining: Family<OrgEndpointLabels, Gauge>,
+    /// Bumped after every change to any family.
+    version: AtomicU64,
 }
 
 fn poll_histogram() -> Histogram {
@@ -172,7 +181,61 @@ impl SelfMetrics {
             refresh_errors,
             api_requests,
             api_request_duration,
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// A counter that moves after every change to the self metrics: two equal readings mean
+    /// nothing was recorded in between (an encoding taken after the first is still exact).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Marks a change, after it was made.
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Counts one poll for a query's result.
+    pub fn count_poll(&self, labels: &QueryLabels) {
+        self.polls.get_or_create(labels).inc();
+        self.changed();
+    }
+
+    /// Records the time from creating a query to its result being ready.
+    pub fn observe_poll_latency(&self, labels: &QueryLabels, latency: Duration) {
+        self.poll_latency
+            .get_or_create(labels)
+            .observe(latency.as_secs_f64());
+        self.changed();
+    }
+
+    /// Records one whole refresh of a query.
+    pub fn observe_refresh_duration(&self, query: &str, org_id: &str, took: Duration) {
+        self.refresh_duration
+            .get_or_create(&QueryLabels {
+                query: query.to_owned(),
+                org_id: org_id.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+        self.changed();
+    }
+
+    /// Counts one request to Atlas and records its duration; `code` is the HTTP status, or
+    /// `timeout`, `too_large` or `error` when no usable answer came.
+    pub fn count_request(&self, endpoint: Endpoint, code: String, took: Duration) {
+        self.api_requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.as_str(),
+                code,
+            })
+            .inc();
+        self.api_request_duration
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            })
+            .observe(took.as_secs_f64());
+        self.changed();
     }
 
     /// Creates every per-query series at zero, so `rate()` and `increase()` work from the first
@@ -193,6 +256,7 @@ impl SelfMetrics {
                 reason: reason.as_str(),
             });
         }
+        self.changed();
     }
 
     /// Creates the request duration series of every endpoint.
@@ -202,6 +266,7 @@ impl SelfMetrics {
                 endpoint: endpoint.as_str(),
             });
         }
+        self.changed();
     }
 
     /// Sets how many series a query's series limit folded in its last successful refresh.
@@ -212,6 +277,7 @@ impl SelfMetrics {
                 org_id: org_id.to_owned(),
             })
             .set(i64::try_from(shed).unwrap_or(i64::MAX));
+        self.changed();
     }
 
     /// Records what `RateLimit-Remaining` said on an answer from `endpoint` for `org_id`.
@@ -222,6 +288,7 @@ impl SelfMetrics {
                 endpoint: endpoint.as_str(),
             })
             .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+        self.changed();
     }
 
     /// Counts one failure (or skipped rows) of a query.
@@ -233,6 +300,7 @@ impl SelfMetrics {
                 reason: reason.as_str(),
             })
             .inc_by(n);
+        self.changed();
     }
 
     /// Appends the OpenMetrics text of every family (no `# EOF`).
@@ -241,5 +309,42 @@ impl SelfMetrics {
     /// Only if writing to the `String` fails, which it does not.
     pub fn encode_openmetrics(&self, out: &mut String) -> std::fmt::Result {
         prometheus_client::encoding::text::encode_registry(out, &self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every way of recording a self metric moves the change counter, so a shared encoding
+    /// of the self metrics is never served after a change.
+    #[test]
+    fn every_recording_moves_the_version() {
+        let m = SelfMetrics::new("1h");
+        let labels = QueryLabels {
+            query: "q".to_owned(),
+            org_id: "5f1b2c3d4e5f6a7b8c9d0e1f".to_owned(),
+        };
+        let record: [&dyn Fn(); 9] = [
+            &|| m.init_query("q", "5f1b2c3d4e5f6a7b8c9d0e1f"),
+            &|| m.init_endpoints(),
+            &|| m.set_series_shed("q", "5f1b2c3d4e5f6a7b8c9d0e1f", 3),
+            &|| m.set_rate_limit_remaining("5f1b2c3d4e5f6a7b8c9d0e1f", Endpoint::ALL[0], 9),
+            &|| m.count_error("q", "5f1b2c3d4e5f6a7b8c9d0e1f", Reason::ALL[0], 1),
+            &|| m.count_poll(&labels),
+            &|| m.observe_poll_latency(&labels, Duration::from_secs(2)),
+            &|| m.observe_refresh_duration("q", "5f1b2c3d4e5f6a7b8c9d0e1f", Duration::from_secs(3)),
+            &|| m.count_request(Endpoint::ALL[0], "200".to_owned(), Duration::from_millis(5)),
+        ];
+        for (i, record) in record.iter().enumerate() {
+            let before = m.version();
+            record();
+            assert!(m.version() > before, "recording #{i} moved the version");
+        }
+        let mut text = String::new();
+        m.encode_openmetrics(&mut text).expect("encodes");
+        let before = m.version();
+        m.encode_openmetrics(&mut text).expect("encodes");
+        assert_eq!(m.version(), before, "encoding records nothing");
     }
 }

@@ -29,6 +29,8 @@ pub struct AppState {
     pub telemetry_path: String,
     /// Source of "now" for data age.
     pub clock: Clock,
+    /// The per-scrape parts, shared by the scrapes of one second.
+    pub scrapes: exposition::ScrapeCache,
 }
 
 /// The exporter's routes.
@@ -50,7 +52,9 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let format = exposition::negotiate(header(ACCEPT));
     let gzip = exposition::accepts_gzip(header(ACCEPT_ENCODING));
     let snapshot = state.cell.load();
-    let body = exposition::render(&snapshot, &state.metrics, (state.clock)(), format, gzip);
+    let body = state
+        .scrapes
+        .render(&snapshot, &state.metrics, (state.clock)(), format, gzip);
     let mut response_headers = HeaderMap::new();
     response_headers.insert(
         CONTENT_TYPE,
@@ -228,6 +232,7 @@ mod tests {
             metrics: Arc::new(SelfMetrics::new("1h")),
             telemetry_path: "/metrics".to_owned(),
             clock: crate::config::system_clock(),
+            scrapes: exposition::ScrapeCache::default(),
         });
         let body = axum::body::to_bytes(landing(State(state)).await.into_body(), usize::MAX)
             .await

@@ -13,7 +13,6 @@ use super::error::error_detail;
 use super::gate::{RateGate, backoff, rate_limit_remaining, retry_after};
 use super::session::{AuthState, FRESH_TOKEN_AGE};
 use super::{AtlasClient, AtlasError, JSON_MEDIA_TYPE};
-use crate::metrics::{EndpointLabels, RequestLabels};
 use crate::model::Endpoint;
 
 /// Longest wait between two polls, and between two tries of a request.
@@ -44,18 +43,7 @@ impl AtlasClient {
             Err(_) => "error".to_owned(),
         };
         self.metrics
-            .api_requests
-            .get_or_create(&RequestLabels {
-                endpoint: endpoint.as_str(),
-                code,
-            })
-            .inc();
-        self.metrics
-            .api_request_duration
-            .get_or_create(&EndpointLabels {
-                endpoint: endpoint.as_str(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+            .count_request(endpoint, code, started.elapsed());
         if let Ok(reply) = &result
             && let Some(remaining) = rate_limit_remaining(&reply.headers)
         {

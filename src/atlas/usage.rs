@@ -225,7 +225,7 @@ impl AtlasClient {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(MAX_POLL_DELAY);
             p.stats.polls += 1;
-            self.metrics.polls.get_or_create(&p.labels).inc();
+            self.metrics.count_poll(&p.labels);
             let poll_path = if p.envelope {
                 format!("{poll_base}?envelope=true")
             } else {
@@ -330,9 +330,7 @@ impl AtlasClient {
                 Ok(Parsed::Ready(result)) => {
                     p.stats.poll_latency = created.elapsed();
                     self.metrics
-                        .poll_latency
-                        .get_or_create(&p.labels)
-                        .observe(p.stats.poll_latency.as_secs_f64());
+                        .observe_poll_latency(&p.labels, p.stats.poll_latency);
                     return Ok(Polled::Ready(result));
                 }
                 Err(e) => {

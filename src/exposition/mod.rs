@@ -5,14 +5,15 @@
 //! - [`costs`]: the cost series, rendered once per refresh of their query and encoded once per
 //!   published refresh, in both formats ([`encode_costs`]);
 //! - [`scrape`]: a scrape renders only the small state and self-metrics section and appends
-//!   the pre-encoded bytes ([`render`]).
+//!   the pre-encoded bytes ([`render`]); scrapes within one second that would render the
+//!   same bytes share one rendering ([`ScrapeCache`]).
 
 pub mod costs;
 pub mod scrape;
 pub mod text;
 
 pub use self::costs::{RenderedSeries, encode_costs, render_sorted, render_tagged};
-pub use self::scrape::{Format, ScrapeBody, accepts_gzip, negotiate, render};
+pub use self::scrape::{Format, ScrapeBody, ScrapeCache, accepts_gzip, negotiate, render};
 pub use self::text::{
     escape_label_value, human_interval, label_text, openmetrics_to_text, push_label, push_micros,
     push_series_labels,

@@ -3,6 +3,7 @@
 //! into the gzip stream when compressed) without being touched.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -205,17 +206,26 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
 /// An empty final DEFLATE block with fixed codes: ends the stream.
 const DEFLATE_END: [u8; 2] = [0x03, 0x00];
 
-/// Renders a scrape: the self metrics (the only per-scrape encoding, proportional to the
-/// number of queries), then the pre-encoded cost series, then `# EOF` for OpenMetrics. With
-/// `gzip`, the pre-compressed cost bytes are spliced into one gzip stream between the
-/// compressed per-scrape parts, and the CRC is combined: no series is touched per scrape.
-pub fn render(
+/// The per-scrape parts of an answer: everything but the shared cost bytes. Plain: the state
+/// gauges and self metrics, and the tail (`# EOF` for OpenMetrics). gzip: the gzip header
+/// with the compressed head, and the compressed tail with the end block and the trailer.
+#[derive(Clone, Debug)]
+struct Parts {
+    head: Bytes,
+    tail: Bytes,
+}
+
+/// Encodes the per-scrape parts: the query state gauges at `now` and the self metrics (the
+/// only per-scrape encoding, proportional to the number of queries). With `gzip`, they are
+/// compressed to go around the pre-compressed cost bytes in one gzip stream, and the CRC of
+/// the whole is combined from the parts': no series is touched.
+fn render_parts(
     snapshot: &Snapshot,
     metrics: &SelfMetrics,
     now: SystemTime,
     format: Format,
     gzip: bool,
-) -> ScrapeBody {
+) -> Parts {
     let mut head = String::with_capacity(16 * 1024);
     render_state(&mut head, snapshot, now);
     let mut registry = String::with_capacity(16 * 1024);
@@ -224,20 +234,17 @@ pub fn render(
         Format::Text => openmetrics_to_text(&registry, &mut head),
         Format::OpenMetrics => head.push_str(&registry),
     }
-    let tail: &[u8] = match format {
+    let tail: &'static [u8] = match format {
         Format::Text => b"",
         Format::OpenMetrics => b"# EOF\n",
     };
-    let costs = &snapshot.costs;
-    let mut body = ScrapeBody::default();
     if !gzip {
-        body.push(Bytes::from(head));
-        body.push(costs.body.clone());
-        if !tail.is_empty() {
-            body.push(Bytes::from_static(tail));
-        }
-        return body;
+        return Parts {
+            head: Bytes::from(head),
+            tail: Bytes::from_static(tail),
+        };
     }
+    let costs = &snapshot.costs;
     let mut crc = crc32fast::Hasher::new();
     crc.update(head.as_bytes());
     crc.combine(&crc32fast::Hasher::new_with_initial_len(
@@ -255,10 +262,120 @@ pub fn render(
     // ISIZE is the length modulo 2^32, as RFC 1952 defines it.
     #[allow(clippy::cast_possible_truncation)]
     last.extend_from_slice(&(total as u32).to_le_bytes());
-    body.push(Bytes::from(first));
-    body.push(costs.deflated.clone());
-    body.push(Bytes::from(last));
+    Parts {
+        head: Bytes::from(first),
+        tail: Bytes::from(last),
+    }
+}
+
+/// The answer: the per-scrape parts around the shared cost bytes (plain or pre-compressed).
+fn assemble(parts: &Parts, snapshot: &Snapshot, gzip: bool) -> ScrapeBody {
+    let costs = &snapshot.costs;
+    let mut body = ScrapeBody::default();
+    body.push(parts.head.clone());
+    body.push(if gzip {
+        costs.deflated.clone()
+    } else {
+        costs.body.clone()
+    });
+    if !parts.tail.is_empty() {
+        body.push(parts.tail.clone());
+    }
     body
+}
+
+/// Renders a scrape: the self metrics, then the pre-encoded cost series, then `# EOF` for
+/// OpenMetrics. With `gzip`, the pre-compressed cost bytes are spliced into one gzip stream
+/// between the compressed per-scrape parts, and the CRC is combined: no series is touched per
+/// scrape. [`ScrapeCache::render`] is the same answer, shared between the scrapes of a second.
+pub fn render(
+    snapshot: &Snapshot,
+    metrics: &SelfMetrics,
+    now: SystemTime,
+    format: Format,
+    gzip: bool,
+) -> ScrapeBody {
+    assemble(
+        &render_parts(snapshot, metrics, now, format, gzip),
+        snapshot,
+        gzip,
+    )
+}
+
+/// One cached rendering of the per-scrape parts, and what it was rendered from.
+#[derive(Debug)]
+struct Slot {
+    /// The snapshot (a `Weak`: the cache never keeps a replaced refresh's data alive, and
+    /// the allocation it points to cannot be reused while it is held).
+    snapshot: Weak<Snapshot>,
+    /// [`SelfMetrics::version`] read before rendering.
+    metrics_version: u64,
+    /// Whole Unix seconds of the `now` the state gauges were computed at.
+    second: u64,
+    parts: Parts,
+}
+
+/// Shares the per-scrape parts between scrapes that would render the same bytes but for the
+/// data age: same snapshot, no self metric recorded since, same second of the clock. Every
+/// counter, histogram and state gauge in a scrape is therefore exact; only
+/// `atlas_cost_query_data_age_seconds` may be computed up to one second before the scrape.
+/// A scraper polling every few seconds never shares (each scrape renders); a burst of
+/// scrapes, or several Prometheus replicas within a second, reuse one rendering.
+#[derive(Debug, Default)]
+pub struct ScrapeCache {
+    /// One slot per (format, gzip).
+    slots: Mutex<[Option<Slot>; 4]>,
+}
+
+impl ScrapeCache {
+    /// [`render`], reusing the parts rendered for an earlier scrape when they would be the
+    /// same (see [`ScrapeCache`]).
+    pub fn render(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        metrics: &SelfMetrics,
+        now: SystemTime,
+        format: Format,
+        gzip: bool,
+    ) -> ScrapeBody {
+        let index = usize::from(format == Format::OpenMetrics) * 2 + usize::from(gzip);
+        // Read before rendering: a change made during the rendering moves it past this value,
+        // so the next scrape renders again.
+        let metrics_version = metrics.version();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let fresh = |slot: &Slot| {
+            slot.metrics_version == metrics_version
+                && slot.second == second
+                && std::ptr::eq(slot.snapshot.as_ptr(), Arc::as_ptr(snapshot))
+        };
+        let cached = self
+            .lock()
+            .get(index)
+            .and_then(Option::as_ref)
+            .filter(|slot| fresh(slot))
+            .map(|slot| slot.parts.clone());
+        let parts = cached.unwrap_or_else(|| {
+            let parts = render_parts(snapshot, metrics, now, format, gzip);
+            if let Some(slot) = self.lock().get_mut(index) {
+                *slot = Some(Slot {
+                    snapshot: Arc::downgrade(snapshot),
+                    metrics_version,
+                    second,
+                    parts: parts.clone(),
+                });
+            }
+            parts
+        });
+        assemble(&parts, snapshot, gzip)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, [Option<Slot>; 4]> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[cfg(test)]
@@ -327,6 +444,126 @@ mod tests {
         }
         let om = render(&snapshot, &metrics, now, Format::OpenMetrics, false).to_vec();
         assert!(om.ends_with(b"\n# EOF\n"));
+    }
+
+    fn decoded(body: &ScrapeBody, gzip: bool) -> String {
+        use std::io::Read as _;
+        let bytes = body.to_vec();
+        if !gzip {
+            return String::from_utf8(bytes).expect("utf-8");
+        }
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut out)
+            .expect("valid gzip");
+        out
+    }
+
+    /// Scrapes within one second, of the same snapshot, with no self metric recorded in
+    /// between, share one rendering (the same head buffer), in every format and encoding, and
+    /// get the bytes a fresh render gives.
+    #[test]
+    fn scrapes_of_one_second_share_one_rendering() {
+        let snapshot = Arc::new(snapshot_with_costs(100));
+        let metrics = SelfMetrics::new("1h");
+        let cache = ScrapeCache::default();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        for format in [Format::Text, Format::OpenMetrics] {
+            for gzip in [false, true] {
+                let first = cache.render(&snapshot, &metrics, t, format, gzip);
+                let later = t + Duration::from_millis(999);
+                let second = cache.render(&snapshot, &metrics, later, format, gzip);
+                assert_eq!(
+                    first.chunks[0].as_ptr(),
+                    second.chunks[0].as_ptr(),
+                    "{format:?} gzip={gzip}: reused"
+                );
+                assert_eq!(
+                    decoded(&second, gzip),
+                    decoded(&render(&snapshot, &metrics, t, format, gzip), gzip)
+                );
+            }
+        }
+    }
+
+    /// A self metric recorded after a scrape shows in the next scrape of the same second: the
+    /// shared rendering never hides a count.
+    #[test]
+    fn a_recorded_self_metric_shows_in_the_next_scrape() {
+        let snapshot = Arc::new(snapshot_with_costs(10));
+        let metrics = SelfMetrics::new("1h");
+        let labels = crate::metrics::QueryLabels {
+            query: "clusters".to_owned(),
+            org_id: "5f1b2c3d4e5f6a7b8c9d0e1f".to_owned(),
+        };
+        metrics.count_poll(&labels);
+        let cache = ScrapeCache::default();
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let polls =
+            r#"atlas_cost_query_polls_total{query="clusters",org_id="5f1b2c3d4e5f6a7b8c9d0e1f"}"#;
+        for (gzip, count) in [(false, 1), (true, 3)] {
+            let before = decoded(
+                &cache.render(&snapshot, &metrics, t, Format::Text, gzip),
+                gzip,
+            );
+            assert!(before.contains(&format!("{polls} {count}\n")), "{before}");
+            metrics.count_poll(&labels);
+            let after = decoded(
+                &cache.render(&snapshot, &metrics, t, Format::Text, gzip),
+                gzip,
+            );
+            let count = count + 1;
+            assert!(
+                after.contains(&format!("{polls} {count}\n")),
+                "gzip={gzip}: {after}"
+            );
+            metrics.count_poll(&labels);
+        }
+    }
+
+    /// The data age is computed again in the next second, and a newly published snapshot is
+    /// rendered at once; the cache keeps no replaced snapshot alive.
+    #[test]
+    fn a_new_second_or_snapshot_renders_again() {
+        let mut snap = snapshot_with_costs(10);
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        snap.statuses[0].last_success = Some(t - Duration::from_secs(60));
+        snap.statuses[0].up = true;
+        let snapshot = Arc::new(snap.clone());
+        let metrics = SelfMetrics::new("1h");
+        let cache = ScrapeCache::default();
+        let age = |body: &ScrapeBody| {
+            decoded(body, true)
+                .lines()
+                .find(|l| l.starts_with("atlas_cost_query_data_age_seconds{"))
+                .map(str::to_owned)
+        };
+        let first = cache.render(&snapshot, &metrics, t, Format::Text, true);
+        assert!(age(&first).expect("age").ends_with(" 60.000"));
+        let next = cache.render(
+            &snapshot,
+            &metrics,
+            t + Duration::from_secs(1),
+            Format::Text,
+            true,
+        );
+        assert!(age(&next).expect("age").ends_with(" 61.000"));
+
+        snap.statuses[0].up = false;
+        let replaced = Arc::downgrade(&snapshot);
+        drop(snapshot);
+        assert!(replaced.upgrade().is_none(), "the cache holds no snapshot");
+        let published = Arc::new(snap);
+        let body = cache.render(
+            &published,
+            &metrics,
+            t + Duration::from_secs(1),
+            Format::Text,
+            true,
+        );
+        assert!(decoded(&body, true).contains(
+            "atlas_cost_query_up{query=\"clusters\",org_id=\"5f1b2c3d4e5f6a7b8c9d0e1f\"} 0\n"
+        ));
     }
 
     /// The body announces its exact length, so it is sent with a Content-Length.

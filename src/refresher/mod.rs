@@ -38,7 +38,7 @@ use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Endpoint, Reason, Us
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
 use crate::exposition::{RenderedSeries, encode_costs, render_tagged};
-use crate::metrics::{QueryLabels, SelfMetrics};
+use crate::metrics::SelfMetrics;
 use crate::month::{Month, day_of_month};
 use crate::remainder::Rollup;
 use crate::series::TagLabels;
@@ -407,12 +407,7 @@ impl Refresher {
         let started = std::time::Instant::now();
         let result = self.collect(job).await;
         self.metrics
-            .refresh_duration
-            .get_or_create(&QueryLabels {
-                query: spec.name.clone(),
-                org_id: org.config.id.clone(),
-            })
-            .observe(started.elapsed().as_secs_f64());
+            .observe_refresh_duration(&spec.name, &org.config.id, started.elapsed());
         if let Err((reason, message)) = &result {
             tracing::warn!(org_id = %org.config.id, query = %spec.name, reason = reason.as_str(), error = %message, "query refresh failed; serving its last good data");
         }
