@@ -218,6 +218,15 @@ fn encoded(
     atlas_cost_exporter::snapshot::EncodedCosts::seal(text, n)
 }
 
+/// `data` as raw DEFLATE at `level`, as a refresh compresses the cost text.
+fn deflated(data: &[u8], level: flate2::Compression) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::DeflateEncoder::new(Vec::with_capacity(data.len() / 4), level);
+    encoder.write_all(data).expect("writing to a Vec");
+    encoder.flush().expect("writing to a Vec");
+    std::mem::take(encoder.get_mut())
+}
+
 /// The one call into the scrape path: adapt here when `render` changes.
 fn scrape_body(snapshot: &Snapshot, metrics: &SelfMetrics, gzip: bool) -> exposition::ScrapeBody {
     exposition::render(snapshot, metrics, SystemTime::now(), Format::Text, gzip)
@@ -277,6 +286,38 @@ fn pipeline(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, snap| {
             b.iter(|| scrape_body(black_box(snap), &metrics, true))
         });
+        g.finish();
+
+        // What a burst of scrapes within one second costs each: the self metrics rendered
+        // once and shared (exposition::ScrapeCache), the cost bytes not touched.
+        let shared = Arc::new(snap.clone());
+        let cache = exposition::ScrapeCache::default();
+        let now = SystemTime::now();
+        let mut g = c.benchmark_group("render_text_gzip_shared");
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &shared, |b, snap| {
+            b.iter(|| cache.render(black_box(snap), &metrics, now, Format::Text, true))
+        });
+        g.finish();
+
+        // The per-refresh compression level: the cost text is compressed once a refresh and
+        // sent with every gzip scrape (the exporter uses level 6, flate2's default).
+        let text = &snap.costs.body;
+        let mut g = c.benchmark_group("deflate_level");
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        for level in [1, 6, 9] {
+            let compression = flate2::Compression::new(level);
+            eprintln!(
+                "n={n}: DEFLATE level {level}: {} B of {} B",
+                deflated(text, compression).len(),
+                text.len()
+            );
+            g.bench_with_input(
+                BenchmarkId::new(format!("level{level}"), n),
+                text,
+                |b, t| b.iter(|| deflated(black_box(t), compression)),
+            );
+        }
         g.finish();
     }
 }
