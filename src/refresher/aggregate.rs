@@ -234,7 +234,10 @@ impl<'a> Tagging<'a> {
 /// The label set of a row: what the row says, with names and parents filled from discovery
 /// where the row lacks them. Labels without a value are left out.
 fn series_labels(org_id: &str, row: &UsageRow, d: &Discovery) -> SeriesKey {
-    let cluster = row.cluster_id.as_ref().and_then(|c| d.cluster_info.get(c));
+    let cluster = row
+        .cluster_id
+        .as_deref()
+        .and_then(|c| d.cluster_info.get(c));
     let project_id = row
         .project_id
         .as_deref()
@@ -330,13 +333,13 @@ mod tests {
 
     fn row(project: Option<&str>, service: &str, m: Month, cents: i64) -> UsageRow {
         UsageRow {
-            org_id: Some(ORG.to_owned()),
-            org_name: Some("Org".to_owned()),
-            project_id: project.map(str::to_owned),
+            org_id: Some(Arc::from(ORG)),
+            org_name: Some(Arc::from("Org")),
+            project_id: project.map(Arc::from),
             project_name: None,
             cluster_id: None,
             cluster_name: None,
-            service: Some(service.to_owned()),
+            service: Some(Arc::from(service)),
             month: m,
             amount_micros: cents * 10_000,
         }
@@ -570,7 +573,7 @@ mod tests {
 
     fn cluster_row(cluster: &str, cents: i64) -> UsageRow {
         UsageRow {
-            cluster_id: Some(cluster.to_owned()),
+            cluster_id: Some(Arc::from(cluster)),
             ..row(None, "Clusters", month(11), cents)
         }
     }
