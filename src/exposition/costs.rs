@@ -47,22 +47,41 @@ pub fn render_tagged(
     tags: &TagLabels,
 ) -> Vec<RenderedSeries> {
     let series = series.into_iter();
-    let mut texts: HashMap<(Arc<str>, SeriesKey), Arc<str>> = HashMap::new();
-    let mut out: Vec<RenderedSeries> = Vec::with_capacity(series.size_hint().0);
+    let mut index: HashMap<(Arc<str>, SeriesKey), u32> = HashMap::new();
+    let mut texts: Vec<Arc<str>> = Vec::new();
+    let mut out: Vec<(u32, RenderedSeries)> = Vec::with_capacity(series.size_hint().0);
     for s in series {
-        let labels = match texts.get(&(s.query.clone(), s.key.clone())) {
-            Some(text) => text.clone(),
+        let i = match index.get(&(s.query.clone(), s.key.clone())) {
+            Some(i) => *i,
             None => {
-                let text: Arc<str> = Arc::from(label_text(&s.query, &s.key, tags));
-                texts.insert((s.query.clone(), s.key.clone()), text.clone());
-                text
+                let i = u32::try_from(texts.len()).unwrap_or(u32::MAX);
+                texts.push(Arc::from(label_text(&s.query, &s.key, tags)));
+                index.insert((s.query.clone(), s.key.clone()), i);
+                i
             }
         };
-        out.push(RenderedSeries { labels, series: s });
+        let labels = texts
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""));
+        out.push((i, RenderedSeries { labels, series: s }));
     }
-    drop(texts);
-    out.sort_unstable_by(|a, b| (&*a.labels, a.series.month).cmp(&(&*b.labels, b.series.month)));
-    out
+    drop(index);
+    // The label texts are sorted once, and the series by their text's rank and month: the
+    // order of (text, month), with integer comparisons for every series.
+    let mut order: Vec<u32> = (0..u32::try_from(texts.len()).unwrap_or(u32::MAX)).collect();
+    order.sort_unstable_by(|a, b| texts[*a as usize].cmp(&texts[*b as usize]));
+    let mut rank = vec![0u32; texts.len()];
+    let mut r = 0;
+    for (n, i) in order.iter().enumerate() {
+        // Equal texts (of different keys) share a rank, so their months interleave.
+        if n > 0 && texts[order[n - 1] as usize] != texts[*i as usize] {
+            r += 1;
+        }
+        rank[*i as usize] = r;
+    }
+    out.sort_unstable_by_key(|(i, s)| (rank[*i as usize], s.series.month));
+    out.into_iter().map(|(_, s)| s).collect()
 }
 
 impl EncodedCosts {
@@ -100,10 +119,20 @@ const MTD: &str = "atlas_cost_month_to_date_usd";
 /// `refresh`), so the text can be allocated once.
 pub fn encoded_costs_len(series: &[&RenderedSeries], current: Month, refresh: &str) -> usize {
     let mut len = header_len(USAGE, &usage_help(refresh)) + header_len(MTD, &mtd_help(refresh));
+    // A refresh holds a few distinct months: each one's text length is measured once.
+    let mut month_lens: Vec<(Month, usize)> = Vec::new();
     for s in series {
         let value = micros_len(s.series.micros);
+        let month = match month_lens.iter().find(|(m, _)| *m == s.series.month) {
+            Some((_, n)) => *n,
+            None => {
+                let n = display_len(&s.series.month);
+                month_lens.push((s.series.month, n));
+                n
+            }
+        };
         // `{USAGE}{labels,month="M"} value\n`
-        len += USAGE.len() + s.labels.len() + display_len(&s.series.month) + value + 13;
+        len += USAGE.len() + s.labels.len() + month + value + 13;
         if s.series.month == current {
             // `{MTD}{labels} value\n`
             len += MTD.len() + s.labels.len() + value + 4;
@@ -204,6 +233,35 @@ mod tests {
                 (r#"query="q",project_name="ab""#, month),
             ]
         );
+    }
+
+    /// Two keys whose label text is the same (tags without tag labels to render them) are
+    /// one text in the exposition order: their months interleave as the text's months do.
+    #[test]
+    fn keys_of_one_label_text_sort_as_that_text() {
+        let month = Month::new(2026, 11).expect("valid");
+        let tags = TagLabels::new("t", ["team"]).expect("valid");
+        let series = |tagged: bool, month: Month, micros: i64| {
+            let mut key = SeriesKey::default();
+            key.set(Label::ProjectName, Some("p"));
+            if tagged {
+                key.set_tags(tags.values([("team", "web")]));
+            }
+            CostSeries {
+                query: "q".into(),
+                key,
+                month,
+                micros,
+            }
+        };
+        let r = render_sorted([
+            series(true, month, 1),
+            series(false, month.plus(-1), 2),
+            series(true, month.plus(-2), 3),
+        ]);
+        let got: Vec<(&str, i64)> = r.iter().map(|r| (&*r.labels, r.series.micros)).collect();
+        let text = r#"query="q",project_name="p""#;
+        assert_eq!(got, [(text, 3), (text, 2), (text, 1)]);
     }
 
     /// The months of one label set share one label text; another label set, or the same
