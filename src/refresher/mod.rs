@@ -542,6 +542,10 @@ impl Refresher {
             cached,
             held,
         )?;
+        // The rows are summed: what remains of them is their count of invalid ones. They go
+        // before the series are rendered, not after.
+        let invalid_rows = parsed.invalid_rows;
+        drop(parsed);
         if aggregated.outside > 0 {
             tracing::debug!(org_id = %org.config.id, query = %spec.name, rows = aggregated.outside, "ignored rows dated outside the requested months");
         }
@@ -549,6 +553,7 @@ impl Refresher {
             self.closed_months
                 .offer(&query_key, *month, &ids, series.clone());
         }
+        drop(aggregated.fetched);
         let shed = aggregated.shed;
         if shed > 0 && first_time(&org.shed_reported, &spec.name) {
             tracing::warn!(
@@ -565,7 +570,7 @@ impl Refresher {
             // The per-refresh encoding: label text rendered once, in exposition order.
             series: render_tagged(aggregated.series, &self.tag_labels),
             rollup: aggregated.rollup,
-            invalid_rows: parsed.invalid_rows,
+            invalid_rows,
             shed,
         })
     }
