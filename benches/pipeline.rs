@@ -142,27 +142,37 @@ fn csv_body(rows: &[Row<'_>]) -> Vec<u8> {
 /// Cost series as the refresher builds them from parsed rows, rendered once as a refresh
 /// does, in exposition order.
 fn cost_series(rows: &[UsageRow]) -> Vec<RenderedSeries> {
+    exposition::render_sorted(typed_series(rows))
+}
+
+/// The typed cost series of parsed rows, one per row, the months of a label set sharing
+/// one key as the refresher's aggregation makes them.
+fn typed_series(rows: &[UsageRow]) -> Vec<CostSeries> {
     let query: Arc<str> = Arc::from("clusters");
-    exposition::render_sorted(rows.iter().map(|r| {
-        let mut key = SeriesKey::default();
-        for (label, value) in Label::ALL.into_iter().zip([
-            &r.org_id,
-            &r.org_name,
-            &r.project_id,
-            &r.project_name,
-            &r.cluster_id,
-            &r.cluster_name,
-            &r.service,
-        ]) {
-            key.set(label, value.as_deref());
-        }
-        CostSeries {
-            query: query.clone(),
-            key,
-            month: r.month,
-            micros: r.amount_micros,
-        }
-    }))
+    let mut keys: std::collections::HashMap<SeriesKey, SeriesKey> = Default::default();
+    rows.iter()
+        .map(|r| {
+            let mut key = SeriesKey::default();
+            for (label, value) in Label::ALL.into_iter().zip([
+                &r.org_id,
+                &r.org_name,
+                &r.project_id,
+                &r.project_name,
+                &r.cluster_id,
+                &r.cluster_name,
+                &r.service,
+            ]) {
+                key.set(label, value.as_deref());
+            }
+            let key = keys.entry(key.clone()).or_insert(key).clone();
+            CostSeries {
+                query: query.clone(),
+                key,
+                month: r.month,
+                micros: r.amount_micros,
+            }
+        })
+        .collect()
 }
 
 fn parsed_rows(body: &[u8]) -> Vec<UsageRow> {
@@ -264,6 +274,18 @@ fn pipeline(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &csv, |b, csv| {
             b.iter(|| result::parse_csv(black_box(csv)))
+        });
+        g.finish();
+
+        let typed = typed_series(&parsed);
+        let mut g = c.benchmark_group("render_series");
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &typed, |b, typed| {
+            b.iter_batched(
+                || typed.clone(),
+                |s| exposition::render_sorted(black_box(s)),
+                criterion::BatchSize::LargeInput,
+            )
         });
         g.finish();
 

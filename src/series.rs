@@ -75,8 +75,14 @@ pub type TagValues = Box<[Option<Arc<str>>]>;
 /// The label values of a series (without `query` and `month`). An absent value is a label the
 /// series does not have; an empty value counts as absent. Ordered label by label in
 /// [`Label::ALL`] order, then by tag values.
+///
+/// The values sit behind one shared pointer: a clone (the same label set in another month,
+/// in the month cache, in a rendered series) costs a reference count, not seven strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SeriesKey {
+pub struct SeriesKey(Arc<KeyValues>);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct KeyValues {
     labels: [Option<Box<str>>; 7],
     /// Tag label values in allowlist order; empty without tag labels.
     tags: TagValues,
@@ -85,35 +91,46 @@ pub struct SeriesKey {
 impl SeriesKey {
     /// A key from label values in [`Label::ALL`] order, without tags.
     pub fn new(values: [Option<&str>; 7]) -> SeriesKey {
-        SeriesKey {
+        SeriesKey(Arc::new(KeyValues {
             labels: values.map(|v| v.filter(|v| !v.is_empty()).map(Box::from)),
             tags: TagValues::default(),
-        }
+        }))
     }
 
     /// The value of `label`, if the series has it.
     pub fn get(&self, label: Label) -> Option<&str> {
-        self.labels[label.index()].as_deref()
+        self.0.labels[label.index()].as_deref()
     }
 
-    /// Sets (or, with `None` or an empty value, removes) `label`.
+    /// Sets (or, with `None` or an empty value, removes) `label`. A key shared with others
+    /// is copied first: they keep their values.
     pub fn set(&mut self, label: Label, value: Option<&str>) {
-        self.labels[label.index()] = value.filter(|v| !v.is_empty()).map(Box::from);
+        let value = value.filter(|v| !v.is_empty());
+        if self.get(label) != value {
+            Arc::make_mut(&mut self.0).labels[label.index()] = value.map(Box::from);
+        }
     }
 
     /// The value of the tag label at position `i` of the allowlist, if the series has it.
     pub fn tag(&self, i: usize) -> Option<&str> {
-        self.tags.get(i).and_then(Option::as_deref)
+        self.0.tags.get(i).and_then(Option::as_deref)
     }
 
     /// The tag values, in allowlist order (empty without tag labels).
     pub fn tags(&self) -> &[Option<Arc<str>>] {
-        &self.tags
+        &self.0.tags
     }
 
     /// Replaces the tag values (in allowlist order).
     pub fn set_tags(&mut self, tags: TagValues) {
-        self.tags = tags;
+        if self.0.tags != tags {
+            Arc::make_mut(&mut self.0).tags = tags;
+        }
+    }
+
+    /// Whether `self` and `other` are one shared key (not only equal ones).
+    pub fn shares(&self, other: &SeriesKey) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The value of a label controls or budgets name.
@@ -129,7 +146,7 @@ impl SeriesKey {
     pub fn labels(&self) -> impl Iterator<Item = (Label, &str)> {
         Label::ALL
             .into_iter()
-            .zip(&self.labels)
+            .zip(&self.0.labels)
             .filter_map(|(l, v)| v.as_deref().map(|v| (l, v)))
     }
 
@@ -139,14 +156,18 @@ impl SeriesKey {
     /// parent's, so they go, and whoever knows the parent's tags sets them again (a fold
     /// keeps its parent's tags that way: see [`crate::controls`]).
     pub fn above(&self, label: Label) -> SeriesKey {
-        let mut k = self.clone();
+        let drop_tags = label != Label::AtlasService && !self.0.tags.is_empty();
+        if self.0.labels[label.index()..].iter().all(Option::is_none) && !drop_tags {
+            return self.clone();
+        }
+        let mut k = self.0.as_ref().clone();
         for v in &mut k.labels[label.index()..] {
             *v = None;
         }
-        if label != Label::AtlasService && !k.tags.is_empty() {
+        if drop_tags {
             k.tags = TagValues::default();
         }
-        k
+        SeriesKey(Arc::new(k))
     }
 }
 
@@ -371,6 +392,30 @@ mod tests {
         );
         k.set(Label::AtlasService, Some(""));
         assert_eq!(k.get(Label::AtlasService), None);
+    }
+
+    /// A clone of a key is the same shared key; setting a label on one copies it first, so
+    /// the other keeps its values; setting a value it already has shares on.
+    #[test]
+    fn a_cloned_key_is_shared_until_one_copy_changes() {
+        let a = SeriesKey::new([Some("o"), None, Some("p"), None, None, None, Some("s")]);
+        let mut b = a.clone();
+        assert!(b.shares(&a));
+        b.set(Label::ProjectId, Some("p"));
+        assert!(b.shares(&a), "the same value: nothing to copy");
+        b.set(Label::ProjectId, Some("q"));
+        assert!(!b.shares(&a));
+        assert_eq!(
+            (a.get(Label::ProjectId), b.get(Label::ProjectId)),
+            (Some("p"), Some("q"))
+        );
+        let cut = a.above(Label::AtlasService);
+        assert_eq!(cut.get(Label::AtlasService), None);
+        assert_eq!(a.get(Label::AtlasService), Some("s"));
+        assert!(
+            cut.above(Label::AtlasService).shares(&cut),
+            "nothing to cut"
+        );
     }
 
     /// Each tag key becomes `tag_<key>` with every character not valid in a label name

@@ -5,7 +5,9 @@
 //! counted as invalid and skipped, never guessed. The JSON is read in one streaming pass
 //! (serde visitors, no `serde_json::Value` tree).
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
@@ -15,27 +17,45 @@ mod csv;
 
 pub use self::csv::parse_csv;
 
-/// One row of a result, with the amount in micro-dollars so sums are exact.
+/// One row of a result, with the amount in micro-dollars so sums are exact. Its text values
+/// are shared with every other row of the result that has the same value (a result repeats
+/// its org, project and cluster names on every row of every month).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageRow {
     /// `organizationId`.
-    pub org_id: Option<String>,
+    pub org_id: Option<Arc<str>>,
     /// `organizationName`.
-    pub org_name: Option<String>,
+    pub org_name: Option<Arc<str>>,
     /// `projectId`.
-    pub project_id: Option<String>,
+    pub project_id: Option<Arc<str>>,
     /// `projectName`.
-    pub project_name: Option<String>,
+    pub project_name: Option<Arc<str>>,
     /// `clusterId` or `clusterUniqueId`.
-    pub cluster_id: Option<String>,
+    pub cluster_id: Option<Arc<str>>,
     /// `clusterName`.
-    pub cluster_name: Option<String>,
+    pub cluster_name: Option<Arc<str>>,
     /// `service`.
-    pub service: Option<String>,
+    pub service: Option<Arc<str>>,
     /// Month of `usageDate` (or of `billedDate` when there is no usage date).
     pub month: Month,
     /// `usageAmount` in millionths of a dollar.
     pub amount_micros: i64,
+}
+
+/// The text values of one result, each kept once.
+#[derive(Default)]
+struct Strings(HashSet<Arc<str>>);
+
+impl Strings {
+    /// The shared copy of `value`, made on first sight.
+    fn intern(&mut self, value: &str) -> Arc<str> {
+        if let Some(shared) = self.0.get(value) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(value);
+        self.0.insert(shared.clone());
+        shared
+    }
 }
 
 /// The rows of a result and what could not be read.
@@ -298,7 +318,8 @@ impl<'de> Visitor<'de> for RowsSeed {
             out.rows.reserve(n);
         }
         let mut index = 0usize;
-        while let Some(mut raw) = seq.next_element::<RawRow>()? {
+        let mut strings = Strings::default();
+        while let Some(mut raw) = seq.next_element_seed(RawRowSeed(&mut strings))? {
             for key in std::mem::take(&mut raw.unknown_keys) {
                 out.unknown_key(&key);
             }
@@ -398,13 +419,13 @@ impl<'de> Visitor<'de> for LenientVisitor {
 #[derive(Default)]
 struct RawRow {
     not_an_object: bool,
-    org_id: Option<String>,
-    org_name: Option<String>,
-    project_id: Option<String>,
-    project_name: Option<String>,
-    cluster_id: Option<String>,
-    cluster_name: Option<String>,
-    service: Option<String>,
+    org_id: Option<Arc<str>>,
+    org_name: Option<Arc<str>>,
+    project_id: Option<Arc<str>>,
+    project_name: Option<Arc<str>>,
+    cluster_id: Option<Arc<str>>,
+    cluster_name: Option<Arc<str>>,
+    service: Option<Arc<str>>,
     usage_date: Option<String>,
     billed_date: Option<String>,
     amount: Option<Lenient>,
@@ -412,7 +433,7 @@ struct RawRow {
     unknown_keys: Vec<String>,
 }
 
-fn non_empty(s: Option<String>) -> Option<String> {
+fn non_empty(s: Option<Arc<str>>) -> Option<Arc<str>> {
     s.filter(|v| !v.is_empty())
 }
 
@@ -452,15 +473,76 @@ impl RawRow {
     }
 }
 
-impl<'de> de::Deserialize<'de> for RawRow {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<RawRow, D::Error> {
-        d.deserialize_any(RawRowVisitor)
+/// A row, its text values interned in the result's [`Strings`].
+struct RawRowSeed<'s>(&'s mut Strings);
+
+impl<'de> DeserializeSeed<'de> for RawRowSeed<'_> {
+    type Value = RawRow;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RawRow, D::Error> {
+        d.deserialize_any(RawRowVisitor(self.0))
     }
 }
 
-struct RawRowVisitor;
+/// A text value of a row (any scalar, as text), interned; `None` for null, an array or an
+/// object.
+struct TextSeed<'s>(&'s mut Strings);
 
-impl RawRowVisitor {
+impl<'de> DeserializeSeed<'de> for TextSeed<'_> {
+    type Value = Option<Arc<str>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TextSeed<'_> {
+    type Value = Option<Arc<str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(self.0.intern(v)))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Some(self.0.intern(&v.to_string())))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Some(self.0.intern(&v.to_string())))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Some(self.0.intern(&v.to_string())))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Some(self.0.intern(&v.to_string())))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        LenientVisitor.visit_seq(seq).map(|_| None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        LenientVisitor.visit_map(map).map(|_| None)
+    }
+}
+
+struct RawRowVisitor<'s>(&'s mut Strings);
+
+impl RawRowVisitor<'_> {
     fn not_object() -> RawRow {
         RawRow {
             not_an_object: true,
@@ -469,7 +551,7 @@ impl RawRowVisitor {
     }
 }
 
-impl<'de> Visitor<'de> for RawRowVisitor {
+impl<'de> Visitor<'de> for RawRowVisitor<'_> {
     type Value = RawRow;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -480,14 +562,21 @@ impl<'de> Visitor<'de> for RawRowVisitor {
         let mut row = RawRow::default();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let text = |l: Option<Lenient>| l.and_then(|l| l.text);
+            let slot = match key.as_ref() {
+                "organizationId" => Some(&mut row.org_id),
+                "organizationName" => Some(&mut row.org_name),
+                "projectId" | "groupId" => Some(&mut row.project_id),
+                "projectName" | "groupName" => Some(&mut row.project_name),
+                "clusterId" | "clusterUniqueId" => Some(&mut row.cluster_id),
+                "clusterName" => Some(&mut row.cluster_name),
+                "service" | "serviceName" => Some(&mut row.service),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                *slot = map.next_value_seed(TextSeed(self.0))?;
+                continue;
+            }
             match key.as_ref() {
-                "organizationId" => row.org_id = text(map.next_value()?),
-                "organizationName" => row.org_name = text(map.next_value()?),
-                "projectId" | "groupId" => row.project_id = text(map.next_value()?),
-                "projectName" | "groupName" => row.project_name = text(map.next_value()?),
-                "clusterId" | "clusterUniqueId" => row.cluster_id = text(map.next_value()?),
-                "clusterName" => row.cluster_name = text(map.next_value()?),
-                "service" | "serviceName" => row.service = text(map.next_value()?),
                 "usageDate" => row.usage_date = text(map.next_value()?),
                 "billedDate" => row.billed_date = text(map.next_value()?),
                 "usageAmount" => row.amount = Some(map.next_value()?),
@@ -564,6 +653,30 @@ mod tests {
         assert_eq!(row.org_name.as_deref(), Some("Kubecost"));
         assert_eq!(row.month.to_string(), "2024-09");
         assert_eq!(r.invalid_rows, 0);
+    }
+
+    /// Rows that repeat a value share one copy of it, whether it came plain, escaped or as
+    /// a number; CSV rows too. Values stay what they were.
+    #[test]
+    fn repeated_values_are_shared_across_rows() {
+        let body = r#"{"usageDetails":[
+            {"projectName":"web","clusterId":7,"service":"Clusters","usageAmount":1,"usageDate":"2026-10-01"},
+            {"projectName":"w\u0065b","clusterId":"7","service":"Backup","usageAmount":2,"usageDate":"2026-11-01"}
+        ]}"#;
+        let r = ready(parse_body(body.as_bytes(), false));
+        let (a, b) = (&r.rows[0], &r.rows[1]);
+        assert_eq!(b.project_name.as_deref(), Some("web"));
+        let shared = |x: &Option<Arc<str>>, y: &Option<Arc<str>>| {
+            Arc::ptr_eq(x.as_ref().expect("x"), y.as_ref().expect("y"))
+        };
+        assert!(shared(&a.project_name, &b.project_name));
+        assert!(shared(&a.cluster_id, &b.cluster_id));
+        assert_eq!(a.cluster_id.as_deref(), Some("7"));
+        assert!(!shared(&a.service, &b.service));
+        let csv =
+            parse_csv(b"usage date,project,usage amount\n2026-10-01,web,1\n2026-11-01,web,2\n")
+                .expect("parses");
+        assert!(shared(&csv.rows[0].project_name, &csv.rows[1].project_name));
     }
 
     /// An envelope with status 102 means "not ready"; with 200 it carries the result.

@@ -2,21 +2,23 @@
 //! refreshed ([`RenderedSeries`]), and the families written and compressed when a refresh is
 //! published ([`encode_costs`], [`EncodedCosts::seal`]). Nothing here runs per scrape.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::text::{family_header, label_text, push_micros};
+use super::text::{display_len, family_header, label_text, micros_len, push_micros};
 use crate::month::Month;
-use crate::series::{CostSeries, TagLabels};
+use crate::series::{CostSeries, SeriesKey, TagLabels};
 use crate::snapshot::EncodedCosts;
 
 /// A cost series with its label text, rendered once per refresh of its query and written
-/// by every publication after that.
+/// by every publication after that. The months of one label set share one label text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RenderedSeries {
     /// `query="..",org_id="..",...`, escaped, in a fixed order (without `month`).
-    pub labels: String,
+    pub labels: Arc<str>,
     /// The series.
     pub series: CostSeries,
 }
@@ -25,7 +27,7 @@ impl RenderedSeries {
     /// Renders the labels of `series`, its tag labels named by `tags`.
     pub fn new(series: CostSeries, tags: &TagLabels) -> RenderedSeries {
         RenderedSeries {
-            labels: label_text(&series.query, &series.key, tags),
+            labels: Arc::from(label_text(&series.query, &series.key, tags)),
             series,
         }
     }
@@ -38,19 +40,48 @@ pub fn render_sorted(series: impl IntoIterator<Item = CostSeries>) -> Vec<Render
 }
 
 /// Renders the series of a query, their tag labels named by `tags`, in the order of their
-/// label text and month: the order they are exposed in.
+/// label text and month: the order they are exposed in. Each label set is rendered once and
+/// its text shared by all its months (a query of 18 months holds one text, not 18).
 pub fn render_tagged(
     series: impl IntoIterator<Item = CostSeries>,
     tags: &TagLabels,
 ) -> Vec<RenderedSeries> {
-    let mut out: Vec<RenderedSeries> = series
-        .into_iter()
-        .map(|s| RenderedSeries::new(s, tags))
-        .collect();
-    out.sort_unstable_by(|a, b| {
-        (a.labels.as_str(), a.series.month).cmp(&(b.labels.as_str(), b.series.month))
-    });
-    out
+    let series = series.into_iter();
+    let mut index: HashMap<(Arc<str>, SeriesKey), u32> = HashMap::new();
+    let mut texts: Vec<Arc<str>> = Vec::new();
+    let mut out: Vec<(u32, RenderedSeries)> = Vec::with_capacity(series.size_hint().0);
+    for s in series {
+        let i = match index.get(&(s.query.clone(), s.key.clone())) {
+            Some(i) => *i,
+            None => {
+                let i = u32::try_from(texts.len()).unwrap_or(u32::MAX);
+                texts.push(Arc::from(label_text(&s.query, &s.key, tags)));
+                index.insert((s.query.clone(), s.key.clone()), i);
+                i
+            }
+        };
+        let labels = texts
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""));
+        out.push((i, RenderedSeries { labels, series: s }));
+    }
+    drop(index);
+    // The label texts are sorted once, and the series by their text's rank and month: the
+    // order of (text, month), with integer comparisons for every series.
+    let mut order: Vec<u32> = (0..u32::try_from(texts.len()).unwrap_or(u32::MAX)).collect();
+    order.sort_unstable_by(|a, b| texts[*a as usize].cmp(&texts[*b as usize]));
+    let mut rank = vec![0u32; texts.len()];
+    let mut r = 0;
+    for (n, i) in order.iter().enumerate() {
+        // Equal texts (of different keys) share a rank, so their months interleave.
+        if n > 0 && texts[order[n - 1] as usize] != texts[*i as usize] {
+            r += 1;
+        }
+        rank[*i as usize] = r;
+    }
+    out.sort_unstable_by_key(|(i, s)| (rank[*i as usize], s.series.month));
+    out.into_iter().map(|(_, s)| s).collect()
 }
 
 impl EncodedCosts {
@@ -84,6 +115,61 @@ pub(super) fn deflate_sync(data: &[u8], level: flate2::Compression) -> Vec<u8> {
 const USAGE: &str = "atlas_cost_usage_usd";
 const MTD: &str = "atlas_cost_month_to_date_usd";
 
+/// The exact length [`encode_costs`] appends for `series` (with the same `current` and
+/// `refresh`), so the text can be allocated once.
+pub fn encoded_costs_len(series: &[&RenderedSeries], current: Month, refresh: &str) -> usize {
+    let mut len = header_len(USAGE, &usage_help(refresh)) + header_len(MTD, &mtd_help(refresh));
+    // A refresh holds a few distinct months: each one's text length is measured once.
+    let mut month_lens: Vec<(Month, usize)> = Vec::new();
+    for s in series {
+        let value = micros_len(s.series.micros);
+        let month = match month_lens.iter().find(|(m, _)| *m == s.series.month) {
+            Some((_, n)) => *n,
+            None => {
+                let n = display_len(&s.series.month);
+                month_lens.push((s.series.month, n));
+                n
+            }
+        };
+        // `{USAGE}{labels,month="M"} value\n`
+        len += USAGE.len() + s.labels.len() + month + value + 13;
+        if s.series.month == current {
+            // `{MTD}{labels} value\n`
+            len += MTD.len() + s.labels.len() + value + 4;
+        }
+    }
+    len
+}
+
+/// An upper bound of what each series adds after the cost families in one publication: the
+/// forecast of the current month and the previous month, one line each with the series'
+/// labels ([`crate::budget`] writes them); `per_line` bounds the metric name and value.
+pub fn per_series_lines_len(series: &[&RenderedSeries], current: Month, per_line: usize) -> usize {
+    let previous = current.plus(-1);
+    series
+        .iter()
+        .filter(|s| s.series.month == current || s.series.month == previous)
+        .map(|s| s.labels.len() + per_line)
+        .sum()
+}
+
+fn header_len(name: &str, help: &str) -> usize {
+    // `# HELP {name} {help}\n# TYPE {name} gauge\n`
+    2 * name.len() + help.len() + 23
+}
+
+fn usage_help(refresh: &str) -> String {
+    format!(
+        "Atlas Cost Explorer usage per calendar month (UTC) in USD; credits for customers on a sales contract. Cached: refreshed every {refresh}, see atlas_cost_query_data_age_seconds"
+    )
+}
+
+fn mtd_help(refresh: &str) -> String {
+    format!(
+        "Atlas Cost Explorer usage of the current UTC month so far, in USD (credits on a sales contract). Atlas posts charges a day late. Cached: refreshed every {refresh}"
+    )
+}
+
 /// Appends every cost series to `out`: `atlas_cost_usage_usd` for every month and
 /// `atlas_cost_month_to_date_usd` for `current` only. Both formats read the same for
 /// gauges, so the text is built once and shared. Returns the number of usage series.
@@ -93,26 +179,15 @@ pub fn encode_costs(
     current: Month,
     refresh: &str,
 ) -> usize {
-    out.reserve(series.len() * 200 + 1024);
-    family_header(
-        out,
-        USAGE,
-        &format!(
-            "Atlas Cost Explorer usage per calendar month (UTC) in USD; credits for customers on a sales contract. Cached: refreshed every {refresh}, see atlas_cost_query_data_age_seconds"
-        ),
-    );
+    // Once, exactly: a text grown by doubling holds the old and the new buffer at once.
+    out.reserve(encoded_costs_len(series, current, refresh));
+    family_header(out, USAGE, &usage_help(refresh));
     for s in series {
         let _ = write!(out, "{USAGE}{{{},month=\"{}\"}} ", s.labels, s.series.month);
         push_micros(out, s.series.micros);
         out.push('\n');
     }
-    family_header(
-        out,
-        MTD,
-        &format!(
-            "Atlas Cost Explorer usage of the current UTC month so far, in USD (credits on a sales contract). Atlas posts charges a day late. Cached: refreshed every {refresh}"
-        ),
-    );
+    family_header(out, MTD, &mtd_help(refresh));
     for s in series.iter().filter(|s| s.series.month == current) {
         let _ = write!(out, "{MTD}{{{}}} ", s.labels);
         push_micros(out, s.series.micros);
@@ -148,7 +223,7 @@ mod tests {
         ]);
         let order: Vec<(&str, Month)> = rendered
             .iter()
-            .map(|r| (r.labels.as_str(), r.series.month))
+            .map(|r| (&*r.labels, r.series.month))
             .collect();
         assert_eq!(
             order,
@@ -158,5 +233,93 @@ mod tests {
                 (r#"query="q",project_name="ab""#, month),
             ]
         );
+    }
+
+    /// Two keys whose label text is the same (tags without tag labels to render them) are
+    /// one text in the exposition order: their months interleave as the text's months do.
+    #[test]
+    fn keys_of_one_label_text_sort_as_that_text() {
+        let month = Month::new(2026, 11).expect("valid");
+        let tags = TagLabels::new("t", ["team"]).expect("valid");
+        let series = |tagged: bool, month: Month, micros: i64| {
+            let mut key = SeriesKey::default();
+            key.set(Label::ProjectName, Some("p"));
+            if tagged {
+                key.set_tags(tags.values([("team", "web")]));
+            }
+            CostSeries {
+                query: "q".into(),
+                key,
+                month,
+                micros,
+            }
+        };
+        let r = render_sorted([
+            series(true, month, 1),
+            series(false, month.plus(-1), 2),
+            series(true, month.plus(-2), 3),
+        ]);
+        let got: Vec<(&str, i64)> = r.iter().map(|r| (&*r.labels, r.series.micros)).collect();
+        let text = r#"query="q",project_name="p""#;
+        assert_eq!(got, [(text, 3), (text, 2), (text, 1)]);
+    }
+
+    /// The months of one label set share one label text; another label set, or the same
+    /// labels in another query, has its own.
+    #[test]
+    fn the_months_of_a_label_set_share_one_label_text() {
+        let month = Month::new(2026, 11).expect("valid");
+        let series = |query: &str, name: &str, month: Month| {
+            let mut key = SeriesKey::default();
+            key.set(Label::ProjectName, Some(name));
+            CostSeries {
+                query: query.into(),
+                key,
+                month,
+                micros: 1,
+            }
+        };
+        let r = render_sorted([
+            series("q", "a", month.plus(-2)),
+            series("q", "b", month),
+            series("q", "a", month),
+            series("r", "a", month),
+        ]);
+        assert_eq!(&*r[0].labels, r#"query="q",project_name="a""#);
+        assert!(Arc::ptr_eq(&r[0].labels, &r[1].labels));
+        assert!(!Arc::ptr_eq(&r[1].labels, &r[2].labels));
+        assert_eq!(&*r[3].labels, r#"query="r",project_name="a""#);
+    }
+
+    /// The length the cost families are sized by is the length written: the text is
+    /// allocated once, never grown (amounts of every shape, current month or not).
+    #[test]
+    fn the_cost_text_is_sized_exactly_before_it_is_written() {
+        let current = Month::new(2026, 11).expect("valid");
+        let rendered: Vec<RenderedSeries> = [0, -5, 51_190_000, 12_000_000, i64::MIN]
+            .into_iter()
+            .enumerate()
+            .flat_map(|(i, micros)| {
+                let mut key = SeriesKey::default();
+                key.set(Label::ClusterName, Some(&format!("c\"{i}\n")));
+                [current, current.plus(-1), current.plus(-17)].map(|month| CostSeries {
+                    query: "q".into(),
+                    key: key.clone(),
+                    month,
+                    micros,
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|s| RenderedSeries::new(s, &TagLabels::default()))
+            .collect();
+        let refs: Vec<&RenderedSeries> = rendered.iter().collect();
+        let want = encoded_costs_len(&refs, current, "1h");
+        let mut out = String::new();
+        let n = encode_costs(&mut out, &refs, current, "1h");
+        assert_eq!(n, 15);
+        assert_eq!(out.len(), want);
+        assert_eq!(out.capacity(), want, "allocated once, exactly");
+        assert!(out.contains("atlas_cost_month_to_date_usd{query=\"q\",cluster_name=\"c\\\"4\\n\"} -9223372036854.775808\n"), "{out}");
     }
 }

@@ -48,6 +48,41 @@ pub fn push_micros(out: &mut String, micros: i64) {
     }
 }
 
+/// The length of what [`push_micros`] appends for `micros`, without writing it.
+pub fn micros_len(micros: i64) -> usize {
+    let abs = micros.unsigned_abs();
+    let (whole, frac) = (abs / 1_000_000, abs % 1_000_000);
+    let sign = usize::from(micros < 0);
+    let whole_digits = whole.checked_ilog10().map_or(1, |d| d as usize + 1);
+    let frac_digits = if frac == 0 {
+        0
+    } else {
+        // The '.' and the six digits less the trailing zeros.
+        let mut digits = 6;
+        let mut f = frac;
+        while f.is_multiple_of(10) {
+            f /= 10;
+            digits -= 1;
+        }
+        1 + digits
+    };
+    sign + whole_digits + frac_digits
+}
+
+/// The length of `value`'s `Display` text, without allocating it.
+pub fn display_len(value: &impl std::fmt::Display) -> usize {
+    struct Count(usize);
+    impl std::fmt::Write for Count {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 += s.len();
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = write!(c, "{value}");
+    c.0
+}
+
 /// Appends the labels of a cost series (without `month`): `query` first, then every label it
 /// has in [`crate::series::Label::ALL`] order, then its tag labels in the order of `tags` (the
 /// allowlist), each value escaped.
@@ -177,6 +212,33 @@ mod tests {
             push_micros(&mut out, m);
             assert_eq!(out, s);
         }
+    }
+
+    /// The length [`micros_len`] tells is the length [`push_micros`] writes, for every kind
+    /// of amount (signs, whole, fractional, trailing zeros, the extremes).
+    #[test]
+    fn micros_len_is_the_written_length() {
+        for m in [
+            0,
+            5,
+            -5,
+            10,
+            999_999,
+            1_000_000,
+            -1_000_000,
+            51_190_000,
+            300_000,
+            12_000_000,
+            123_456_789_010_000,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            let mut out = String::new();
+            push_micros(&mut out, m);
+            assert_eq!(micros_len(m), out.len(), "{m}: {out}");
+        }
+        assert_eq!(display_len(&"héllo"), "héllo".len());
+        assert_eq!(display_len(&2026), 4);
     }
 
     /// Counters get `_total` in HELP and TYPE for text 0.0.4; UNIT and EOF lines go.

@@ -74,6 +74,9 @@ pub(super) fn aggregate(
     let tags = Tagging::of(spec.group_by, discovery);
     let mut summed: BTreeMap<Month, BTreeMap<SeriesKey, i64>> = BTreeMap::new();
     let mut outside = 0u64;
+    // One key per label set, shared by its months (and by the month cache and the rendered
+    // series after them), instead of one per row.
+    let mut keys = Interner::default();
     for row in rows {
         if row.month < fetch_from || row.month > current {
             outside += 1;
@@ -83,6 +86,7 @@ pub(super) fn aggregate(
         if let Some(tags) = &tags {
             tags.set(&mut key);
         }
+        let key = keys.intern(key);
         let sum = summed.entry(row.month).or_default().entry(key).or_insert(0);
         *sum = sum.saturating_add(row.amount_micros);
     }
@@ -145,6 +149,7 @@ pub(super) fn aggregate(
             for (month, key, micros) in kept {
                 let mut key = key.clone();
                 tags.set(&mut key);
+                let key = keys.intern(key);
                 let sum = out.entry((month, key)).or_insert(0);
                 *sum = sum.saturating_add(micros);
             }
@@ -170,6 +175,23 @@ pub(super) fn aggregate(
         shed,
         outside,
     })
+}
+
+/// Equal keys made one shared key.
+#[derive(Default)]
+struct Interner(std::collections::HashSet<SeriesKey>);
+
+impl Interner {
+    /// The shared key equal to `key`: the first one seen.
+    fn intern(&mut self, key: SeriesKey) -> SeriesKey {
+        match self.0.get(&key) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.0.insert(key.clone());
+                key
+            }
+        }
+    }
 }
 
 /// How a query's series get their tag labels: from discovery, by the ids a series carries.
@@ -212,7 +234,10 @@ impl<'a> Tagging<'a> {
 /// The label set of a row: what the row says, with names and parents filled from discovery
 /// where the row lacks them. Labels without a value are left out.
 fn series_labels(org_id: &str, row: &UsageRow, d: &Discovery) -> SeriesKey {
-    let cluster = row.cluster_id.as_ref().and_then(|c| d.cluster_info.get(c));
+    let cluster = row
+        .cluster_id
+        .as_deref()
+        .and_then(|c| d.cluster_info.get(c));
     let project_id = row
         .project_id
         .as_deref()
@@ -308,13 +333,13 @@ mod tests {
 
     fn row(project: Option<&str>, service: &str, m: Month, cents: i64) -> UsageRow {
         UsageRow {
-            org_id: Some(ORG.to_owned()),
-            org_name: Some("Org".to_owned()),
-            project_id: project.map(str::to_owned),
+            org_id: Some(Arc::from(ORG)),
+            org_name: Some(Arc::from("Org")),
+            project_id: project.map(Arc::from),
             project_name: None,
             cluster_id: None,
             cluster_name: None,
-            service: Some(service.to_owned()),
+            service: Some(Arc::from(service)),
             month: m,
             amount_micros: cents * 10_000,
         }
@@ -357,7 +382,7 @@ mod tests {
     fn served(a: &Aggregated) -> Vec<(String, Month, i64)> {
         crate::exposition::render_sorted(a.series.iter().cloned())
             .into_iter()
-            .map(|r| (r.labels, r.series.month, r.series.micros))
+            .map(|r| (r.labels.to_string(), r.series.month, r.series.micros))
             .collect()
     }
 
@@ -400,6 +425,33 @@ mod tests {
             [month(9), month(10), month(11)]
         );
         assert!(a.fetched[&month(9)].is_empty());
+    }
+
+    /// The months of one label set hold one shared key, and so does the month handed to the
+    /// month cache: a label set costs its strings once, not once a month.
+    #[test]
+    fn the_months_of_a_label_set_share_one_key() {
+        let rows = [
+            row(Some(P1), "Clusters", month(9), 1),
+            row(Some(P1), "Clusters", month(10), 2),
+            row(Some(P1), "Clusters", month(11), 3),
+            row(Some(P2), "Clusters", month(11), 4),
+        ];
+        let a = run(&spec(GroupBy::Projects), &rows);
+        let p1: Vec<&CostSeries> = a
+            .series
+            .iter()
+            .filter(|s| s.key.get(Label::ProjectId) == Some(P1))
+            .collect();
+        assert_eq!(p1.len(), 3);
+        assert!(p1.iter().all(|s| s.key.shares(&p1[0].key)));
+        assert!(a.fetched[&month(9)][0].0.shares(&p1[0].key));
+        let p2 = a
+            .series
+            .iter()
+            .find(|s| s.key.get(Label::ProjectId) == Some(P2))
+            .expect("P2");
+        assert!(!p2.key.shares(&p1[0].key));
     }
 
     /// A row whose project discovery does not know keeps its id and has no name; a known
@@ -521,7 +573,7 @@ mod tests {
 
     fn cluster_row(cluster: &str, cents: i64) -> UsageRow {
         UsageRow {
-            cluster_id: Some(cluster.to_owned()),
+            cluster_id: Some(Arc::from(cluster)),
             ..row(None, "Clusters", month(11), cents)
         }
     }
@@ -541,7 +593,7 @@ mod tests {
         let tags = tag_labels();
         crate::exposition::render_tagged(a.series, &tags)
             .into_iter()
-            .map(|r| r.labels)
+            .map(|r| r.labels.to_string())
             .collect()
     }
 

@@ -43,14 +43,21 @@ impl KnownIds {
             if let Some(p) = &project
                 && !self.projects.contains_key(p)
             {
-                self.projects
-                    .insert(p.clone(), row.project_name.clone().unwrap_or_default());
+                self.projects.insert(
+                    p.clone(),
+                    row.project_name.as_deref().unwrap_or_default().to_owned(),
+                );
             }
             if let Some(c) = row.cluster_id.as_deref().and_then(AtlasId::parse)
                 && !self.clusters.contains_key(&c)
             {
-                self.clusters
-                    .insert(c, (row.cluster_name.clone().unwrap_or_default(), project));
+                self.clusters.insert(
+                    c,
+                    (
+                        row.cluster_name.as_deref().unwrap_or_default().to_owned(),
+                        project,
+                    ),
+                );
             }
         }
     }
@@ -299,6 +306,8 @@ impl Refresher {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::month::Month;
 
@@ -309,11 +318,11 @@ mod tests {
         UsageRow {
             org_id: None,
             org_name: None,
-            project_id: project.map(str::to_owned),
-            project_name: project.map(|_| "web".to_owned()),
-            cluster_id: cluster.map(str::to_owned),
-            cluster_name: cluster.map(|_| "prod".to_owned()),
-            service: Some("Clusters".to_owned()),
+            project_id: project.map(Arc::from),
+            project_name: project.map(|_| Arc::from("web")),
+            cluster_id: cluster.map(Arc::from),
+            cluster_name: cluster.map(|_| Arc::from("prod")),
+            service: Some(Arc::from("Clusters")),
             month: Month::new(2026, 11).expect("valid"),
             amount_micros: 1,
         }

@@ -37,6 +37,7 @@ use crate::atlas::result::ParsedResult;
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Endpoint, Reason, UsageQuery};
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
+use crate::exposition::costs::{encoded_costs_len, per_series_lines_len};
 use crate::exposition::{RenderedSeries, encode_costs, render_tagged};
 use crate::metrics::SelfMetrics;
 use crate::month::{Month, day_of_month};
@@ -46,6 +47,19 @@ use crate::snapshot::{EncodedCosts, QueryStatus, Snapshot, SnapshotCell};
 
 /// How long a closed month stays cached before it is read again.
 const CLOSED_MONTH_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The most a forecast or previous-month line adds besides the series' labels: the metric
+/// name (30), `{`, `} `, an amount (at most 21) and the line end.
+const PER_SERIES_LINE: usize = 56;
+
+/// An upper bound of the budget families' text ([`crate::budget::encode`]): their headers,
+/// and three lines of each budget (its amount and two ratios) with its labels.
+fn budgets_text_bound(budgets: &[Budget]) -> usize {
+    4096 + budgets
+        .iter()
+        .map(|b| 3 * (b.labels().len() + 100))
+        .sum::<usize>()
+}
 
 /// One org: its configuration, its client, and what its refreshes remember.
 struct OrgWorker {
@@ -325,7 +339,13 @@ impl Refresher {
             .iter()
             .flat_map(|s| s.series.iter().chain(s.remainder.iter()))
             .collect();
-        let mut text = String::new();
+        // The text is allocated once: grown by doubling, it would hold the old and the new
+        // buffer at once, at the peak of the refresh.
+        let mut text = String::with_capacity(
+            encoded_costs_len(&all, current, &self.refresh_help)
+                + per_series_lines_len(&all, current, PER_SERIES_LINE)
+                + budgets_text_bound(&self.budgets),
+        );
         let usage_series = encode_costs(&mut text, &all, current, &self.refresh_help);
         // Forecasts and budgets are computed here, once per refresh, never per scrape.
         crate::budget::encode(
@@ -517,6 +537,10 @@ impl Refresher {
             cached,
             held,
         )?;
+        // The rows are summed: what remains of them is their count of invalid ones. They go
+        // before the series are rendered, not after.
+        let invalid_rows = parsed.invalid_rows;
+        drop(parsed);
         if aggregated.outside > 0 {
             tracing::debug!(org_id = %org.config.id, query = %spec.name, rows = aggregated.outside, "ignored rows dated outside the requested months");
         }
@@ -524,6 +548,7 @@ impl Refresher {
             self.closed_months
                 .offer(&query_key, *month, &ids, series.clone());
         }
+        drop(aggregated.fetched);
         let shed = aggregated.shed;
         if shed > 0 && first_time(&org.shed_reported, &spec.name) {
             tracing::warn!(
@@ -540,7 +565,7 @@ impl Refresher {
             // The per-refresh encoding: label text rendered once, in exposition order.
             series: render_tagged(aggregated.series, &self.tag_labels),
             rollup: aggregated.rollup,
-            invalid_rows: parsed.invalid_rows,
+            invalid_rows,
             shed,
         })
     }

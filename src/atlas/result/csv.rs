@@ -1,7 +1,7 @@
 //! CSV results: the header row found past any preamble, columns matched by meaning, and
 //! each row read into the same [`UsageRow`](super::UsageRow) as JSON gives.
 
-use super::{DecodeError, Lenient, ParsedResult, RawRow, parse_amount_text, snippet};
+use super::{DecodeError, Lenient, ParsedResult, RawRow, Strings, parse_amount_text, snippet};
 
 /// What a CSV column means, matched on its header case-insensitively, ignoring spaces and
 /// punctuation.
@@ -67,6 +67,7 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedResult, DecodeError> {
     let mut out = ParsedResult::default();
     let mut record = ::csv::ByteRecord::new();
     let mut line = 0usize;
+    let mut strings = Strings::default();
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(false) => break,
@@ -96,7 +97,7 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedResult, DecodeError> {
         let mut amount_text = None;
         for (cell, col) in record.iter().zip(cols.iter()) {
             let Some(col) = col else { continue };
-            let value = String::from_utf8_lossy(cell).into_owned();
+            let value = String::from_utf8_lossy(cell);
             let slot = match col {
                 Column::OrgId => &mut raw.org_id,
                 Column::OrgName => &mut raw.org_name,
@@ -105,11 +106,20 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedResult, DecodeError> {
                 Column::ClusterId => &mut raw.cluster_id,
                 Column::ClusterName => &mut raw.cluster_name,
                 Column::Service => &mut raw.service,
-                Column::UsageDate => &mut raw.usage_date,
-                Column::BilledDate => &mut raw.billed_date,
-                Column::Amount => &mut amount_text,
+                Column::UsageDate => {
+                    raw.usage_date = Some(value.into_owned());
+                    continue;
+                }
+                Column::BilledDate => {
+                    raw.billed_date = Some(value.into_owned());
+                    continue;
+                }
+                Column::Amount => {
+                    amount_text = Some(value.into_owned());
+                    continue;
+                }
             };
-            *slot = Some(value);
+            *slot = Some(strings.intern(&value));
         }
         let amount = amount_text.filter(|t| !t.is_empty());
         let row = match amount.as_deref().map(parse_amount_text) {
