@@ -324,7 +324,7 @@ fn pipeline(c: &mut Criterion) {
 
         // The per-refresh compression level: the cost text is compressed once a refresh and
         // sent with every gzip scrape (the exporter uses level 6, flate2's default).
-        let text = &snap.costs.body;
+        let text = &snap.costs.text();
         let mut g = c.benchmark_group("deflate_level");
         g.throughput(Throughput::Bytes(text.len() as u64));
         for level in [1, 6, 9] {

@@ -217,6 +217,6 @@ fn child(url: &str, orgs: &str) {
         snapshot.costs.usage_series,
         wall.as_millis(),
         cpu.as_millis(),
-        snapshot.costs.body.len(),
+        snapshot.costs.len,
     );
 }

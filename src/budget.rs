@@ -321,27 +321,60 @@ pub fn encode(
     budgets: &[Budget],
     refresh_interval_secs: u64,
 ) {
+    forecast_header(out);
+    forecast_lines(out, series, current, day);
+    previous_header(out);
+    previous_lines(out, series, current);
+    encode_budgets(out, series, current, day, budgets, refresh_interval_secs);
+}
+
+/// The `# HELP` and `# TYPE` lines of `atlas_cost_month_forecast_usd`.
+pub fn forecast_header(out: &mut String) {
     family_header(
         out,
         "atlas_cost_month_forecast_usd",
         "Forecast of the current UTC month's total in USD: month to date * days in month / days of data (day of month - 1, at least 1: Atlas posts a day late)",
     );
+}
+
+/// The month-end forecast of each series of `current`, on day `day`.
+pub fn forecast_lines(out: &mut String, series: &[&RenderedSeries], current: Month, day: u32) {
     for s in series.iter().filter(|s| s.series.month == current) {
         let _ = write!(out, "atlas_cost_month_forecast_usd{{{}}} ", s.labels);
         push_micros(out, forecast_micros(s.series.micros, current, day));
         out.push('\n');
     }
-    let previous = current.plus(-1);
+}
+
+/// The `# HELP` and `# TYPE` lines of `atlas_cost_previous_month_usd`.
+pub fn previous_header(out: &mut String) {
     family_header(
         out,
         "atlas_cost_previous_month_usd",
         "Usage of the previous UTC month in USD, with the labels of atlas_cost_month_to_date_usd (absent when --cost.months is 1)",
     );
+}
+
+/// The usage of the month before `current` of each series, with its month-to-date labels.
+pub fn previous_lines(out: &mut String, series: &[&RenderedSeries], current: Month) {
+    let previous = current.plus(-1);
     for s in series.iter().filter(|s| s.series.month == previous) {
         let _ = write!(out, "atlas_cost_previous_month_usd{{{}}} ", s.labels);
         push_micros(out, s.series.micros);
         out.push('\n');
     }
+}
+
+/// Each budget with its ratios over the month-to-date of `series`, and the refresh interval:
+/// the families after the per-series ones.
+pub fn encode_budgets(
+    out: &mut String,
+    series: &[&RenderedSeries],
+    current: Month,
+    day: u32,
+    budgets: &[Budget],
+    refresh_interval_secs: u64,
+) {
     let evaluated: Vec<(&str, &Budget, Option<i64>)> = budgets
         .iter()
         .map(|b| {

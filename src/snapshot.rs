@@ -8,20 +8,50 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+/// A run of the cost text with its compressed copy. The pieces of a refresh are sent in
+/// order; each piece's copy is raw DEFLATE from an empty window ending on a sync flush, so
+/// the copies splice, in the same order, into one gzip stream.
+#[derive(Clone, Debug, Default)]
+pub struct CostPiece {
+    /// Exposition text (whole lines).
+    pub text: Bytes,
+    /// `text` as raw DEFLATE from an empty window, ending on a sync flush.
+    pub deflated: Bytes,
+    /// CRC-32 of `text`.
+    pub crc: u32,
+}
+
 /// The cost families of one refresh, encoded once: the same bytes serve both formats (they
-/// are gauges without units), and a compressed copy serves gzip scrapes.
+/// are gauges without units), and their compressed copies serve gzip scrapes. A query's
+/// pieces are encoded and compressed when its org's refresh is published, and reused by the
+/// publications of other orgs.
 #[derive(Clone, Debug, Default)]
 pub struct EncodedCosts {
-    /// The exposition text of the cost families (no `# EOF`).
-    pub body: Bytes,
-    /// `body` as raw DEFLATE from an empty window, ending on a sync flush: it can be spliced
-    /// into any gzip stream after other data that ends on a sync flush.
-    pub deflated: Bytes,
-    /// CRC-32 of `body`, for the gzip trailer.
+    /// The text in order (no `# EOF`), without empty pieces.
+    pub pieces: Vec<CostPiece>,
+    /// Bytes of text in all pieces.
+    pub len: u64,
+    /// CRC-32 of the whole text, for the gzip trailer.
     pub crc: u32,
     /// Series in `atlas_cost_usage_usd`.
     pub usage_series: usize,
 }
+
+impl EncodedCosts {
+    /// The whole text in one buffer (tests, benchmarks).
+    pub fn text(&self) -> Vec<u8> {
+        self.pieces
+            .iter()
+            .flat_map(|p| p.text.iter().copied())
+            .collect()
+    }
+
+    /// Bytes of the compressed copies in all pieces.
+    pub fn deflated_len(&self) -> usize {
+        self.pieces.iter().map(|p| p.deflated.len()).sum()
+    }
+}
+
 use crate::month::Month;
 
 /// What a query's last refreshes came to.

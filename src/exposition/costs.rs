@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::text::{display_len, family_header, label_text, micros_len, push_micros};
 use crate::month::Month;
 use crate::series::{CostSeries, SeriesKey, TagLabels};
-use crate::snapshot::EncodedCosts;
+use crate::snapshot::{CostPiece, EncodedCosts};
 
 /// A cost series with its label text, rendered once per refresh of its query and written
 /// by every publication after that. The months of one label set share one label text.
@@ -84,19 +84,52 @@ pub fn render_tagged(
     out.into_iter().map(|(_, s)| s).collect()
 }
 
-impl EncodedCosts {
-    /// Freezes the text of the cost families and compresses it, once per refresh.
-    pub fn seal(text: String, usage_series: usize) -> EncodedCosts {
-        let body = Bytes::from(text);
-        let deflated = Bytes::from(deflate_sync(&body, flate2::Compression::default()));
+impl CostPiece {
+    /// Freezes a run of the cost text and compresses it (once per refresh of its query).
+    pub fn seal(text: String) -> CostPiece {
+        let text = Bytes::from(text);
+        let mut deflated = deflate_sync(&text, flate2::Compression::default());
+        // The copy lives as long as the refresh: no slack from its first guess of the size.
+        deflated.shrink_to_fit();
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&body);
+        crc.update(&text);
+        CostPiece {
+            text,
+            deflated: Bytes::from(deflated),
+            crc: crc.finalize(),
+        }
+    }
+}
+
+impl EncodedCosts {
+    /// The cost text of a refresh from its pieces, in order: empty pieces are dropped, the
+    /// length summed and the CRC of the whole combined from the pieces' (nothing is copied or
+    /// compressed again).
+    pub fn from_pieces(
+        pieces: impl IntoIterator<Item = CostPiece>,
+        usage_series: usize,
+    ) -> EncodedCosts {
+        let pieces: Vec<CostPiece> = pieces.into_iter().filter(|p| !p.text.is_empty()).collect();
+        let mut crc = crc32fast::Hasher::new();
+        let mut len = 0u64;
+        for p in &pieces {
+            crc.combine(&crc32fast::Hasher::new_with_initial_len(
+                p.crc,
+                p.text.len() as u64,
+            ));
+            len += p.text.len() as u64;
+        }
         EncodedCosts {
-            body,
-            deflated,
+            pieces,
+            len,
             crc: crc.finalize(),
             usage_series,
         }
+    }
+
+    /// Freezes the text of the cost families as one piece and compresses it.
+    pub fn seal(text: String, usage_series: usize) -> EncodedCosts {
+        EncodedCosts::from_pieces([CostPiece::seal(text)], usage_series)
     }
 }
 
@@ -118,11 +151,28 @@ const MTD: &str = "atlas_cost_month_to_date_usd";
 /// The exact length [`encode_costs`] appends for `series` (with the same `current` and
 /// `refresh`), so the text can be allocated once.
 pub fn encoded_costs_len(series: &[&RenderedSeries], current: Month, refresh: &str) -> usize {
-    let mut len = header_len(USAGE, &usage_help(refresh)) + header_len(MTD, &mtd_help(refresh));
+    usage_header_len(refresh)
+        + usage_lines_len(series)
+        + mtd_header_len(refresh)
+        + mtd_lines_len(series, current)
+}
+
+/// The exact length of the `atlas_cost_usage_usd` header ([`usage_header`]).
+pub fn usage_header_len(refresh: &str) -> usize {
+    header_len(USAGE, &usage_help(refresh))
+}
+
+/// The exact length of the `atlas_cost_month_to_date_usd` header ([`mtd_header`]).
+pub fn mtd_header_len(refresh: &str) -> usize {
+    header_len(MTD, &mtd_help(refresh))
+}
+
+/// The exact length of the usage lines of `series` ([`usage_lines`]).
+pub fn usage_lines_len(series: &[&RenderedSeries]) -> usize {
     // A refresh holds a few distinct months: each one's text length is measured once.
     let mut month_lens: Vec<(Month, usize)> = Vec::new();
+    let mut len = 0;
     for s in series {
-        let value = micros_len(s.series.micros);
         let month = match month_lens.iter().find(|(m, _)| *m == s.series.month) {
             Some((_, n)) => *n,
             None => {
@@ -132,24 +182,18 @@ pub fn encoded_costs_len(series: &[&RenderedSeries], current: Month, refresh: &s
             }
         };
         // `{USAGE}{labels,month="M"} value\n`
-        len += USAGE.len() + s.labels.len() + month + value + 13;
-        if s.series.month == current {
-            // `{MTD}{labels} value\n`
-            len += MTD.len() + s.labels.len() + value + 4;
-        }
+        len += USAGE.len() + s.labels.len() + month + micros_len(s.series.micros) + 13;
     }
     len
 }
 
-/// An upper bound of what each series adds after the cost families in one publication: the
-/// forecast of the current month and the previous month, one line each with the series'
-/// labels ([`crate::budget`] writes them); `per_line` bounds the metric name and value.
-pub fn per_series_lines_len(series: &[&RenderedSeries], current: Month, per_line: usize) -> usize {
-    let previous = current.plus(-1);
+/// The exact length of the month-to-date lines of `series` ([`mtd_lines`]).
+pub fn mtd_lines_len(series: &[&RenderedSeries], current: Month) -> usize {
     series
         .iter()
-        .filter(|s| s.series.month == current || s.series.month == previous)
-        .map(|s| s.labels.len() + per_line)
+        .filter(|s| s.series.month == current)
+        // `{MTD}{labels} value\n`
+        .map(|s| MTD.len() + s.labels.len() + micros_len(s.series.micros) + 4)
         .sum()
 }
 
@@ -181,19 +225,39 @@ pub fn encode_costs(
 ) -> usize {
     // Once, exactly: a text grown by doubling holds the old and the new buffer at once.
     out.reserve(encoded_costs_len(series, current, refresh));
+    usage_header(out, refresh);
+    usage_lines(out, series);
+    mtd_header(out, refresh);
+    mtd_lines(out, series, current);
+    series.len()
+}
+
+/// The `# HELP` and `# TYPE` lines of `atlas_cost_usage_usd`.
+pub fn usage_header(out: &mut String, refresh: &str) {
     family_header(out, USAGE, &usage_help(refresh));
+}
+
+/// One `atlas_cost_usage_usd` line per series, every month.
+pub fn usage_lines(out: &mut String, series: &[&RenderedSeries]) {
     for s in series {
         let _ = write!(out, "{USAGE}{{{},month=\"{}\"}} ", s.labels, s.series.month);
         push_micros(out, s.series.micros);
         out.push('\n');
     }
+}
+
+/// The `# HELP` and `# TYPE` lines of `atlas_cost_month_to_date_usd`.
+pub fn mtd_header(out: &mut String, refresh: &str) {
     family_header(out, MTD, &mtd_help(refresh));
+}
+
+/// One `atlas_cost_month_to_date_usd` line per series of the `current` month.
+pub fn mtd_lines(out: &mut String, series: &[&RenderedSeries], current: Month) {
     for s in series.iter().filter(|s| s.series.month == current) {
         let _ = write!(out, "{MTD}{{{}}} ", s.labels);
         push_micros(out, s.series.micros);
         out.push('\n');
     }
-    series.len()
 }
 
 #[cfg(test)]

@@ -248,11 +248,10 @@ fn render_parts(
     let mut crc = crc32fast::Hasher::new();
     crc.update(head.as_bytes());
     crc.combine(&crc32fast::Hasher::new_with_initial_len(
-        costs.crc,
-        costs.body.len() as u64,
+        costs.crc, costs.len,
     ));
     crc.update(tail);
-    let total = head.len() + costs.body.len() + tail.len();
+    let total = head.len() as u64 + costs.len + tail.len() as u64;
     let mut first = Vec::with_capacity(head.len() / 3 + 64);
     first.extend_from_slice(&GZIP_HEADER);
     first.extend_from_slice(&deflate_sync(head.as_bytes(), flate2::Compression::fast()));
@@ -273,11 +272,13 @@ fn assemble(parts: &Parts, snapshot: &Snapshot, gzip: bool) -> ScrapeBody {
     let costs = &snapshot.costs;
     let mut body = ScrapeBody::default();
     body.push(parts.head.clone());
-    body.push(if gzip {
-        costs.deflated.clone()
-    } else {
-        costs.body.clone()
-    });
+    for piece in &costs.pieces {
+        body.push(if gzip {
+            piece.deflated.clone()
+        } else {
+            piece.text.clone()
+        });
+    }
     if !parts.tail.is_empty() {
         body.push(parts.tail.clone());
     }
@@ -564,6 +565,49 @@ mod tests {
         assert!(decoded(&body, true).contains(
             "atlas_cost_query_up{query=\"clusters\",org_id=\"5f1b2c3d4e5f6a7b8c9d0e1f\"} 0\n"
         ));
+    }
+
+    /// Cost text in several pieces (one per query and family, as a refresh publishes it)
+    /// splices into one gzip stream whose content is the pieces in order, and the plain body
+    /// is the same bytes.
+    #[test]
+    fn cost_pieces_splice_in_order() {
+        use crate::snapshot::CostPiece;
+        use std::io::Read as _;
+        let whole = snapshot_with_costs(3000);
+        let text = String::from_utf8(whole.costs.text()).expect("utf-8");
+        let mut pieces = Vec::new();
+        let mut rest = text.as_str();
+        // Uneven pieces, one of them empty (dropped), split at line ends.
+        for take in [0, 10, 1, 500, 7] {
+            let end = rest
+                .match_indices('\n')
+                .nth(take)
+                .map_or(rest.len(), |(i, _)| i + 1);
+            let (piece, tail) = rest.split_at(if take == 0 { 0 } else { end });
+            pieces.push(CostPiece::seal(piece.to_owned()));
+            rest = tail;
+        }
+        pieces.push(CostPiece::seal(rest.to_owned()));
+        let split = Snapshot {
+            costs: crate::snapshot::EncodedCosts::from_pieces(pieces, whole.costs.usage_series),
+            ..whole.clone()
+        };
+        assert_eq!(split.costs.pieces.len(), 5, "the empty piece is dropped");
+        assert_eq!(split.costs.crc, whole.costs.crc);
+        assert_eq!(split.costs.len, whole.costs.len);
+        let metrics = SelfMetrics::new("1h");
+        let now = SystemTime::UNIX_EPOCH;
+        for format in [Format::Text, Format::OpenMetrics] {
+            let plain = render(&whole, &metrics, now, format, false).to_vec();
+            assert_eq!(render(&split, &metrics, now, format, false).to_vec(), plain);
+            let gz = render(&split, &metrics, now, format, true).to_vec();
+            let mut decoded = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut decoded)
+                .expect("valid gzip with a correct CRC and length");
+            assert_eq!(decoded, plain, "{format:?}");
+        }
     }
 
     /// The body announces its exact length, so it is sent with a Content-Length.

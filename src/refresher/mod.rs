@@ -37,13 +37,15 @@ use crate::atlas::result::ParsedResult;
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings, Endpoint, Reason, UsageQuery};
 use crate::budget::Budget;
 use crate::config::{Clock, Config, GroupBy, OrgConfig, QuerySpec};
-use crate::exposition::costs::{encoded_costs_len, per_series_lines_len};
-use crate::exposition::{RenderedSeries, encode_costs, render_tagged};
+use crate::exposition::costs::{
+    mtd_header, mtd_lines, mtd_lines_len, usage_header, usage_lines, usage_lines_len,
+};
+use crate::exposition::{RenderedSeries, render_tagged};
 use crate::metrics::SelfMetrics;
 use crate::month::{Month, day_of_month};
 use crate::remainder::Rollup;
 use crate::series::TagLabels;
-use crate::snapshot::{EncodedCosts, QueryStatus, Snapshot, SnapshotCell};
+use crate::snapshot::{CostPiece, EncodedCosts, QueryStatus, Snapshot, SnapshotCell};
 
 /// How long a closed month stays cached before it is read again.
 const CLOSED_MONTH_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -87,6 +89,65 @@ struct Slot {
     rollup: Option<Arc<Rollup>>,
     /// Its `(unattributed)` series, derived anew at each publication of its org.
     remainder: Arc<Vec<RenderedSeries>>,
+    /// Its series and remainders encoded and compressed, kept until its org publishes again
+    /// or the day changes: the publication of another org reuses them.
+    text: Option<Arc<SlotText>>,
+}
+
+/// A query's lines in each per-series cost family, encoded and compressed for one day.
+struct SlotText {
+    current: Month,
+    day: u32,
+    usage: CostPiece,
+    month_to_date: CostPiece,
+    forecast: CostPiece,
+    previous: CostPiece,
+}
+
+impl Slot {
+    /// Its series and then its remainders, in exposition order.
+    fn all_series(&self) -> Vec<&RenderedSeries> {
+        self.series.iter().chain(self.remainder.iter()).collect()
+    }
+
+    /// Its encoded lines for day `day` of `current`: the kept ones when they are of that
+    /// day, else encoded (each text allocated once at its exact or bounded size) and kept.
+    fn text(&mut self, current: Month, day: u32) -> Arc<SlotText> {
+        if let Some(text) = &self.text
+            && text.current == current
+            && text.day == day
+        {
+            return text.clone();
+        }
+        let series = self.all_series();
+        let mut usage = String::with_capacity(usage_lines_len(&series));
+        usage_lines(&mut usage, &series);
+        let mut month_to_date = String::with_capacity(mtd_lines_len(&series, current));
+        mtd_lines(&mut month_to_date, &series, current);
+        let bound = |month: Month| -> usize {
+            series
+                .iter()
+                .filter(|s| s.series.month == month)
+                .map(|s| s.labels.len() + PER_SERIES_LINE)
+                .sum()
+        };
+        let mut forecast = String::with_capacity(bound(current));
+        crate::budget::forecast_lines(&mut forecast, &series, current, day);
+        let mut previous = String::with_capacity(bound(current.plus(-1)));
+        crate::budget::previous_lines(&mut previous, &series, current);
+        forecast.shrink_to_fit();
+        previous.shrink_to_fit();
+        let text = Arc::new(SlotText {
+            current,
+            day,
+            usage: CostPiece::seal(usage),
+            month_to_date: CostPiece::seal(month_to_date),
+            forecast: CostPiece::seal(forecast),
+            previous: CostPiece::seal(previous),
+        });
+        self.text = Some(text.clone());
+        text
+    }
 }
 
 /// One query of an org to refresh, with what the org's refresh knows.
@@ -178,6 +239,7 @@ impl Refresher {
                     series: Arc::new(Vec::new()),
                     rollup: None,
                     remainder: Arc::new(Vec::new()),
+                    text: None,
                 });
             }
             orgs.push(OrgWorker {
@@ -211,7 +273,7 @@ impl Refresher {
             tag_labels: config.tag_labels.clone(),
         };
         refresher.publish(
-            &refresher
+            &mut refresher
                 .published
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
@@ -315,12 +377,16 @@ impl Refresher {
             }
         }
         attach_remainders(&org.config.id, &org.roles, slots, &self.tag_labels);
-        for slot in slots.iter_mut().filter(|s| s.status.up) {
-            slot.status.series = slot.series.len() + slot.remainder.len();
+        for slot in slots.iter_mut() {
+            // Series or remainders may have changed: encoded again at this publication.
+            slot.text = None;
+            if slot.status.up {
+                slot.status.series = slot.series.len() + slot.remainder.len();
+            }
         }
         let up = slots.iter().filter(|s| s.status.up).count();
         published.generation += 1;
-        self.publish(&published);
+        self.publish(&mut published);
         drop(published);
         tracing::info!(
             org_id = %org.config.id,
@@ -331,32 +397,47 @@ impl Refresher {
         );
     }
 
-    fn publish(&self, published: &Published) {
+    fn publish(&self, published: &mut Published) {
         let now = (self.clock)();
         let current = Month::containing(now);
-        let all: Vec<&RenderedSeries> = published
+        let day = day_of_month(now);
+        // Only the queries of the org just refreshed (or all, on a new day) are encoded and
+        // compressed: the others' pieces are reused as they are.
+        let texts: Vec<Arc<SlotText>> = published
             .slots
-            .iter()
-            .flat_map(|s| s.series.iter().chain(s.remainder.iter()))
+            .iter_mut()
+            .map(|s| s.text(current, day))
             .collect();
-        // The text is allocated once: grown by doubling, it would hold the old and the new
-        // buffer at once, at the peak of the refresh.
-        let mut text = String::with_capacity(
-            encoded_costs_len(&all, current, &self.refresh_help)
-                + per_series_lines_len(&all, current, PER_SERIES_LINE)
-                + budgets_text_bound(&self.budgets),
-        );
-        let usage_series = encode_costs(&mut text, &all, current, &self.refresh_help);
+        let all: Vec<&RenderedSeries> = published.slots.iter().flat_map(Slot::all_series).collect();
+        let header = |write: &dyn Fn(&mut String)| {
+            let mut text = String::new();
+            write(&mut text);
+            CostPiece::seal(text)
+        };
+        let mut tail = String::with_capacity(budgets_text_bound(&self.budgets));
         // Forecasts and budgets are computed here, once per refresh, never per scrape.
-        crate::budget::encode(
-            &mut text,
+        crate::budget::encode_budgets(
+            &mut tail,
             &all,
             current,
-            day_of_month(now),
+            day,
             &self.budgets,
             self.interval.as_secs(),
         );
-        let costs = EncodedCosts::seal(text, usage_series);
+        let family =
+            |piece: fn(&SlotText) -> &CostPiece| texts.iter().map(move |t| piece(t).clone());
+        let pieces = std::iter::once(header(&|t| usage_header(t, &self.refresh_help)))
+            .chain(family(|t| &t.usage))
+            .chain(std::iter::once(header(&|t| {
+                mtd_header(t, &self.refresh_help)
+            })))
+            .chain(family(|t| &t.month_to_date))
+            .chain(std::iter::once(header(&crate::budget::forecast_header)))
+            .chain(family(|t| &t.forecast))
+            .chain(std::iter::once(header(&crate::budget::previous_header)))
+            .chain(family(|t| &t.previous))
+            .chain(std::iter::once(CostPiece::seal(tail)));
+        let costs = EncodedCosts::from_pieces(pieces, all.len());
         let orgs = crate::budget::org_summaries(
             self.orgs.iter().map(|o| o.config.id.as_str()),
             &all,
@@ -617,4 +698,76 @@ fn first_time(reported: &std::sync::Mutex<std::collections::HashSet<String>>, qu
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .insert(query.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::render_sorted;
+    use crate::series::{CostSeries, Label, SeriesKey};
+
+    fn slot(project: &str, micros: i64, months: &[Month]) -> Slot {
+        let series = render_sorted(months.iter().map(|month| {
+            let mut key = SeriesKey::default();
+            key.set(Label::ProjectName, Some(project));
+            CostSeries {
+                query: "projects".into(),
+                key,
+                month: *month,
+                micros,
+            }
+        }));
+        Slot {
+            status: QueryStatus::pending("projects", "5f1b2c3d4e5f6a7b8c9d0e1f"),
+            series: Arc::new(series),
+            rollup: None,
+            remainder: Arc::new(Vec::new()),
+            text: None,
+        }
+    }
+
+    /// A query's encoded lines are kept for the day: asked again the same day (another org's
+    /// publication), the same compressed bytes come back without being encoded again.
+    #[test]
+    fn a_query_is_encoded_once_a_day() {
+        let current = Month::new(2026, 11).expect("valid");
+        let mut s = slot("p", 1_500_000, &[current.plus(-1), current]);
+        let first = s.text(current, 29);
+        let again = s.text(current, 29);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(
+            &first.usage.text[..],
+            b"atlas_cost_usage_usd{query=\"projects\",project_name=\"p\",month=\"2026-10\"} 1.5\n\
+              atlas_cost_usage_usd{query=\"projects\",project_name=\"p\",month=\"2026-11\"} 1.5\n"
+        );
+        assert_eq!(
+            &first.previous.text[..],
+            b"atlas_cost_previous_month_usd{query=\"projects\",project_name=\"p\"} 1.5\n"
+        );
+        // The forecast depends on the day: the next day encodes again.
+        let next_day = s.text(current, 30);
+        assert!(!Arc::ptr_eq(&first, &next_day));
+        assert_ne!(first.forecast.text, next_day.forecast.text);
+    }
+
+    /// Each piece's compressed copy decodes to its text, and its CRC is the text's.
+    #[test]
+    fn each_piece_carries_its_own_deflate_and_crc() {
+        use std::io::Read as _;
+        let current = Month::new(2026, 11).expect("valid");
+        let mut s = slot("q \"x\"", 2_250_000, &[current]);
+        let text = s.text(current, 10);
+        for piece in [&text.usage, &text.month_to_date, &text.forecast] {
+            assert!(!piece.text.is_empty());
+            // The copy ends on a sync flush: an empty final block closes it for the decoder.
+            let closed = [&piece.deflated[..], &[0x03, 0x00]].concat();
+            let mut out = Vec::new();
+            flate2::read::DeflateDecoder::new(&closed[..])
+                .read_to_end(&mut out)
+                .expect("raw DEFLATE");
+            assert_eq!(out, piece.text);
+            assert_eq!(piece.crc, crc32fast::hash(&piece.text));
+        }
+        assert!(text.previous.text.is_empty(), "no previous month held");
+    }
 }
