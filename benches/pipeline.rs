@@ -323,11 +323,11 @@ fn pipeline(c: &mut Criterion) {
         g.finish();
 
         // The per-refresh compression level: the cost text is compressed once a refresh and
-        // sent with every gzip scrape (the exporter uses level 6, flate2's default).
+        // sent with every gzip scrape (the exporter uses exposition::costs::COST_DEFLATE_LEVEL).
         let text = &snap.costs.text();
         let mut g = c.benchmark_group("deflate_level");
         g.throughput(Throughput::Bytes(text.len() as u64));
-        for level in [1, 6, 9] {
+        for level in [1, 3, 5, 6, 9] {
             let compression = flate2::Compression::new(level);
             eprintln!(
                 "n={n}: DEFLATE level {level}: {} B of {} B",
