@@ -14,12 +14,16 @@
 #
 # Usage: benches/scrape.sh [--smoke] [--sizes "10000 100000"] [--duration 10s]
 #                          [--peer-duration 30s] [--connections 16] [--threads 2] [--markdown FILE]
-#                          [--server-cpu 0] [--client-cpu 1]
+#                          [--server-cpu 0] [--client-cpu 1] [--servers "exporter go python nginx"]
 #   --smoke: 1000 series, 1 s runs (a check that everything starts and answers).
 #   --peer-duration: wrk duration for the Go and Python peers (default: --duration). At 100k
 #     series one round of 16 concurrent scrapes takes them more than 10 s: give them 30 s or
 #     more, or wrk completes no request at all.
 #   --server-cpu / --client-cpu: the cores the server under test and wrk are pinned to.
+#   --servers: which servers are measured (default all four). The exporter always runs (the
+#     others serve its scrape); unselected peers are neither installed, built nor started,
+#     which is what makes 1,000,000 series practical (`--servers "exporter nginx"`: the Go and
+#     Python peers need minutes and gigabytes per scrape there).
 # Prints requests/s, server CPU per request, p50/p99 latency, response size and peak RSS
 # (VmHWM; nginx: master and workers summed) per server, and each ratio against nginx and
 # against the best peer. Server CPU per request is utime+stime from /proc/PID/stat (clock
@@ -28,7 +32,8 @@
 # tick (10 ms at 100 Hz) per run, so 1 s smoke runs give only a rough figure. For gzip runs it
 # also prints the size of a `gzip -9` copy of the same (decompressed) body next to the bytes
 # the server sent.
-# Installs wrk, nginx, Go and client_golang (apt) and prometheus-client (pip) when missing.
+# Installs wrk, nginx, Go and client_golang (apt) and prometheus-client (pip) when missing (only
+# those of the selected servers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -41,6 +46,7 @@ THREADS=2
 MARKDOWN=
 SERVER_CPU=0
 CLIENT_CPU=1
+SERVERS="exporter go python nginx"
 while [ $# -gt 0 ]; do
     case "$1" in
         --smoke) SIZES=1000; DURATION=1s ;;
@@ -52,10 +58,20 @@ while [ $# -gt 0 ]; do
         --markdown) MARKDOWN=$2; shift ;;
         --server-cpu) SERVER_CPU=$2; shift ;;
         --client-cpu) CLIENT_CPU=$2; shift ;;
-        *) echo "usage: $0 [--smoke] [--sizes \"10000 100000\"] [--duration 10s] [--peer-duration 30s] [--connections 16] [--threads 2] [--markdown FILE] [--server-cpu 0] [--client-cpu 1]" >&2; exit 2 ;;
+        --servers) SERVERS=$2; shift ;;
+        *) echo "usage: $0 [--smoke] [--sizes \"10000 100000\"] [--duration 10s] [--peer-duration 30s] [--connections 16] [--threads 2] [--markdown FILE] [--server-cpu 0] [--client-cpu 1] [--servers \"exporter go python nginx\"]" >&2; exit 2 ;;
     esac
     shift
 done
+for server in $SERVERS; do
+    case "$server" in
+        exporter | go | python | nginx) ;;
+        *) echo "$0: --servers: unknown server $server (exporter, go, python, nginx)" >&2; exit 2 ;;
+    esac
+done
+if [ -z "${SERVERS// /}" ]; then echo "$0: --servers names no server" >&2; exit 2; fi
+# Whether a server is selected by --servers.
+selected() { [[ " $SERVERS " == *" $1 "* ]]; }
 
 log() { echo "scrape.sh: $*" >&2; }
 
@@ -89,9 +105,13 @@ CLK_TCK=$(getconf CLK_TCK)
 GOPATH_PKG=/usr/share/gocode
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-command -v go >/dev/null 2>&1 || missing+=(golang-go)
-[ -d "$GOPATH_PKG/src/github.com/prometheus/client_golang" ] || missing+=(golang-github-prometheus-client-golang-dev)
+if selected nginx; then
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+fi
+if selected go; then
+    command -v go >/dev/null 2>&1 || missing+=(golang-go)
+    [ -d "$GOPATH_PKG/src/github.com/prometheus/client_golang" ] || missing+=(golang-github-prometheus-client-golang-dev)
+fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
@@ -99,7 +119,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
+if selected python && ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check 'prometheus-client==0.26.0'
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -120,9 +140,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building the client_golang peer from Debian's packaged source (GOPATH mode, offline)"
-(cd "$ROOT/benches/peers" && GO111MODULE=off GOPATH=$GOPATH_PKG GOFLAGS='' GOCACHE=$WORK/gocache \
-    go build -o "$WORK/go_server" go_server.go)
+if selected go; then
+    log "building the client_golang peer from Debian's packaged source (GOPATH mode, offline)"
+    (cd "$ROOT/benches/peers" && GO111MODULE=off GOPATH=$GOPATH_PKG GOFLAGS='' GOCACHE=$WORK/gocache \
+        go build -o "$WORK/go_server" go_server.go)
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -233,18 +255,28 @@ for N in $SIZES; do
     kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true
 
     curl -s -H 'Accept: text/plain;version=0.0.4' "http://127.0.0.1:$EXP_PORT/metrics" >"$D/www/metrics"
-    gzip -6 -k -f "$D/www/metrics"
-    chmod 644 "$D/www/metrics" "$D/www/metrics.gz"
     series=$(grep -c '^atlas_cost_usage_usd{' "$D/www/metrics" || true)
     log "n=$N: scrape of $(wc -c <"$D/www/metrics") B, $series usage series"
-    python3 "$ROOT/benches/peers/series_from_exposition.py" "$D/www/metrics" "$D/series.json"
+    SERVER_PIDS=("$EXP_PID")
+    if selected go || selected python; then
+        python3 "$ROOT/benches/peers/series_from_exposition.py" "$D/www/metrics" "$D/series.json"
+    fi
 
-    GO_PORT=$(free_port); PY_PORT=$(free_port); NG_PORT=$(free_port)
-    "${SERVER_PIN[@]}" "$WORK/go_server" -series "$D/series.json" -listen "127.0.0.1:$GO_PORT" 2>"$D/go.log" &
-    GO_PID=$!; PIDS+=("$GO_PID")
-    "${SERVER_PIN[@]}" python3 "$ROOT/benches/peers/python_server.py" "$D/series.json" "$PY_PORT" 2>"$D/python.log" &
-    PY_PID=$!; PIDS+=("$PY_PID")
-    cat >"$D/nginx.conf" <<EOF
+    if selected go; then
+        GO_PORT=$(free_port)
+        "${SERVER_PIN[@]}" "$WORK/go_server" -series "$D/series.json" -listen "127.0.0.1:$GO_PORT" 2>"$D/go.log" &
+        GO_PID=$!; PIDS+=("$GO_PID"); SERVER_PIDS+=("$GO_PID")
+    fi
+    if selected python; then
+        PY_PORT=$(free_port)
+        "${SERVER_PIN[@]}" python3 "$ROOT/benches/peers/python_server.py" "$D/series.json" "$PY_PORT" 2>"$D/python.log" &
+        PY_PID=$!; PIDS+=("$PY_PID"); SERVER_PIDS+=("$PY_PID")
+    fi
+    if selected nginx; then
+        gzip -6 -k -f "$D/www/metrics"
+        chmod 644 "$D/www/metrics" "$D/www/metrics.gz"
+        NG_PORT=$(free_port)
+        cat >"$D/nginx.conf" <<EOF
 daemon off;
 worker_processes $NGINX_WORKERS;
 error_log $D/nginx.error.log warn;
@@ -269,32 +301,43 @@ http {
     }
 }
 EOF
-    "${SERVER_PIN[@]}" "$NGINX" -c "$D/nginx.conf" 2>"$D/nginx.stderr" &
-    NG_PID=$!; PIDS+=("$NG_PID")
-    wait_200 "http://127.0.0.1:$GO_PORT/metrics" 600
-    wait_200 "http://127.0.0.1:$PY_PORT/metrics" 600
-    wait_200 "http://127.0.0.1:$NG_PORT/metrics" 60
-    mapfile -t NG_WORKERS < <(pgrep -P "$NG_PID" || true)
-    NG_PIDS=("$NG_PID" "${NG_WORKERS[@]}")
+        "${SERVER_PIN[@]}" "$NGINX" -c "$D/nginx.conf" 2>"$D/nginx.stderr" &
+        NG_PID=$!; PIDS+=("$NG_PID"); SERVER_PIDS+=("$NG_PID")
+    fi
+    if selected go; then wait_200 "http://127.0.0.1:$GO_PORT/metrics" 600; fi
+    if selected python; then wait_200 "http://127.0.0.1:$PY_PORT/metrics" 600; fi
+    if selected nginx; then
+        wait_200 "http://127.0.0.1:$NG_PORT/metrics" 60
+        mapfile -t NG_WORKERS < <(pgrep -P "$NG_PID" || true)
+        NG_PIDS=("$NG_PID" "${NG_WORKERS[@]}")
+    fi
 
     for enc in identity gzip; do
-        run_wrk exporter "$N" "$enc" "http://127.0.0.1:$EXP_PORT/metrics" "$DURATION" "$EXP_PID"
-        run_wrk go "$N" "$enc" "http://127.0.0.1:$GO_PORT/metrics" "${PEER_DURATION:-$DURATION}" "$GO_PID"
-        run_wrk python "$N" "$enc" "http://127.0.0.1:$PY_PORT/metrics" "${PEER_DURATION:-$DURATION}" "$PY_PID"
-        run_wrk nginx "$N" "$enc" "http://127.0.0.1:$NG_PORT/metrics" "$DURATION" "${NG_PIDS[@]}"
+        if selected exporter; then
+            run_wrk exporter "$N" "$enc" "http://127.0.0.1:$EXP_PORT/metrics" "$DURATION" "$EXP_PID"
+        fi
+        if selected go; then
+            run_wrk go "$N" "$enc" "http://127.0.0.1:$GO_PORT/metrics" "${PEER_DURATION:-$DURATION}" "$GO_PID"
+        fi
+        if selected python; then
+            run_wrk python "$N" "$enc" "http://127.0.0.1:$PY_PORT/metrics" "${PEER_DURATION:-$DURATION}" "$PY_PID"
+        fi
+        if selected nginx; then
+            run_wrk nginx "$N" "$enc" "http://127.0.0.1:$NG_PORT/metrics" "$DURATION" "${NG_PIDS[@]}"
+        fi
     done
     {
-        printf '%s\tRSS\texporter\t%s\n' "$N" "$(vmhwm "$EXP_PID")"
-        printf '%s\tRSS\tgo\t%s\n' "$N" "$(vmhwm "$GO_PID")"
-        printf '%s\tRSS\tpython\t%s\n' "$N" "$(vmhwm "$PY_PID")"
-        printf '%s\tRSS\tnginx\t%s\n' "$N" "$(vmhwm "${NG_PIDS[@]}")"
+        if selected exporter; then printf '%s\tRSS\texporter\t%s\n' "$N" "$(vmhwm "$EXP_PID")"; fi
+        if selected go; then printf '%s\tRSS\tgo\t%s\n' "$N" "$(vmhwm "$GO_PID")"; fi
+        if selected python; then printf '%s\tRSS\tpython\t%s\n' "$N" "$(vmhwm "$PY_PID")"; fi
+        if selected nginx; then printf '%s\tRSS\tnginx\t%s\n' "$N" "$(vmhwm "${NG_PIDS[@]}")"; fi
     } >>"$RESULTS"
-    for pid in "$EXP_PID" "$GO_PID" "$PY_PID" "$NG_PID"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 done
 
 # ---------------------------------------------------------------- report
 report() {
-    echo "Scrape benchmark: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (peers: ${PEER_DURATION:-$DURATION}) --latency, loopback; $PINNING; server CPU from /proc/PID/stat at $CLK_TCK ticks/s; commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty')"
+    echo "Scrape benchmark ($SERVERS): wrk -t$THREADS -c$CONNECTIONS -d$DURATION (peers: ${PEER_DURATION:-$DURATION}) --latency, loopback; $PINNING; server CPU from /proc/PID/stat at $CLK_TCK ticks/s; commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo '+dirty')"
     echo
     python3 - "$RESULTS" "$CLK_TCK" <<'EOF'
 import sys

@@ -18,7 +18,9 @@ use serde_json::json;
 
 use super::faults::broken_response;
 use super::filter::{Row, compute, parse_filter};
-use super::respond::{Answer, Envelope, atlas_error, atlas_json, json_or_500, not_found};
+use super::respond::{
+    Answer, Envelope, atlas_error, atlas_json, json_or_500, not_found, to_json_sized,
+};
 use super::{CSV_TYPE, JSON_TYPE, find_org, media_type, query_params, wants_envelope};
 use crate::month::Month;
 use crate::simulator::auth;
@@ -157,10 +159,14 @@ pub(super) async fn poll(
             )
         })?;
         if envelope {
-            return Ok(json_or_500(serde_json::to_string(&Envelope {
-                status: 200,
-                content: text,
-            })));
+            let capacity = text.len() + text.len() / 8 + 64;
+            return Ok(json_or_500(to_json_sized(
+                &Envelope {
+                    status: 200,
+                    content: text,
+                },
+                capacity,
+            )));
         }
         return Ok((
             StatusCode::OK,
@@ -170,17 +176,23 @@ pub(super) async fn poll(
             .into_response());
     }
     let result = JsonResult {
-        usage_details: query.json_rows(sim.inner.config.row_keys),
+        usage_details: JsonRows {
+            query: &query,
+            keys: sim.inner.config.row_keys,
+        },
     };
-    let body = if envelope {
-        serde_json::to_string(&Envelope {
-            status: 200,
-            content: result,
-        })
+    let capacity = query.rows.len().saturating_mul(JSON_ROW_BYTES) + 256;
+    Ok(json_or_500(if envelope {
+        to_json_sized(
+            &Envelope {
+                status: 200,
+                content: result,
+            },
+            capacity,
+        )
     } else {
-        serde_json::to_string(&result)
-    };
-    Ok(json_or_500(body))
+        to_json_sized(&result, capacity)
+    }))
 }
 
 /// A result row as JSON: dimension fields absent when not part of the grouping, project and
@@ -226,11 +238,27 @@ impl Serialize for JsonRow<'_> {
     }
 }
 
+/// Generous bytes per JSON result row (they are about 300), to size the body's buffer.
+const JSON_ROW_BYTES: usize = 400;
+
 /// The JSON result body.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsonResult<'a> {
-    usage_details: Vec<JsonRow<'a>>,
+    usage_details: JsonRows<'a>,
+}
+
+/// A query's rows serialized one at a time as they are made: a 1,000,000-row result never
+/// holds all its [`JsonRow`]s (three owned strings each) at once.
+struct JsonRows<'a> {
+    query: &'a Query,
+    keys: RowKeys,
+}
+
+impl Serialize for JsonRows<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.query.json_rows(self.keys))
+    }
 }
 
 /// Invoice ids are per org and month, stable across queries.
@@ -242,14 +270,12 @@ fn invoice_id(org_id: &str, month: Month) -> String {
 }
 
 impl Query {
-    /// The result rows as JSON, project and cluster keys spelled as `keys` says.
-    pub(super) fn json_rows(&self, keys: RowKeys) -> Vec<JsonRow<'_>> {
-        let Some(org) = self.data.orgs.get(self.org) else {
-            return Vec::new();
-        };
-        self.rows
-            .iter()
-            .map(|r| {
+    /// The result rows as JSON, project and cluster keys spelled as `keys` says, made one at
+    /// a time (none when the org is unknown).
+    pub(super) fn json_rows(&self, keys: RowKeys) -> impl Iterator<Item = JsonRow<'_>> {
+        let org = self.data.orgs.get(self.org);
+        org.into_iter().flat_map(move |org| {
+            self.rows.iter().map(move |r| {
                 let project = r.project.and_then(|p| org.projects.get(p));
                 let cluster = r
                     .cluster
@@ -272,6 +298,6 @@ impl Query {
                     billed_date: r.month.plus(1).first_day(),
                 }
             })
-            .collect()
+        })
     }
 }
