@@ -273,7 +273,7 @@ for N in $SIZES; do
         PY_PID=$!; PIDS+=("$PY_PID"); SERVER_PIDS+=("$PY_PID")
     fi
     if selected nginx; then
-        gzip -6 -k -f "$D/www/metrics"
+        gzip -9 -k -f "$D/www/metrics"
         chmod 644 "$D/www/metrics" "$D/www/metrics.gz"
         NG_PORT=$(free_port)
         cat >"$D/nginx.conf" <<EOF
