@@ -154,7 +154,9 @@ pub fn projects_remainder(
 
 /// The remainder series of a `clusters` query: per project of `projects` (when that query's
 /// data covers the month), its spend the clusters do not account for; then, per month and
-/// service, whatever is left of the org total.
+/// service, whatever is left of the org total. A project's clusters folded into its
+/// `cluster_name="(other)"` have no service: its remainder without `atlas_service` takes
+/// them off (negative), so they are not counted a second time under their services.
 pub fn clusters_remainder(
     org_id: &str,
     query: &str,
@@ -172,11 +174,17 @@ pub fn clusters_remainder(
             .unwrap_or_default();
         let listed: BTreeSet<&str> = per_project.keys().map(|(p, _)| &**p).collect();
         let c = clusters.by_project(month);
-        for ((project, service), p_sum) in &per_project {
-            let c_sum = c
-                .get(&(project.clone(), service.clone()))
-                .copied()
-                .unwrap_or(0);
+        // Every (project, service) of a listed project that either query holds: a cluster
+        // folded into its project's `cluster_name="(other)"` has no service, a key the
+        // projects query lacks, and must still come off the project's remainder, or it is
+        // counted twice (once as `(other)`, once in the remainder).
+        let project_keys: BTreeSet<&(Box<str>, Option<Box<str>>)> = per_project
+            .keys()
+            .chain(c.keys().filter(|(p, _)| listed.contains(&**p)))
+            .collect();
+        for k @ (project, service) in project_keys {
+            let p_sum = per_project.get(k).copied().unwrap_or(0);
+            let c_sum = c.get(k).copied().unwrap_or(0);
             let name = projects.and_then(|p| p.project_names.get(project));
             let tags = projects.and_then(|p| p.project_tags.get(project));
             push(
@@ -502,6 +510,73 @@ mod tests {
         assert!(
             r.iter()
                 .all(|s| text(s).contains("project_name=\"(unattributed)\""))
+        );
+    }
+
+    /// Clusters that controls folded into their project's `cluster_name="(other)"` (which has
+    /// no `atlas_service`) are counted once: the project's remainder takes them off under that
+    /// same service-less key, so a query with `top` or `max_series` still adds up to the
+    /// total exactly. A cluster shed into the org's `project_name="(other)"` is counted once
+    /// too.
+    #[test]
+    fn clusters_folded_into_other_are_counted_once_with_the_remainders() {
+        let projects = vec![
+            (key(Some((P1, "one")), None, "Clusters"), 600),
+            (key(Some((P1, "one")), None, "App Services"), 70),
+            (key(Some((P2, "two")), None, "Clusters"), 350),
+        ];
+        let p1_other = SeriesKey::new([
+            Some(ORG),
+            Some("Org"),
+            Some(P1),
+            Some("one"),
+            None,
+            Some("(other)"),
+            None,
+        ]);
+        let org_other = SeriesKey::new([
+            Some(ORG),
+            Some("Org"),
+            None,
+            Some("(other)"),
+            None,
+            None,
+            None,
+        ]);
+        let clusters = vec![
+            (key(Some((P1, "one")), Some("c1"), "Clusters"), 400),
+            // P1's cheaper cluster, folded into its `(other)`.
+            (p1_other.clone(), 200),
+            // P2's only cluster, shed into the org's `(other)`.
+            (org_other, 250),
+        ];
+        let r = clusters_remainder(
+            ORG,
+            "clusters",
+            &rollup(&total()),
+            Some(&rollup(&projects)),
+            &rollup(&clusters),
+        );
+        assert_eq!(sum(&clusters, &r), 1_000 + 70 + 300 - 50);
+        // P1's remainder: 200 of Clusters its listed cluster does not hold, less the 200 its
+        // `(other)` holds without a service; App Services is project-level.
+        let p1: Vec<(Option<&str>, i64)> = r
+            .iter()
+            .filter(|s| s.key.get(Label::ProjectId) == Some(P1))
+            .map(|s| (s.key.get(Label::AtlasService), s.micros))
+            .collect();
+        assert_eq!(
+            p1,
+            [
+                (None, -200),
+                (Some("App Services"), 70),
+                (Some("Clusters"), 200)
+            ]
+        );
+        assert_eq!(
+            p1.iter().map(|(_, v)| v).sum::<i64>() + 400 + 200,
+            600 + 70,
+            "P1's clusters and remainders add up to P1's total"
         );
     }
 

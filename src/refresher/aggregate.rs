@@ -546,6 +546,92 @@ mod tests {
         assert_eq!(self::total(&total, month(10)), 13_340_000);
     }
 
+    /// A `clusters` query with `top` and `max_series`, whose shedding reaches both a
+    /// project's `cluster_name="(other)"` and the org's `project_name="(other)"`, plus its
+    /// remainders (against a `projects` query with `top`) adds up to the org's total exactly,
+    /// month by month: what the controls fold is counted once.
+    #[test]
+    fn a_clusters_query_with_top_and_max_series_adds_up_to_the_org_total_per_month() {
+        const C3: &str = "c33333333333333333333333";
+        let mut d = discovery();
+        for (c, name, p) in [(C1, "c1", P1), (C2, "c2", P1), (C3, "c3", P2)] {
+            d.cluster_info
+                .insert(c.to_owned(), (name.to_owned(), Some(p.to_owned())));
+        }
+        let on = |cluster: &str, m: Month, cents: i64| UsageRow {
+            cluster_id: Some(Arc::from(cluster)),
+            ..row(None, "Clusters", m, cents)
+        };
+        let (oct, nov) = (month(10), month(11));
+        let services = [
+            row(None, "Clusters", oct, 1_000),
+            row(None, "App Services", oct, 70),
+            row(None, "Support", oct, 300),
+            row(None, "Clusters", nov, 500),
+            row(None, "Support", nov, 100),
+        ];
+        let projects = [
+            row(Some(P1), "Clusters", oct, 700),
+            row(Some(P1), "App Services", oct, 70),
+            row(Some(P2), "Clusters", oct, 300),
+            row(Some(P1), "Clusters", nov, 400),
+            row(Some(P2), "Clusters", nov, 100),
+        ];
+        let clusters = [
+            on(C1, oct, 500),
+            on(C2, oct, 200),
+            on(C3, oct, 300),
+            on(C1, nov, 300),
+            on(C2, nov, 100),
+            on(C3, nov, 100),
+        ];
+        let agg = |spec: &QuerySpec, rows: &[UsageRow]| {
+            aggregate(
+                ORG,
+                spec,
+                rows,
+                &d,
+                window(),
+                BTreeMap::new(),
+                &BTreeSet::new(),
+            )
+            .expect("aggregates")
+        };
+        let total = agg(&spec(GroupBy::Ungrouped), &services);
+        let projects = agg(&with_controls(spec(GroupBy::Projects), "top: 1"), &projects);
+        let clusters = agg(
+            &with_controls(spec(GroupBy::Clusters), "{top: 1, max_series: 3}"),
+            &clusters,
+        );
+        // The controls folded at both levels: a project's `(other)` and the org's.
+        assert!(clusters.series.len() <= 3, "{:?}", served(&clusters));
+        assert!(clusters.shed > 0);
+        let other = |label: Label| {
+            clusters
+                .series
+                .iter()
+                .any(|s| s.key.get(label) == Some("(other)"))
+        };
+        assert!(other(Label::ClusterName) && other(Label::ProjectName));
+        let remainder = crate::remainder::clusters_remainder(
+            ORG,
+            "clusters",
+            &total.rollup,
+            Some(&projects.rollup),
+            &clusters.rollup,
+        );
+        for m in [month(9), oct, nov] {
+            let served = self::total(&clusters, m)
+                + remainder
+                    .iter()
+                    .filter(|s| s.month == m)
+                    .map(|s| s.micros)
+                    .sum::<i64>();
+            assert_eq!(served, self::total(&total, m), "{m}");
+        }
+        assert_eq!(self::total(&total, oct), 13_700_000);
+    }
+
     const C1: &str = "c11111111111111111111111";
     const C2: &str = "c22222222222222222222222";
 
