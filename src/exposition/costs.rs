@@ -85,9 +85,11 @@ pub fn render_tagged(
 }
 
 /// The DEFLATE level of the cost text, compressed once per refresh of a query and sent with
-/// every gzip scrape. Measured on a 100k-series body (BENCHMARKS.md, `deflate_level`): level 5
-/// is 1.8 % larger than level 6 and takes about 40 % less time; below 5 the size grows
-/// faster (level 3 +4.7 %, level 1 +30 %), above 6 it barely shrinks (level 9 -1.3 %).
+/// every gzip scrape. Measured on the 100k-series body (BENCHMARKS.md, `deflate_level` of
+/// `cargo bench --bench pipeline`): level 5 is 1.3 % larger than level 6 in a quarter less
+/// time; below 5 the size grows fast (level 3 +4.3 %, level 1 +30 %), above 6 it barely
+/// shrinks (level 9 -1.3 % for a third more time). Level 5 keeps a 1,000,000-series refresh
+/// well inside its CPU budget.
 pub const COST_DEFLATE_LEVEL: u32 = 5;
 
 impl CostPiece {
