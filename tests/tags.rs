@@ -47,7 +47,12 @@ fn listed(p: &SimProject, c: &SimCluster) -> bool {
 /// The simulator with one org, and the exporter reading its default queries (two months)
 /// with the tag labels `keys`.
 async fn tagged(keys: &[&str]) -> (Sim, Exporter) {
-    let sim = start_sim(with_orgs(1)).await;
+    tagged_from(with_orgs(1), keys).await
+}
+
+/// [`tagged`] against a simulator built from `config`.
+async fn tagged_from(config: SimConfig, keys: &[&str]) -> (Sim, Exporter) {
+    let sim = start_sim(config).await;
     let tags = TagLabels::new("--cost.tag-labels", keys).unwrap();
     let exporter = sim
         .exporter(&QuerySpec::defaults(2))
@@ -72,10 +77,21 @@ fn hyphenated_key(data: &Dataset) -> String {
 /// Every cost family carries `tag_team` and `tag_env` as the listings say: a project series
 /// its project's tags, a cluster series the cluster's own tag or, where the cluster lacks
 /// the key, its project's; a per-project remainder its project's; the `services` query and
-/// the org-level remainders none. A missing tag is an absent label.
+/// the org-level remainders none. A missing tag is an absent label, whether an untagged
+/// resource lists `tags: []` or leaves the key out (the `omit_empty_tags` variant).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_family_carries_the_tags_of_the_listings_cluster_over_project() {
-    let (sim, exporter) = tagged(&["team", "env"]).await;
+    for omit_empty_tags in [false, true] {
+        let config = SimConfig {
+            omit_empty_tags,
+            ..with_orgs(1)
+        };
+        tags_follow_the_listings(config).await;
+    }
+}
+
+async fn tags_follow_the_listings(config: SimConfig) {
+    let (sim, exporter) = tagged_from(config, &["team", "env"]).await;
     let data = sim.sim.dataset();
     let org = &data.orgs[0];
     let samples = exporter.samples().await;

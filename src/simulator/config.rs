@@ -96,6 +96,9 @@ pub struct SimConfig {
     pub deleted_projects: bool,
     /// `tags` on projects, clusters and Flex clusters.
     pub tags: bool,
+    /// Leave the `tags` key out of a project or cluster that has no tag, instead of listing
+    /// `[]` (the spec does not make the field required; a client must not rely on it).
+    pub omit_empty_tags: bool,
     /// How JSON result rows spell the project and cluster keys (undocumented).
     pub row_keys: RowKeys,
     /// How CSV results are laid out (undocumented).
@@ -140,6 +143,7 @@ impl Default for SimConfig {
             deleted_clusters: true,
             deleted_projects: true,
             tags: true,
+            omit_empty_tags: false,
             row_keys: RowKeys::ProjectId,
             csv_layout: CsvLayout::Extended,
             credentials: SimCredentials::demo(),

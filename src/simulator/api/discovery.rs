@@ -108,6 +108,7 @@ pub(super) async fn projects(
                 "tags": tags_json(&p.tags),
             })
         })
+        .map(|v| without_empty_tags(v, sim.inner.config.omit_empty_tags))
         .collect();
     Ok(page(&parts.headers, &parts.uri, page_num, per_page, items))
 }
@@ -117,6 +118,21 @@ fn tags_json(tags: &[SimTag]) -> Value {
     tags.iter()
         .map(|t| json!({"key": t.key, "value": t.value}))
         .collect()
+}
+
+/// `v` without its `tags` key when `omit` and the list is empty (the `omit_empty_tags`
+/// variant).
+fn without_empty_tags(mut v: Value, omit: bool) -> Value {
+    if omit
+        && let Some(fields) = v.as_object_mut()
+        && fields
+            .get("tags")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+    {
+        fields.remove("tags");
+    }
+    v
 }
 
 /// What the two cluster listings share: count, fault, auth and media type, then the project
@@ -157,7 +173,11 @@ async fn project_listing(
     };
     let params = query_params(&parts.uri);
     let (page_num, per_page) = paging(&params, sim.inner.config.max_page_size)?;
-    let items = items(project, &params);
+    let omit = sim.inner.config.omit_empty_tags;
+    let items = items(project, &params)
+        .into_iter()
+        .map(|v| without_empty_tags(v, omit))
+        .collect();
     Ok(page(&parts.headers, &parts.uri, page_num, per_page, items))
 }
 

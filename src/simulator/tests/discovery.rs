@@ -356,3 +356,40 @@ async fn tags_are_served_on_projects_clusters_and_flex() {
             .all(|p| p.tags.is_empty() && p.clusters.iter().all(|c| c.tags.is_empty()))
     );
 }
+
+/// The `omit_empty_tags` variant leaves the `tags` key out of untagged projects and
+/// clusters, and lists the tags of the others as before.
+#[tokio::test]
+async fn omit_empty_tags_variant_leaves_the_key_out_only_when_empty() {
+    let s = serve(SimConfig {
+        omit_empty_tags: true,
+        ..config()
+    })
+    .await;
+    let org = &s.data.orgs[0];
+    let (_, v) = s.get(&projects_path(&org.id), JSON_TYPE).await;
+    let rows = v["results"].as_array().expect("results");
+    for (row, project) in rows.iter().zip(org.listed_projects()) {
+        let fields = row.as_object().expect("object");
+        assert_eq!(
+            fields.contains_key("tags"),
+            !project.tags.is_empty(),
+            "{}",
+            project.name
+        );
+    }
+    assert!(rows.iter().any(|r| r.get("tags").is_none()));
+    assert!(rows.iter().any(|r| r.get("tags").is_some()));
+    let project = &org.projects[0];
+    let (_, v) = s
+        .get(&listing_path(&project.id, "clusters"), JSON_TYPE)
+        .await;
+    for (row, cluster) in v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .zip(project.listed_clusters(false))
+    {
+        assert_eq!(row.get("tags").is_some(), !cluster.tags.is_empty());
+    }
+}
