@@ -165,22 +165,13 @@ pub struct OrgQueries<'a> {
     pub queries: &'a [&'a str],
 }
 
-/// Validates the budgets of the YAML file against the orgs and their queries.
+/// Validates the budgets of the YAML file against the orgs and their queries; scopes may
+/// name the tag labels of `tags` (none without `--cost.tag-labels`).
 ///
 /// # Errors
-/// A [`ConfigError`] naming the key, e.g. `budgets[0].amount_usd: ...`.
+/// A [`ConfigError`] naming the key, e.g. `budgets[0].amount_usd: ...`; a `tag_*` label not
+/// in `tags` names the budget and the label.
 pub fn validate(
-    file: Vec<FileBudget>,
-    orgs: &[OrgQueries<'_>],
-) -> Result<Vec<Budget>, ConfigError> {
-    validate_tagged(file, orgs, &TagLabels::default())
-}
-
-/// As [`validate`], where scopes may name the tag labels of `tags`.
-///
-/// # Errors
-/// As [`validate`]; a `tag_*` label not in `tags` names the budget and the label.
-pub fn validate_tagged(
     file: Vec<FileBudget>,
     orgs: &[OrgQueries<'_>],
     tags: &TagLabels,
@@ -509,7 +500,7 @@ mod tests {
 
     fn parse(yaml: &str) -> Result<Vec<Budget>, String> {
         let file: Vec<FileBudget> = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;
-        validate(file, &orgs()).map_err(|e| e.to_string())
+        validate(file, &orgs(), &TagLabels::default()).map_err(|e| e.to_string())
     }
 
     /// On the 1st nothing of the month is posted: one day counts as elapsed, so the forecast
@@ -752,7 +743,7 @@ mod tests {
         let tags = TagLabels::new("--cost.tag-labels", ["team", "env"]).expect("valid");
         let parse_tagged = |yaml: &str| {
             let file: Vec<FileBudget> = serde_norway::from_str(yaml).expect("yaml");
-            validate_tagged(file, &orgs(), &tags).map_err(|e| e.to_string())
+            validate(file, &orgs(), &tags).map_err(|e| e.to_string())
         };
         let budgets = parse_tagged(&format!(
             "- {{name: web, amount_usd: 10, scope: {{tag_team: web, org_id: {ORG}}}}}\n\

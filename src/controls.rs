@@ -208,22 +208,14 @@ fn compile(
 
 impl Controls {
     /// Validates the `controls:` of a query whose YAML key is `key` (`orgs[0].queries[1]`)
-    /// and which reads `months` months.
+    /// and which reads `months` months; `allow` and `deny` may also name the tag labels of
+    /// `tags` (none without `--cost.tag-labels`).
     ///
     /// # Errors
-    /// A one-line [`ConfigError`] naming the key: unknown label, bad regex, negative or
-    /// non-finite `min_usd`, `top: 0`, or `max_series` below `months` (one `(other)` series
-    /// per month is the floor).
-    pub fn from_file(key: &str, c: FileControls, months: u32) -> Result<Controls, ConfigError> {
-        Controls::from_file_tagged(key, c, months, &TagLabels::default())
-    }
-
-    /// As [`Controls::from_file`], where `allow` and `deny` may also name the tag labels of
-    /// `tags`.
-    ///
-    /// # Errors
-    /// As [`Controls::from_file`]; a tag label not in `tags` is an unknown label.
-    pub fn from_file_tagged(
+    /// A one-line [`ConfigError`] naming the key: unknown label (a tag label not in `tags`
+    /// included), bad regex, negative or non-finite `min_usd`, `top: 0`, or `max_series`
+    /// below `months` (one `(other)` series per month is the floor).
+    pub fn from_file(
         key: &str,
         c: FileControls,
         months: u32,
@@ -436,7 +428,7 @@ mod tests {
 
     fn controls(yaml: &str, months: u32) -> Result<Controls, ConfigError> {
         let file: FileControls = serde_norway::from_str(yaml).expect("yaml");
-        Controls::from_file("q", file, months)
+        Controls::from_file("q", file, months, &TagLabels::default())
     }
 
     fn total(m: &BTreeMap<SeriesKey, i64>) -> i64 {

@@ -16,7 +16,13 @@ use common::*;
 fn controlled(name: &str, group_by: GroupBy, months: u32, yaml: &str) -> QuerySpec {
     let file: FileControls = serde_norway::from_str(yaml).unwrap();
     QuerySpec {
-        controls: Controls::from_file("test", file, months).unwrap(),
+        controls: Controls::from_file(
+            "test",
+            file,
+            months,
+            &atlas_cost_exporter::series::TagLabels::default(),
+        )
+        .unwrap(),
         ..query(name, group_by, months)
     }
 }

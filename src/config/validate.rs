@@ -226,14 +226,14 @@ fn file_query(
         services: q.services,
         include_partial_matches: q.include_partial_matches,
         controls: match q.controls {
-            Some(c) => crate::controls::Controls::from_file_tagged(key, c, months, tags)?,
+            Some(c) => crate::controls::Controls::from_file(key, c, months, tags)?,
             None => crate::controls::Controls::default(),
         },
     })
 }
 
 /// Validates the budgets of a file against `orgs` and their queries, their scopes against
-/// the tag labels `tags` ([`crate::budget::validate_tagged`]).
+/// the tag labels `tags` ([`crate::budget::validate`]).
 ///
 /// # Errors
 /// A [`ConfigError`] naming the budget's key.
@@ -254,7 +254,7 @@ pub fn validate_budgets(
             queries: n,
         })
         .collect();
-    crate::budget::validate_tagged(file, &org_queries, tags)
+    crate::budget::validate(file, &org_queries, tags)
 }
 
 /// The orgs of the file, its budgets (validated once every org is known) and the tag labels.

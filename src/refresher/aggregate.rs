@@ -327,7 +327,9 @@ mod tests {
 
     fn with_controls(mut spec: QuerySpec, yaml: &str) -> QuerySpec {
         let file: FileControls = serde_norway::from_str(yaml).expect("yaml");
-        spec.controls = Controls::from_file("q", file, spec.months).expect("valid controls");
+        spec.controls =
+            Controls::from_file("q", file, spec.months, &crate::series::TagLabels::default())
+                .expect("valid controls");
         spec
     }
 
@@ -725,7 +727,7 @@ mod tests {
         let t = tag_labels();
         let mut top = spec(GroupBy::Clusters);
         let file: FileControls = serde_norway::from_str("deny: {tag_team: search}").expect("yaml");
-        top.controls = Controls::from_file_tagged("q", file, top.months, &t).expect("valid");
+        top.controls = Controls::from_file("q", file, top.months, &t).expect("valid");
         let clusters = tagged(&top, &[cluster_row(C1, 5), cluster_row(C2, 7)]);
         assert_eq!(clusters.len(), 2, "{clusters:?}");
         assert!(
@@ -754,7 +756,7 @@ mod tests {
         );
         // A tag label the allowlist lacks is refused by the controls.
         let file: FileControls = serde_norway::from_str("allow: {tag_owner: x}").expect("yaml");
-        let e = Controls::from_file_tagged("q", file, 1, &t).expect_err("not allowlisted");
+        let e = Controls::from_file("q", file, 1, &t).expect_err("not allowlisted");
         assert!(
             e.to_string().starts_with("q.controls.allow.tag_owner:"),
             "{e}"

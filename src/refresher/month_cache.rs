@@ -192,8 +192,13 @@ mod tests {
         renamed.name = "clusters-2".to_owned();
         let mut controlled = spec();
         let file: crate::controls::FileControls = serde_norway::from_str("top: 3").expect("yaml");
-        controlled.controls =
-            crate::controls::Controls::from_file("q", file, 6).expect("valid controls");
+        controlled.controls = crate::controls::Controls::from_file(
+            "q",
+            file,
+            6,
+            &crate::series::TagLabels::default(),
+        )
+        .expect("valid controls");
         for other in [
             QueryKey::new("other-org", &spec()),
             QueryKey::new("org", &renamed),
