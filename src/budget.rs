@@ -301,24 +301,6 @@ fn push_ratio(out: &mut String, name: &str, labels: &str, micros: i64, budget: i
     let _ = writeln!(out, "{name}{{{labels}}} {ratio}");
 }
 
-/// Encodes, for the refresh published on day `day` of `current`: the month-end forecast and
-/// the previous month of every series, each budget with its ratios, and the refresh interval.
-/// The text reads the same in both exposition formats.
-pub fn encode(
-    out: &mut String,
-    series: &[&RenderedSeries],
-    current: Month,
-    day: u32,
-    budgets: &[Budget],
-    refresh_interval_secs: u64,
-) {
-    forecast_header(out);
-    forecast_lines(out, series, current, day);
-    previous_header(out);
-    previous_lines(out, series, current);
-    encode_budgets(out, series, current, day, budgets, refresh_interval_secs);
-}
-
 /// The `# HELP` and `# TYPE` lines of `atlas_cost_month_forecast_usd`.
 pub fn forecast_header(out: &mut String) {
     family_header(
@@ -484,6 +466,24 @@ pub fn org_summaries<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The families this module writes, in the order a publication writes them (the
+    /// refresher interleaves them with other queries' pieces): forecast, previous month,
+    /// budgets and the refresh interval.
+    fn encode(
+        out: &mut String,
+        series: &[&RenderedSeries],
+        current: Month,
+        day: u32,
+        budgets: &[Budget],
+        refresh_interval_secs: u64,
+    ) {
+        forecast_header(out);
+        forecast_lines(out, series, current, day);
+        previous_header(out);
+        previous_lines(out, series, current);
+        encode_budgets(out, series, current, day, budgets, refresh_interval_secs);
+    }
 
     const ORG: &str = "5f1b2c3d4e5f6a7b8c9d0e1f";
 

@@ -54,7 +54,7 @@ const CLOSED_MONTH_TTL: Duration = Duration::from_secs(24 * 3600);
 /// name (30), `{`, `} `, an amount (at most 21) and the line end.
 const PER_SERIES_LINE: usize = 56;
 
-/// An upper bound of the budget families' text ([`crate::budget::encode`]): their headers,
+/// An upper bound of the budget families' text ([`crate::budget::encode_budgets`]): their headers,
 /// and three lines of each budget (its amount and two ratios) with its labels.
 fn budgets_text_bound(budgets: &[Budget]) -> usize {
     4096 + budgets
