@@ -68,23 +68,13 @@ esac
 log() { echo "ingest.sh: $*" >&2; }
 
 # ---------------------------------------------------------------- pinning
-SERVER_PIN=()
-CLIENT_PIN=()
-if [ "$(nproc)" -lt 2 ]; then
-    PINNING="unpinned (1 core: exporter and Prometheus share it)"
-    log "only one core available: running the exporter and Prometheus unpinned"
-else
-    for cpu in "$SERVER_CPU" "$CLIENT_CPU"; do
-        if ! taskset -c "$cpu" true 2>/dev/null; then
-            echo "$0: cannot pin to core $cpu (taskset -c $cpu failed)" >&2; exit 2
-        fi
-    done
-    if [ "$SERVER_CPU" = "$CLIENT_CPU" ]; then
-        log "warning: --server-cpu and --client-cpu are both $SERVER_CPU: exporter and Prometheus share it"
-    fi
-    SERVER_PIN=(taskset -c "$SERVER_CPU")
-    CLIENT_PIN=(taskset -c "$CLIENT_CPU")
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+pin_cores "$SERVER_CPU" "$CLIENT_CPU" exporter Prometheus
+if [ "$PINNED" = 1 ]; then
     PINNING="exporter pinned to core $SERVER_CPU, Prometheus to core $CLIENT_CPU, simulator unpinned"
+else
+    PINNING="unpinned (1 core: exporter and Prometheus share it)"
 fi
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -93,32 +83,15 @@ missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install_missing ${missing[@]+"${missing[@]}"}
 PROMETHEUS=$(command -v prometheus)
 PROM_VERSION=$("$PROMETHEUS" --version 2>&1 | awk 'NR==1 {print $3}')
 
 # ---------------------------------------------------------------- build
-log "building the exporter (release)"
-cargo build --release --locked --quiet --bin atlas-cost-exporter --example sim_orgs
-BIN=$ROOT/target/release/atlas-cost-exporter
-SIM_ORGS=$ROOT/target/release/examples/sim_orgs
-
-WORK=$(mktemp -d /tmp/ingest-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
+build_release
+make_work ingest-bench
 trap 'exit 130' INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", b - a}'; }
 

@@ -76,28 +76,17 @@ selected() { [[ " $SERVERS " == *" $1 "* ]]; }
 log() { echo "scrape.sh: $*" >&2; }
 
 # ---------------------------------------------------------------- pinning
-# SERVER_PIN and CLIENT_PIN prefix the server's and wrk's command lines (empty: unpinned).
-SERVER_PIN=()
-CLIENT_PIN=()
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+pin_cores "$SERVER_CPU" "$CLIENT_CPU" server wrk
 NGINX_WORKERS=auto
-if [ "$(nproc)" -lt 2 ]; then
-    PINNING="unpinned (1 core: server and wrk share it)"
-    log "only one core available: running the servers and wrk unpinned, sharing it"
-else
-    for cpu in "$SERVER_CPU" "$CLIENT_CPU"; do
-        if ! taskset -c "$cpu" true 2>/dev/null; then
-            echo "$0: cannot pin to core $cpu (taskset -c $cpu failed)" >&2; exit 2
-        fi
-    done
-    if [ "$SERVER_CPU" = "$CLIENT_CPU" ]; then
-        log "warning: --server-cpu and --client-cpu are both $SERVER_CPU: server and wrk share it"
-    fi
-    SERVER_PIN=(taskset -c "$SERVER_CPU")
-    CLIENT_PIN=(taskset -c "$CLIENT_CPU")
+if [ "$PINNED" = 1 ]; then
     # One core for the server: one nginx worker, like the other servers' single process on
     # that core (more workers would only compete for it), so the comparison stays fair.
     NGINX_WORKERS=1
     PINNING="server pinned to core $SERVER_CPU (nginx: worker_processes 1), wrk to core $CLIENT_CPU"
+else
+    PINNING="unpinned (1 core: server and wrk share it)"
 fi
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -113,32 +102,16 @@ if selected go; then
     [ -d "$GOPATH_PKG/src/github.com/prometheus/client_golang" ] || missing+=(golang-github-prometheus-client-golang-dev)
 fi
 command -v curl >/dev/null 2>&1 || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+install_missing ${missing[@]+"${missing[@]}"}
 if selected python && ! python3 -c 'import prometheus_client' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check 'prometheus-client==0.26.0'
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 # ---------------------------------------------------------------- builds
-log "building the exporter (release)"
-cargo build --release --locked --quiet --bin atlas-cost-exporter --example sim_orgs
-BIN=$ROOT/target/release/atlas-cost-exporter
-SIM_ORGS=$ROOT/target/release/examples/sim_orgs
-
-WORK=$(mktemp -d /tmp/scrape-bench.XXXXXX)
+build_release
+make_work scrape-bench
 chmod 755 "$WORK"   # nginx workers run as another user
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
 
 if selected go; then
     log "building the client_golang peer from Debian's packaged source (GOPATH mode, offline)"
@@ -146,7 +119,6 @@ if selected go; then
         go build -o "$WORK/go_server" go_server.go)
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until URL answers 200 (bounded).
 wait_200() {
