@@ -9,7 +9,8 @@
 #
 # Build:  docker build --build-arg ATLAS_COST_EXPORTER_REVISION=$(git rev-parse HEAD) \
 #             -t atlas-cost-exporter .
-# Run:    docker run --rm -p 9879:9879 atlas-cost-exporter --demo
+# Run:    docker run --rm -p 9879:9879 -v atlas-cost-state:/var/lib/atlas-cost-exporter \
+#             atlas-cost-exporter --demo
 
 # ---- build ------------------------------------------------------------------
 FROM rust:1-bookworm AS build
@@ -42,19 +43,28 @@ COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin atlas-cost-exporter \
-    && install -D -m 0755 target/release/atlas-cost-exporter /out/atlas-cost-exporter
+    && install -D -m 0755 target/release/atlas-cost-exporter /out/atlas-cost-exporter \
+    && install -d -m 0700 /out/state
 
 # ---- runtime ----------------------------------------------------------------
 # distroless/cc: glibc, libgcc, CA certificates; no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
 
 COPY --from=build /out/atlas-cost-exporter /usr/local/bin/atlas-cost-exporter
+# The state directory (--storage.path): distroless has no shell to mkdir or chown, so the empty
+# directory made in the build stage (0700) is copied in owned by the non-root user. A volume
+# mounted there starts as a copy of it (Docker); in Kubernetes, fsGroup 65532 makes it writable.
+COPY --from=build --chown=65532:65532 /out/state /var/lib/atlas-cost-exporter
 
 # The image already defaults to nonroot (uid/gid 65532); stated explicitly.
 USER nonroot:nonroot
+
+# What a restart must not lose: each org's last good data, closed months and ids seen.
+VOLUME ["/var/lib/atlas-cost-exporter"]
 
 EXPOSE 9879
 
 # No HEALTHCHECK: distroless has no shell or curl to run one. Probe over HTTP instead, e.g. in
 # Kubernetes: livenessProbe httpGet /healthz and readinessProbe httpGet /readyz on port 9879.
-ENTRYPOINT ["/usr/local/bin/atlas-cost-exporter"]
+# Arguments given to `docker run` follow these; a later --storage.path overrides this one.
+ENTRYPOINT ["/usr/local/bin/atlas-cost-exporter", "--storage.path", "/var/lib/atlas-cost-exporter"]

@@ -212,6 +212,7 @@ fn snapshot(series: &[RenderedSeries], current: Month) -> Snapshot {
             })
             .collect(),
         orgs: Vec::new(),
+        sources: Vec::new(),
         costs: encoded(&refs, current),
         refresh: Duration::from_secs(3600),
         generation: 1,

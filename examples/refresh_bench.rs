@@ -5,7 +5,14 @@
 //! ```sh
 //! cargo run --release --example refresh_bench                # 1k, 10k and 100k series
 //! cargo run --release --example refresh_bench -- 1000 50000  # other sizes
+//! cargo run --release --example refresh_bench -- --state 100000 1000000
 //! ```
+//!
+//! With `--state` (issue 21) the refresh keeps its state in a temporary `--storage.path`, and
+//! the child then times, on one thread (`/proc/thread-self/schedstat`), what one write of
+//! every org's state file costs (encoding, writing, fsyncs: `Store::write` of the decoded
+//! file, the same data the refresh wrote) and what reading it back costs (decoding and
+//! rendering the series), against the refresh's CPU.
 //!
 //! The parent process runs the simulator (in-process, `polls_before_ready = 1`, counting the
 //! response bytes it sends) and, for each size, starts itself again as a child that builds the
@@ -28,6 +35,7 @@ use atlas_cost_exporter::cli::Cli;
 use atlas_cost_exporter::config::Config;
 use atlas_cost_exporter::metrics::SelfMetrics;
 use atlas_cost_exporter::refresher::Refresher;
+use atlas_cost_exporter::series::TagLabels;
 use atlas_cost_exporter::simulator::{SimConfig, SimEndpoint, Simulator};
 use atlas_cost_exporter::snapshot::SnapshotCell;
 
@@ -35,10 +43,18 @@ const DEFAULT_SIZES: [usize; 3] = [1_000, 10_000, 100_000];
 const POLL_INTERVAL: &str = "20ms";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
-        child(&args[1], &args[2]);
+        child(
+            &args[1],
+            &args[2],
+            args.get(3).map(String::as_str) == Some("state"),
+        );
         return;
+    }
+    let state = args.first().map(String::as_str) == Some("--state");
+    if state {
+        args.remove(0);
     }
     let sizes: Vec<usize> = if args.is_empty() {
         DEFAULT_SIZES.to_vec()
@@ -48,16 +64,26 @@ fn main() {
             .collect()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
+    if state {
+        println!(
+            "| series served | encoded body | state files | state / body | refresh CPU (its writes included) | one write of every org's file: CPU (wall) | write CPU / refresh CPU | reading it back: CPU |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        for n in sizes {
+            parent_run(&rt, n, true);
+        }
+        return;
+    }
     println!(
         "| series (sim) | series served | wall | CPU (user+sys) | Atlas requests (token/create/poll/projects/clusters) | bytes fetched | encoded body | RSS before | VmHWM after | extra memory | extra / body |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for n in sizes {
-        parent_run(&rt, n);
+        parent_run(&rt, n, false);
     }
 }
 
-fn parent_run(rt: &tokio::runtime::Runtime, n: usize) {
+fn parent_run(rt: &tokio::runtime::Runtime, n: usize, state: bool) {
     let sim = Simulator::new(SimConfig {
         polls_before_ready: 1,
         ..SimConfig::with_series(n)
@@ -90,6 +116,7 @@ fn parent_run(rt: &tokio::runtime::Runtime, n: usize) {
     let orgs: Vec<String> = sim.dataset().orgs.iter().map(|o| o.id.clone()).collect();
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--child", &url, &orgs.join(",")])
+        .args(state.then_some("state"))
         .output()
         .expect("the child runs");
     let _ = stop.send(());
@@ -114,6 +141,23 @@ fn parent_run(rt: &tokio::runtime::Runtime, n: usize) {
         SimEndpoint::Clusters,
     ]
     .map(req);
+    if state {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let (body, kept, cpu) = (field("body_bytes"), field("state_bytes"), field("cpu_ms"));
+        println!(
+            "| {} | {} | {} | {:.1} % | {} ms | {:.0} ms ({:.0} ms) | {:.1} % | {:.0} ms |",
+            field("series"),
+            mib(body),
+            mib(kept),
+            100.0 * kept as f64 / body as f64,
+            cpu,
+            ms(field("write_cpu_us")),
+            ms(field("write_wall_us")),
+            100.0 * ms(field("write_cpu_us")) / cpu as f64,
+            ms(field("read_cpu_us")),
+        );
+        return;
+    }
     let (rss0, hwm, body) = (field("rss_before"), field("vmhwm"), field("body_bytes"));
     let extra = hwm.saturating_sub(rss0);
     println!(
@@ -164,7 +208,37 @@ fn cpu_time() -> Duration {
     Duration::from_millis((f[11] + f[12]) * 10)
 }
 
-fn child(url: &str, orgs: &str) {
+/// CPU time of the calling thread so far (`/proc/thread-self/schedstat`, nanoseconds).
+fn thread_cpu() -> Duration {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    Duration::from_nanos(s.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+/// One write of every org's state file, and one read of each, timed on this thread.
+fn time_state(store: &atlas_cost_exporter::state::Store, orgs: &str, tags: &TagLabels) -> String {
+    use atlas_cost_exporter::state;
+    let (mut bytes, mut write, mut wall, mut read) =
+        (0u64, Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    for org in orgs.split(',') {
+        let file = std::fs::read(store.dir().join(state::file_name(org))).unwrap();
+        bytes += file.len() as u64;
+        let t = thread_cpu();
+        let kept = state::decode(&file, tags).unwrap();
+        read += thread_cpu() - t;
+        let (t, w) = (thread_cpu(), Instant::now());
+        store.write(&kept).unwrap();
+        write += thread_cpu() - t;
+        wall += w.elapsed();
+    }
+    format!(
+        " state_bytes={bytes} write_cpu_us={} write_wall_us={} read_cpu_us={}",
+        write.as_micros(),
+        wall.as_micros(),
+        read.as_micros()
+    )
+}
+
+fn child(url: &str, orgs: &str, state: bool) {
     let dir = std::env::temp_dir().join(format!("refresh-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("config.yml");
@@ -191,12 +265,22 @@ fn child(url: &str, orgs: &str) {
         ("MONGODB_ATLAS_CLIENT_ID", "mdb_sa_id_demo"),
         ("MONGODB_ATLAS_CLIENT_SECRET", "mdb_sa_sk_demo"),
     ]);
-    let config = Config::from_flags(&cli.flags, &env).unwrap();
+    let mut config = Config::from_flags(&cli.flags, &env).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+    let state_dir =
+        std::env::temp_dir().join(format!("refresh-bench-state-{}", std::process::id()));
+    if state {
+        config.storage_path = Some(state_dir.clone());
+    }
+    let store = atlas_cost_exporter::open_store(&config).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let metrics = Arc::new(SelfMetrics::new("1h"));
     let cell = Arc::new(SnapshotCell::default());
-    let refresher = rt.block_on(async { Refresher::new(&config, metrics, cell.clone()).unwrap() });
+    let mut refresher =
+        rt.block_on(async { Refresher::new(&config, metrics, cell.clone()).unwrap() });
+    if let Some(store) = store.clone() {
+        refresher = refresher.with_store(store);
+    }
     let rss_before = status_bytes("VmRSS");
     let cpu0 = cpu_time();
     let started = Instant::now();
@@ -212,8 +296,10 @@ fn child(url: &str, orgs: &str) {
             s.query, s.org_id, s.last_error
         );
     }
+    let timed = store.map_or_else(String::new, |s| time_state(&s, orgs, &config.tag_labels));
+    let _ = std::fs::remove_dir_all(&state_dir);
     println!(
-        "series={} wall_ms={} cpu_ms={} rss_before={rss_before} vmhwm={vmhwm} body_bytes={}",
+        "series={} wall_ms={} cpu_ms={} rss_before={rss_before} vmhwm={vmhwm} body_bytes={}{timed}",
         snapshot.costs.usage_series,
         wall.as_millis(),
         cpu.as_millis(),

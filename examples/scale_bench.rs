@@ -6,7 +6,13 @@
 //! cargo run --release --example scale_bench -- large [projects] [clusters/project] [services] [months] [json|csv]
 //! cargo run --release --example scale_bench -- top20 [projects] [clusters/project] [services] [months]
 //! cargo run --release --example scale_bench -- orgs [orgs] [projects/org] [clusters/project] [concurrency]
+//! cargo run --release --example scale_bench -- restart [series]
 //! ```
+//!
+//! `restart` (issue 21): the `clusters` query of every org of `simulate --series N` over 18
+//! months (as `refresh_bench`), with `--storage.path`: the time from the spawn to the first
+//! full scrape without state (the refresh) and, after a `kill -9`, with it while Atlas answers
+//! only 503; the state's size against the text body; the state writes' time.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -35,6 +41,26 @@ fn rss_kib(pid: u32) -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// CPU time (user + system) a process has used so far, in milliseconds, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after its `)`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) * 10
 }
 
 /// Parses an exact decimal amount into micro-dollars.
@@ -123,6 +149,13 @@ impl Drop for Run {
     }
 }
 
+/// The value of an unlabelled sample `name` in an exposition.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// Usage series and exact totals per query.
 fn usage(body: &str) -> (usize, HashMap<String, (usize, i64)>) {
     let mut per_query: HashMap<String, (usize, i64)> = HashMap::new();
@@ -206,6 +239,7 @@ async fn large(args: &[String], top: bool) {
     .await;
     let refresh = run.wait_ready().await;
     let (peak_refresh, _) = rss_kib(run.child.id());
+    let cpu_at_ready = cpu_ms(run.child.id());
     let (latency, body) = run.scrape(5).await;
     let (peak, rss) = rss_kib(run.child.id());
     let (series, per_query) = usage(&body);
@@ -230,7 +264,7 @@ async fn large(args: &[String], top: bool) {
         .to_owned();
     let requests = sim.request_log().len();
     println!(
-        "| {} | {p}x{c}x{s}x{m} ({format}) | {} clusters, {} usage series ({} in `clusters`, {pq_series} in `projects`; shed {shed}) | refresh {:.1}s | peak RSS {} MiB (during refresh {} MiB), RSS after {} MiB | {:.0} B/series (RSS/series) | scrape {:.0} ms, {} MiB body | `clusters` total {} = Atlas {} : {} | {requests} requests |",
+        "| {} | {p}x{c}x{s}x{m} ({format}) | {} clusters, {} usage series ({} in `clusters`, {pq_series} in `projects`; shed {shed}) | refresh {:.1}s, exporter CPU {cpu_at_ready} ms | peak RSS {} MiB (during refresh {} MiB), RSS after {} MiB | {:.0} B/series (RSS/series) | scrape {:.0} ms, {} MiB body | `clusters` total {} = Atlas {} : {} | {requests} requests |",
         if top { "top-20" } else { "no controls" },
         p * c,
         series,
@@ -259,6 +293,109 @@ async fn large(args: &[String], top: bool) {
             "MISMATCH"
         },
     );
+}
+
+/// Spawn to the first scrape that answers (polled every 10 ms), its usage series and body
+/// bytes, and the child's CPU by then.
+async fn first_scrape(run: &Run, spawned: Instant) -> (Duration, usize, usize, u64) {
+    loop {
+        let url = format!("http://127.0.0.1:{}/metrics", run.port);
+        if let Ok(r) = run.http.get(&url).send().await
+            && r.status() == 200
+            && let Ok(body) = r.text().await
+        {
+            let took = spawned.elapsed();
+            let series = body
+                .lines()
+                .filter(|l| l.starts_with("atlas_cost_usage_usd{"))
+                .count();
+            return (took, series, body.len(), cpu_ms(run.child.id()));
+        }
+        assert!(
+            spawned.elapsed() < Duration::from_secs(600),
+            "never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn restart(args: &[String]) {
+    let n = arg(args, 2, 100_000);
+    let (sim, url) = start_sim(SimConfig {
+        polls_before_ready: 1,
+        ..SimConfig::with_series(n)
+    })
+    .await;
+    let orgs: Vec<String> = sim.dataset().orgs.iter().map(|o| o.id.clone()).collect();
+    let mut yaml = String::from("orgs:\n");
+    for org in &orgs {
+        yaml.push_str(&format!(
+            "  - id: {org}\n    queries:\n      - name: clusters\n        group_by: clusters\n        months: 18\n"
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("scale-bench-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let flags = [
+        "--atlas.requests-per-minute",
+        "100000",
+        "--atlas.poll-interval",
+        "20ms",
+        "--storage.path",
+        dir.to_str().unwrap(),
+    ];
+    // Without state: the first full scrape waits for the refresh.
+    let spawned = Instant::now();
+    let mut run = Run::start(&url, &flags, Some(yaml.clone())).await;
+    let ready = run.wait_ready().await;
+    let (cold, series, body_bytes, _) = first_scrape(&run, spawned).await;
+    let cold_cpu = cpu_ms(run.child.id());
+    // Every org's state written once.
+    let metrics = loop {
+        let (_, body) = run.scrape(1).await;
+        if sample(&body, "atlas_cost_state_writes_total") >= orgs.len() as f64 {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let state_bytes = sample(&metrics, "atlas_cost_state_bytes");
+    let writes = sample(&metrics, "atlas_cost_state_writes_total");
+    let write_s = sample(&metrics, "atlas_cost_state_write_duration_seconds_sum");
+    let _ = run.child.kill();
+    let _ = run.child.wait();
+    for e in [
+        SimEndpoint::Token,
+        SimEndpoint::Create,
+        SimEndpoint::Poll,
+        SimEndpoint::Projects,
+        SimEndpoint::Clusters,
+        SimEndpoint::FlexClusters,
+    ] {
+        sim.fail(e, atlas_cost_exporter::simulator::Fault::Status(503));
+    }
+    // With state, Atlas failing: the first scrape that answers is the full one.
+    let spawned = Instant::now();
+    let warm = Run::start(&url, &flags, Some(yaml)).await;
+    let (took, kept, kept_bytes, warm_cpu) = first_scrape(&warm, spawned).await;
+    let (peak, _) = rss_kib(warm.child.id());
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "| {} | {series} | {:.1} MB | {:.1} MB ({:.1} % of the body, {:.1} B/series) | {writes} writes, {:.0} ms in all ({:.1} ms each) | {:.2} s (ready {:.2} s, {:.1} s CPU) | {:.3} s ({} ms CPU; {kept} series, {:.1} MB, Atlas failing) | {} MiB |",
+        sim.dataset().series(),
+        body_bytes as f64 / 1e6,
+        state_bytes / 1e6,
+        100.0 * state_bytes / body_bytes as f64,
+        state_bytes / series.max(1) as f64,
+        write_s * 1000.0,
+        write_s * 1000.0 / writes.max(1.0),
+        cold.as_secs_f64(),
+        ready.as_secs_f64(),
+        cold_cpu as f64 / 1000.0,
+        took.as_secs_f64(),
+        warm_cpu,
+        kept_bytes as f64 / 1e6,
+        peak / 1024,
+    );
+    assert_eq!(kept, series, "the restart serves every series");
 }
 
 async fn many_orgs(args: &[String]) {
@@ -345,6 +482,7 @@ fn main() {
         Some("large") => rt.block_on(large(&args, false)),
         Some("top20") => rt.block_on(large(&args, true)),
         Some("orgs") => rt.block_on(many_orgs(&args)),
-        _ => eprintln!("usage: scale_bench large|top20|orgs [sizes...] (see the source)"),
+        Some("restart") => rt.block_on(restart(&args)),
+        _ => eprintln!("usage: scale_bench large|top20|orgs|restart [sizes...] (see the source)"),
     }
 }

@@ -9,8 +9,8 @@
 //! the `clusters` query, whose per-project remainders carry the project's tags, so
 //! project-level spend counts too.
 //!
-//! Everything here is encoded into the pre-built part of the exposition ([`encode`]): nothing
-//! is computed per scrape.
+//! Everything here is encoded into the pre-built part of the exposition
+//! ([`encode_budgets`]): nothing is computed per scrape.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::chart::MonthlySpend;
 use crate::exposition::text::family_header;
 use crate::exposition::{RenderedSeries, push_label, push_micros};
 use crate::model::{AtlasId, ConfigError, GroupBy, usd_to_micros};
@@ -25,20 +26,7 @@ use crate::month::Month;
 use crate::series::{CostSeries, KeyLabel, Label, TagLabels};
 use crate::snapshot::OrgSummary;
 
-/// Days of data behind the month-to-date on day `day` (1-based) of a month: Atlas posts a
-/// day's charges the next day, so on day `d` the data runs through day `d - 1`. On the 1st
-/// nothing of the month is posted yet; it counts as one day so the forecast stays defined
-/// (it equals the month-to-date times the days of the month, usually 0 then).
-pub fn days_elapsed(day: u32) -> u32 {
-    day.saturating_sub(1).max(1)
-}
-
-/// The month-end forecast of a month-to-date amount (micro-dollars) on day `day` of `month`:
-/// `mtd * days_in_month / days_elapsed(day)`, rounded toward zero to the micro-dollar.
-pub fn forecast_micros(mtd: i64, month: Month, day: u32) -> i64 {
-    let scaled = i128::from(mtd) * i128::from(month.days()) / i128::from(days_elapsed(day));
-    i64::try_from(scaled).unwrap_or(if mtd < 0 { i64::MIN } else { i64::MAX })
-}
+pub use crate::month::{days_elapsed, forecast_micros};
 
 /// A monthly budget over the cost series of one query.
 #[derive(Clone, Debug)]
@@ -417,35 +405,52 @@ pub fn encode_budgets(
 
 /// The landing page's summary of each org in `org_ids`: the `org_name`, month to date and
 /// forecast of its `services` series (the org's total by service) for `current`, on day
-/// `day`. Computed once per published refresh, like the budgets.
+/// `day`, and the chart of its monthly spend by service over every month of those series
+/// ([`crate::chart`]). Computed once per published refresh, like the budgets.
 pub fn org_summaries<'a>(
     org_ids: impl Iterator<Item = &'a str>,
     series: &[&RenderedSeries],
     current: Month,
     day: u32,
 ) -> Vec<OrgSummary> {
-    let mut orgs: Vec<OrgSummary> = org_ids
-        .map(|id| OrgSummary {
-            org_id: id.to_owned(),
-            org_name: None,
-            month: current,
-            month_to_date_micros: None,
-            forecast_micros: None,
+    let mut orgs: Vec<(OrgSummary, MonthlySpend)> = org_ids
+        .map(|id| {
+            (
+                OrgSummary {
+                    org_id: id.to_owned(),
+                    org_name: None,
+                    month: current,
+                    month_to_date_micros: None,
+                    forecast_micros: None,
+                    spend_chart: String::new(),
+                },
+                MonthlySpend::new(),
+            )
         })
         .collect();
     // In the order the series are exposed: the first `org_name` there is the one shown.
     for s in series
         .iter()
         .map(|s| &s.series)
-        .filter(|s| s.month == current && &*s.query == "services")
+        .filter(|s| &*s.query == "services")
     {
-        let Some(org) = s
+        let Some((org, spend)) = s
             .key
             .get(Label::OrgId)
-            .and_then(|id| orgs.iter_mut().find(|o| o.org_id == id))
+            .and_then(|id| orgs.iter_mut().find(|(o, _)| o.org_id == id))
         else {
             continue;
         };
+        let service = s.key.get(Label::AtlasService).unwrap_or("(no service)");
+        let cell = spend
+            .entry(s.month)
+            .or_default()
+            .entry(service.to_owned())
+            .or_default();
+        *cell = cell.saturating_add(s.micros);
+        if s.month != current {
+            continue;
+        }
         if org.org_name.is_none() {
             org.org_name = s.key.get(Label::OrgName).map(str::to_owned);
         }
@@ -455,12 +460,19 @@ pub fn org_summaries<'a>(
                 .saturating_add(s.micros),
         );
     }
-    for org in &mut orgs {
-        org.forecast_micros = org
-            .month_to_date_micros
-            .map(|mtd| forecast_micros(mtd, current, day));
-    }
-    orgs
+    orgs.into_iter()
+        .map(|(mut org, spend)| {
+            org.forecast_micros = org
+                .month_to_date_micros
+                .map(|mtd| forecast_micros(mtd, current, day));
+            let title = match &org.org_name {
+                Some(name) => format!("{name} ({})", org.org_id),
+                None => org.org_id.clone(),
+            };
+            org.spend_chart = crate::chart::spend_chart(&title, &spend);
+            org
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -800,8 +812,8 @@ mod tests {
     }
 
     /// The landing page's summary sums the current month of each org's `services` series
-    /// only, takes its org name from them, forecasts the sum, and leaves an org without
-    /// such series empty.
+    /// only, takes its org name from them, forecasts the sum, charts every month of them by
+    /// service, and leaves an org without such series empty.
     #[test]
     fn org_summaries_sum_the_services_query_of_the_month() {
         const OTHER: &str = "0123456789abcdef01234567";
@@ -836,6 +848,14 @@ mod tests {
         ];
         let refs: Vec<&RenderedSeries> = s.iter().collect();
         let got = org_summaries([ORG, OTHER].into_iter(), &refs, nov, 11);
+        let mut spend = crate::chart::MonthlySpend::new();
+        spend
+            .entry(nov.plus(-1))
+            .or_default()
+            .insert("Clusters".to_owned(), 70_000_000);
+        let nov_spend = spend.entry(nov).or_default();
+        nov_spend.insert("Clusters".to_owned(), 30_000_000);
+        nov_spend.insert("Backup".to_owned(), 10_000_000);
         assert_eq!(
             got,
             [
@@ -845,6 +865,8 @@ mod tests {
                     month: nov,
                     month_to_date_micros: Some(40_000_000),
                     forecast_micros: Some(120_000_000),
+                    // Every month of the `services` series, not the `clusters` query's.
+                    spend_chart: crate::chart::spend_chart(&format!("A <b>&\"c\" ({ORG})"), &spend),
                 },
                 OrgSummary {
                     org_id: OTHER.to_owned(),
@@ -852,8 +874,22 @@ mod tests {
                     month: nov,
                     month_to_date_micros: None,
                     forecast_micros: None,
+                    spend_chart: crate::chart::spend_chart(
+                        OTHER,
+                        &crate::chart::MonthlySpend::new()
+                    ),
                 },
             ]
+        );
+        assert!(
+            got[0]
+                .spend_chart
+                .contains("data-month=\"2026-10\" data-net-usd=\"70.00\"")
+        );
+        assert!(
+            got[0]
+                .spend_chart
+                .contains("data-month=\"2026-11\" data-net-usd=\"40.00\"")
         );
     }
 }

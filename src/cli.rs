@@ -1,6 +1,6 @@
 //! The command line: what the user can type. The exporter's [`Flags`] (each with an
-//! environment variable), the `simulate` subcommand's [`SimulateArgs`], and the defaults they
-//! show in `--help`.
+//! environment variable), the `simulate` subcommand's [`SimulateArgs`], the `check-config`
+//! subcommand's [`CheckConfigArgs`], and the defaults they show in `--help`.
 //!
 //! It only parses: [`crate::config`] validates the flags into a `Config`, and the binary turns
 //! [`SimulateArgs`] into the simulator's configuration, so this module imports neither.
@@ -41,6 +41,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the built-in Atlas API simulator alone (for tests, benchmarks and demos).
     Simulate(SimulateArgs),
+    /// Validate the flags, environment and configuration file as a start-up would, print
+    /// what would run, and exit: 0 when valid, 2 with the start-up's error line otherwise.
+    /// Nothing is sent to Atlas. Give the exporter's flags after `check-config`.
+    CheckConfig(Box<CheckConfigArgs>),
+}
+
+/// The `check-config` subcommand's arguments: the exporter's own flags (and variables).
+#[derive(Args, Debug, Clone)]
+pub struct CheckConfigArgs {
+    /// The flags to check, as the exporter takes them.
+    #[command(flatten)]
+    pub flags: Flags,
 }
 
 /// Log output format.
@@ -167,6 +179,15 @@ pub struct Flags {
         default_value_t = 0
     )]
     pub shard_index: u32,
+    /// A StatefulSet pod's name (`atlas-cost-exporter-2`): its ordinal, the number after the
+    /// last `-`, is this replica's shard. For clusters without the pod-index label; instead
+    /// of --shard.index.
+    #[arg(
+        long = "shard.pod-name",
+        env = "ATLAS_EXPORTER_SHARD_POD_NAME",
+        conflicts_with = "shard_index"
+    )]
+    pub shard_pod_name: Option<String>,
     /// Atlas resource tag keys to export as labels on the cost series grouped by project or
     /// cluster, separated by commas (`team,env`): each key becomes the label `tag_<key>`.
     /// None by default.
@@ -176,6 +197,46 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub tag_labels: Vec<String>,
+    /// Directory for the state kept across restarts: each org's last good data, closed months
+    /// and every id seen (created with mode 0700 when missing; one directory per process).
+    /// Without it nothing is written.
+    /// Given twice, the last one counts (the container image passes one).
+    #[arg(
+        long = "storage.path",
+        env = "ATLAS_EXPORTER_STORAGE_PATH",
+        overrides_with = "storage_path"
+    )]
+    pub storage_path: Option<PathBuf>,
+    /// Run the invoice source (issue 22) for every org: daily spend, SKUs, quantities and
+    /// unit prices from the pending invoice, beside the Cost Explorer. Off by default; an
+    /// org's `invoices:` in --config.file overrides it. --demo turns it on.
+    #[arg(long = "invoices.enabled", env = "ATLAS_EXPORTER_INVOICES_ENABLED")]
+    pub invoices_enabled: bool,
+    /// SKUs kept per project and cluster (the most expensive this month first); the rest
+    /// fold into sku="(other)". All by default.
+    #[arg(long = "invoices.sku-top", env = "ATLAS_EXPORTER_INVOICES_SKU_TOP")]
+    pub sku_top: Option<usize>,
+    /// SKU series below this many USD this month (and on the last day) fold into
+    /// sku="(other)". None by default.
+    #[arg(
+        long = "invoices.sku-min-usd",
+        env = "ATLAS_EXPORTER_INVOICES_SKU_MIN_USD"
+    )]
+    pub sku_min_usd: Option<f64>,
+    /// Most SKU series per org refresh; the cheapest fold into one sku="(other)" per org.
+    /// No limit by default.
+    #[arg(
+        long = "invoices.max-series",
+        env = "ATLAS_EXPORTER_INVOICES_MAX_SERIES"
+    )]
+    pub sku_max_series: Option<usize>,
+    /// Only SKUs matching this regex (anchored) are kept; the others fold into
+    /// sku="(other)".
+    #[arg(long = "invoices.sku-allow", env = "ATLAS_EXPORTER_INVOICES_SKU_ALLOW")]
+    pub sku_allow: Option<String>,
+    /// SKUs matching this regex (anchored) fold into sku="(other)".
+    #[arg(long = "invoices.sku-deny", env = "ATLAS_EXPORTER_INVOICES_SKU_DENY")]
+    pub sku_deny: Option<String>,
     /// Start the built-in Atlas simulator on loopback and export its data; no account needed.
     #[arg(long = "demo", env = "ATLAS_EXPORTER_DEMO")]
     pub demo: bool,
@@ -246,6 +307,62 @@ pub struct SimulateArgs {
     /// How CSV results are laid out (undocumented by Atlas).
     #[arg(long, env = "ATLAS_SIM_CSV_LAYOUT", value_enum, default_value_t = SimCsvLayout::Extended)]
     pub csv_layout: SimCsvLayout,
+    /// How long a Digest nonce stays fresh; a correct answer over an older one gets
+    /// stale=true.
+    #[arg(long, env = "ATLAS_SIM_NONCE_TTL", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub nonce_ttl: Duration,
+    /// A Digest nonce goes stale after letting in this many answers (later answers over it
+    /// get stale=true).
+    #[arg(long, env = "ATLAS_SIM_NONCE_STALE_AFTER")]
+    pub nonce_stale_after: Option<u32>,
+    /// A Digest nonce is forgotten after letting in this many answers (as another node behind
+    /// a load balancer would); a later answer over it is met as an unknown nonce.
+    #[arg(long, env = "ATLAS_SIM_NONCE_FORGOTTEN_AFTER")]
+    pub nonce_forgotten_after: Option<u32>,
+    /// Meet an answer over an unknown (forgotten) Digest nonce with a plain fresh challenge
+    /// (stale=false) instead of stale=true.
+    #[arg(long, env = "ATLAS_SIM_UNKNOWN_NONCE_FRESH")]
+    pub unknown_nonce_fresh: bool,
+    /// Offer the same current Digest nonce in every challenge until it expires, goes stale or
+    /// is forgotten, instead of a new nonce per challenge.
+    #[arg(long, env = "ATLAS_SIM_SHARED_NONCE")]
+    pub shared_nonce: bool,
+    /// Answer every Nth correct Digest answer with stale=true anyway (a spurious stale).
+    #[arg(long, env = "ATLAS_SIM_SPURIOUS_STALE_EVERY", value_parser = clap::value_parser!(u64).range(1..))]
+    pub spurious_stale_every: Option<u64>,
+    /// Answer the pending invoices as one invoice object (what the one public client
+    /// decodes) instead of the spec's paginated `results`.
+    #[arg(long, env = "ATLAS_SIM_INVOICE_SINGLE")]
+    pub invoice_single: bool,
+    /// Invoice line items of up to three days instead of one.
+    #[arg(long, env = "ATLAS_SIM_INVOICE_MULTI_DAY")]
+    pub invoice_multi_day: bool,
+    /// `Backup` line items without `clusterName`.
+    #[arg(long, env = "ATLAS_SIM_INVOICE_WITHOUT_CLUSTER_NAME")]
+    pub invoice_without_cluster_name: bool,
+    /// Line items carry `tags` as the spec's map of lists.
+    #[arg(long, env = "ATLAS_SIM_INVOICE_TAGS")]
+    pub invoice_tags: bool,
+    /// The first org pays for the others: its pending invoice holds theirs in
+    /// `linkedInvoices`.
+    #[arg(long, env = "ATLAS_SIM_INVOICE_LINKED_ORGS")]
+    pub invoice_linked_orgs: bool,
+    /// What a closed invoice's line items (`lineItems:search`, no `sku` field) say in
+    /// `description` (undocumented by Atlas).
+    #[arg(long, env = "ATLAS_SIM_INVOICE_CLOSED_DESCRIPTION", value_enum, default_value_t = SimClosedDescription::Sku)]
+    pub invoice_closed_description: SimClosedDescription,
+}
+
+/// What a closed invoice's items say in `description`, as a command-line value (the
+/// simulator's `ClosedDescription`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimClosedDescription {
+    /// Exactly the SKU (`ATLAS_AWS_INSTANCE_M30`).
+    Sku,
+    /// The SKU, then other information (`ATLAS_AWS_INSTANCE_M30 - Cluster0 (2026-10-31)`).
+    SkuAndDetails,
+    /// A human-readable name without the SKU code (`AWS Instance M30`).
+    Name,
 }
 
 /// How "not ready" is shown, as a command-line value.

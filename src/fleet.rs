@@ -1,6 +1,6 @@
 //! Many orgs, several replicas: sharding orgs over replicas, spreading each org's refreshes
 //! over the interval, and sharing one OAuth token between orgs that use the same service
-//! account.
+//! account (one set of Digest nonces between orgs that use the same API key).
 //!
 //! Everything here hashes with FNV-1a (64 bits), which is fixed by its definition: the same
 //! org lands in the same shard and at the same phase on every version, build and host (Rust's
@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::atlas::TokenCache;
-use crate::model::{Credentials, Secret};
+use crate::model::Credentials;
 pub use crate::model::{Shard, fnv1a64};
 
 /// The org's stable phase within the interval: a fraction of it, from the org id's hash
@@ -33,43 +33,32 @@ pub fn second_refresh(org_id: &str, interval: Duration) -> Duration {
     interval + phase(org_id, interval)
 }
 
-/// One OAuth token cache per service account (client id and secret): orgs that share a
-/// service account share its token, so 200 orgs hold one token, not 200 (Atlas allows 100
-/// live tokens per service account).
+/// One cache per set of credentials. Orgs that share a service account share its token, so
+/// 200 orgs hold one token, not 200 (Atlas allows 100 live tokens per service account); orgs
+/// that share an API key share its Digest nonces, so no nonce count is sent twice and an
+/// acceptance for one org counts for all.
 #[derive(Default)]
 pub struct TokenCaches {
-    caches: Vec<(String, Secret, TokenCache)>,
+    caches: Vec<(Credentials, TokenCache)>,
 }
 
 impl TokenCaches {
-    /// The cache for these credentials (`None` for API keys, which have no token).
+    /// The cache for these credentials (always `Some`).
     pub fn cache_for(&mut self, credentials: &Credentials) -> Option<TokenCache> {
-        let Credentials::ServiceAccount {
-            client_id,
-            client_secret,
-        } = credentials
-        else {
-            return None;
-        };
-        if let Some((_, _, cache)) = self
-            .caches
-            .iter()
-            .find(|(id, secret, _)| id == client_id && secret == client_secret)
-        {
+        if let Some((_, cache)) = self.caches.iter().find(|(c, _)| c == credentials) {
             return Some(cache.clone());
         }
         let cache = TokenCache::default();
-        self.caches
-            .push((client_id.clone(), client_secret.clone(), cache.clone()));
+        self.caches.push((credentials.clone(), cache.clone()));
         Some(cache)
     }
 
-    /// Distinct service accounts seen.
+    /// Distinct credentials seen.
     pub fn len(&self) -> usize {
         self.caches.len()
     }
 
-    /// Whether no service account was seen.
+    /// Whether no credentials were seen.
     pub fn is_empty(&self) -> bool {
         self.caches.is_empty()
     }
@@ -78,6 +67,7 @@ impl TokenCaches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Secret;
 
     fn org(i: u32) -> String {
         format!("{:024x}", u128::from(i) * 0x9e37_79b9 + 0x5f1b)
@@ -158,9 +148,10 @@ mod tests {
         }
     }
 
-    /// Orgs with the same service account share one token cache; other credentials do not.
+    /// Orgs with the same service account, or the same API key, share one cache; other
+    /// credentials do not.
     #[test]
-    fn same_service_account_shares_one_token_cache() {
+    fn same_credentials_share_one_cache() {
         let sa = |id: &str, secret: &str| Credentials::ServiceAccount {
             client_id: id.to_owned(),
             client_secret: Secret::new(secret),
@@ -171,11 +162,14 @@ mod tests {
         let c = caches.cache_for(&sa("x", "other")).expect("cache");
         assert!(a.same_as(&b));
         assert!(!a.same_as(&c));
-        let key = Credentials::ApiKey {
-            public_key: "p".to_owned(),
-            private_key: Secret::new("k"),
+        let key = |private: &str| Credentials::ApiKey {
+            public_key: "x".to_owned(),
+            private_key: Secret::new(private),
         };
-        assert!(caches.cache_for(&key).is_none());
-        assert_eq!(caches.len(), 2);
+        let d = caches.cache_for(&key("s")).expect("cache");
+        let e = caches.cache_for(&key("s")).expect("cache");
+        let f = caches.cache_for(&key("other")).expect("cache");
+        assert!(d.same_as(&e) && !d.same_as(&f) && !d.same_as(&a));
+        assert_eq!(caches.len(), 4);
     }
 }

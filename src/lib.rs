@@ -10,6 +10,8 @@
 //! - [`model`]: the domain vocabulary: ids, groupings, credentials, endpoints, failure reasons,
 //!   shards.
 //! - [`month`]: UTC calendar months.
+//! - [`invoice`]: the invoices' line items, typed and exact, and the pure function that makes
+//!   them SKU series (imports only [`model`] and [`month`]).
 //! - [`version`]: build information (version, git revision, rustc version).
 //! - [`series`]: the cost series, typed: the label set, a series' label values, its month and
 //!   amount (imports only [`model`] and [`month`]); rendered as text only by [`exposition`].
@@ -21,27 +23,45 @@
 //!   Digest and Basic headers), `session` (OAuth tokens and Digest state), `request` (one
 //!   request: credentials, gate, size cap, self metrics, retries), `discovery` (project and
 //!   cluster listings), `usage` (create a Cost Explorer query, then poll until it is ready),
-//!   [`atlas::result`] (JSON and CSV results into rows).
+//!   [`atlas::result`] (JSON and CSV results into rows), [`atlas::invoices`] (the pending and
+//!   closed invoices and their line items); `fuzzing` (hidden) reaches the
+//!   private parsers for the fuzz targets in `fuzz/`, as `config::fuzz_file` and
+//!   `web_config::fuzz_basic_credentials` do theirs.
 //! - [`fleet`]: many orgs and replicas: sharding, refresh phases, shared OAuth tokens.
 //!
 //! **Series**
 //! - [`controls`]: per-query cardinality controls (allow/deny, minimum, top N, series limit)
-//!   that fold series into `(other)` with exact totals.
+//!   that judge every month of a query at once (the open month by its forecast) and fold
+//!   series into `(other)` with exact totals.
 //! - [`remainder`]: the `(unattributed)` series that make the `projects` and `clusters`
 //!   queries add up to the org's total.
 //!
 //! **Publishing**
 //! - [`snapshot`]: the immutable published state a scrape reads.
 //! - [`exposition`]: text 0.0.4 and OpenMetrics: the text writers (escaping), the cost series
-//!   encoded once per refresh, the per-scrape render with format negotiation and gzip.
+//!   encoded once per refresh, the invoice source's families, the layout of the published
+//!   families (their order, in one place), the per-scrape render with format negotiation and
+//!   gzip.
+//! - [`chart`]: the landing page's chart of each org's monthly spend, stacked by service, an
+//!   inline SVG built once per published refresh (imports only [`month`]).
 //! - [`budget`]: month-end forecasts and budgets, encoded with the cost series when a refresh
-//!   is published.
+//!   is published; the landing page's org summaries and their charts.
+//!
+//! **State** (`--storage.path`)
+//! - [`state`]: what a restart must not lose, one file per org: the kept types, the file
+//!   format (`codec`: magic, version, CRC-32, postcard) and the directory (`store`: 0700,
+//!   locked, atomic writes, bad files set aside).
 //!
 //! **Refresher**
-//! - [`refresher`]: runs the queries on an interval and publishes each refresh whole; its
-//!   submodules: `discovery` (the ids each query needs), `month_cache` (closed months, kept
-//!   across refreshes), `aggregate` (rows, discovery and controls into series, a pure
-//!   function), `roles` (which queries get remainders), `http_client` (the shared client).
+//! - [`refresher`]: runs each org's sources on an interval and publishes each refresh whole;
+//!   its submodules: `source` (the sources behind one interface: the Cost Explorer queries
+//!   and the invoices, each timed and recorded alike), `invoices` (the invoice source),
+//!   `discovery` (the ids each query needs), `collect` (one query's refresh),
+//!   `month_cache` (closed months, kept across refreshes), `aggregate` (rows, discovery and
+//!   controls into series, a pure function), `roles` (which queries get remainders; deriving
+//!   them, and running the controls of a query that has them), `slot` (a query's last good
+//!   data and its encoded lines), `publish` (the snapshot), `persist` (the state written after
+//!   each publication and served after a restart), `http_client` (the shared client).
 //!
 //! **Serving**
 //! - [`web_config`]: TLS and basic auth for the exporter's own endpoints (`--web.config.file`).
@@ -49,9 +69,12 @@
 //!
 //! **Configuration** (read once, at start-up)
 //! - [`cli`]: the command line as typed: the flags (each with an environment variable) and
-//!   the `simulate` subcommand's arguments.
+//!   the `simulate` and `check-config` subcommands' arguments.
 //! - [`config`]: flags, environment and the YAML file validated into a [`config::Config`].
-//! - this file: [`run`] (the refresher in the background, the server in the foreground) and
+//! - [`check_config`]: `check-config`, the start-up's validation run alone, and a report of
+//!   what would run.
+//! - this file: [`run`] (the state directory opened, its kept data served, the refresher in
+//!   the background, the server in the foreground) and
 //!   `--demo`'s set-up; `main.rs`: parse, validate, set up logging, run.
 //!
 //! Beside the layers, [`simulator`]: a built-in Atlas API simulator for `--demo`, tests and
@@ -60,11 +83,14 @@
 
 pub mod atlas;
 pub mod budget;
+pub mod chart;
+pub mod check_config;
 pub mod cli;
 pub mod config;
 pub mod controls;
 pub mod exposition;
 pub mod fleet;
+pub mod invoice;
 pub mod metrics;
 pub mod model;
 pub mod month;
@@ -74,6 +100,7 @@ pub mod series;
 pub mod server;
 pub mod simulator;
 pub mod snapshot;
+pub mod state;
 #[cfg(test)]
 mod testing;
 pub mod version;
@@ -98,21 +125,78 @@ pub enum RunError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Io(#[from] std::io::Error),
+    /// The state directory (`--storage.path`) cannot be used: a configuration mistake
+    /// (exit code 2).
+    #[error(transparent)]
+    State(#[from] state::StateError),
+}
+
+/// Opens and locks the state directory of `config`, when it has one (`--storage.path`).
+///
+/// # Errors
+/// One line naming the directory: it cannot be created, is locked by another process, or is
+/// not writable.
+pub fn open_store(config: &Config) -> Result<Option<Arc<state::Store>>, state::StateError> {
+    match &config.storage_path {
+        Some(dir) => state::Store::open(dir).map(|s| Some(Arc::new(s))),
+        None => Ok(None),
+    }
 }
 
 /// Runs the exporter on `listener` until `shutdown` completes: the refresher in the
-/// background, the HTTP server in the foreground.
+/// background, the HTTP server in the foreground. The state directory of `config`, if any,
+/// is opened first ([`open_store`]).
 ///
 /// # Errors
-/// When the Atlas client cannot be built or the server fails.
+/// When the state directory cannot be used, the Atlas client cannot be built or the server
+/// fails.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(SelfMetrics::new(&human_interval(config.refresh_interval)));
+    let store = open_store(&config)?;
+    run_with_store(config, store, listener, shutdown).await
+}
+
+/// [`run`] with the state directory already opened (the binary locks it before it binds its
+/// port): its kept state is served before the first request is answered, and each org's
+/// state is written there after every publication of its refresh.
+///
+/// # Errors
+/// When the Atlas client cannot be built or the server fails.
+pub async fn run_with_store(
+    config: Config,
+    store: Option<Arc<state::Store>>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let mut metrics = SelfMetrics::new(&human_interval(config.refresh_interval));
+    if store.is_some() {
+        metrics.enable_state();
+    }
+    let metrics = Arc::new(metrics);
     let cell = Arc::new(SnapshotCell::default());
-    let refresher = Refresher::new(&config, metrics.clone(), cell.clone())?;
+    let mut refresher = Refresher::new(&config, metrics.clone(), cell.clone())?;
+    if let Some(store) = store {
+        let org_ids: Vec<String> = config.orgs.iter().map(|o| o.id.clone()).collect();
+        let tags = config.tag_labels.clone();
+        let reading = store.clone();
+        // Reading and decoding is file I/O and CPU: off the async threads.
+        let loaded = tokio::task::spawn_blocking(move || reading.load(&org_ids, &tags))
+            .await
+            .unwrap_or_default();
+        let restored = refresher.restore(loaded);
+        tracing::info!(
+            dir = %store.dir().display(),
+            orgs = restored.orgs,
+            queries = restored.queries,
+            series = restored.series,
+            closed_months = restored.closed_months,
+            "state directory open"
+        );
+        refresher = refresher.with_store(store);
+    }
     let (cancel, cancelled) = tokio::sync::watch::channel(false);
     let refresh_task = tokio::spawn(refresher.run(cancelled));
     let app = server::router(Arc::new(AppState {
@@ -166,7 +250,14 @@ pub async fn start_demo(
     months: u32,
     shard: &fleet::Shard,
 ) -> std::io::Result<std::net::SocketAddr> {
-    let sim = simulator::Simulator::new(simulator::SimConfig::default());
+    // The invoices carry their resources' tags in the demo, as the spec's map of lists.
+    let sim = simulator::Simulator::new(simulator::SimConfig {
+        invoices: simulator::InvoiceVariants {
+            tags: true,
+            ..simulator::InvoiceVariants::default()
+        },
+        ..simulator::SimConfig::default()
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let creds = simulator::SimCredentials::demo();
@@ -184,6 +275,8 @@ pub async fn start_demo(
                 client_secret: Secret::new(creds.client_secret.clone()),
             },
             queries: QuerySpec::defaults(months),
+            // The demo shows the invoice source's SKU series from the first minute.
+            invoices: true,
         })
         .collect();
     // The simulator answers within a few polls: poll fast so the demo fills in seconds.
@@ -250,6 +343,7 @@ mod tests {
                 client_secret: Secret::new("demo"),
             },
             queries: QuerySpec::defaults(1),
+            invoices: false,
         };
         let budgets = demo_budgets(std::slice::from_ref(&org));
         assert_eq!(budgets.len(), 1);

@@ -1,5 +1,5 @@
-//! The `atlas-cost-exporter` binary: parse the command line, set up logging, run the exporter
-//! or the `simulate` subcommand (whose plain arguments become the simulator's configuration
+//! The `atlas-cost-exporter` binary: parse the command line, set up logging, run the exporter,
+//! the `check-config` subcommand or the `simulate` subcommand (whose plain arguments become the simulator's configuration
 //! here, so the command line does not import the simulator).
 
 use std::process::ExitCode;
@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
+use atlas_cost_exporter::check_config;
 use atlas_cost_exporter::cli::{
-    Cli, Command, Flags, LogFormat, LogLevel, SimCsvLayout, SimNotReady, SimRowKeys, SimulateArgs,
+    Cli, Command, Flags, LogFormat, LogLevel, SimClosedDescription, SimCsvLayout, SimNotReady,
+    SimRowKeys, SimulateArgs,
 };
-use atlas_cost_exporter::config::{Config, ProcessEnv, env};
+use atlas_cost_exporter::config::{Config, ProcessEnv};
 use atlas_cost_exporter::simulator::{CsvLayout, NotReady, RowKeys, SimConfig, Simulator};
 
 fn init_logging(flags: &Flags) {
@@ -71,6 +73,33 @@ fn simulator_config(args: &SimulateArgs) -> SimConfig {
             SimCsvLayout::NoPreamble => CsvLayout::NoPreamble,
             SimCsvLayout::SpecExample => CsvLayout::SpecExample,
         },
+        nonce_ttl: args.nonce_ttl,
+        nonce_stale_after: args.nonce_stale_after,
+        nonce_forgotten_after: args.nonce_forgotten_after,
+        unknown_nonce_stale: !args.unknown_nonce_fresh,
+        spurious_stale_every: args.spurious_stale_every,
+        shared_nonce: args.shared_nonce,
+        invoices: atlas_cost_exporter::simulator::InvoiceVariants {
+            shape: if args.invoice_single {
+                atlas_cost_exporter::simulator::InvoiceShape::Single
+            } else {
+                atlas_cost_exporter::simulator::InvoiceShape::Paginated
+            },
+            multi_day: args.invoice_multi_day,
+            without_cluster_name: args.invoice_without_cluster_name,
+            tags: args.invoice_tags,
+            linked_orgs: args.invoice_linked_orgs,
+            closed_description: match args.invoice_closed_description {
+                SimClosedDescription::Sku => atlas_cost_exporter::simulator::ClosedDescription::Sku,
+                SimClosedDescription::SkuAndDetails => {
+                    atlas_cost_exporter::simulator::ClosedDescription::SkuAndDetails
+                }
+                SimClosedDescription::Name => {
+                    atlas_cost_exporter::simulator::ClosedDescription::Name
+                }
+            },
+            today: None,
+        },
         ..base
     }
 }
@@ -79,6 +108,18 @@ fn simulator_config(args: &SimulateArgs) -> SimConfig {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.flags);
+    if let Some(Command::CheckConfig(args)) = &cli.command {
+        return match check_config::check(&args.flags, &ProcessEnv) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}", check_config::invalid_line(&e));
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::Simulate(args)) = cli.command {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
@@ -101,30 +142,26 @@ async fn main() -> ExitCode {
         };
     }
     let flags = &cli.flags;
-    let config = if flags.demo {
-        // The demo needs no org or credentials: the simulator provides both. A
-        // --config.file still applies for its budgets; its orgs are replaced.
-        let mut demo_flags = flags.clone();
-        demo_flags.org_ids = vec!["000000000000000000000000".to_owned()];
-        let env = std::collections::HashMap::from([
-            (env::CLIENT_ID, "demo"),
-            (env::CLIENT_SECRET, "demo"),
-        ]);
-        Config::from_flags(&demo_flags, &env).map(|c| (c, true))
-    } else {
-        Config::from_flags(flags, &ProcessEnv).map(|c| (c, false))
-    };
-    let (mut config, demo) = match config {
+    let demo = flags.demo;
+    let mut config = match Config::at_startup(flags, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("atlas-cost-exporter: invalid configuration: {e}");
+            eprintln!("{}", check_config::invalid_line(&e));
+            return ExitCode::from(2);
+        }
+    };
+    // Locked before the port is bound: a second process on the same directory is told so,
+    // whatever else it shares with the first.
+    let store = match atlas_cost_exporter::open_store(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("atlas-cost-exporter: {e}");
             return ExitCode::from(2);
         }
     };
     if demo {
         // Validated with the rest of the configuration above.
-        let shard = atlas_cost_exporter::fleet::Shard::new(flags.shard_count, flags.shard_index)
-            .unwrap_or_default();
+        let shard = atlas_cost_exporter::config::shard(flags).unwrap_or_default();
         match atlas_cost_exporter::start_demo(&mut config, flags.months, &shard).await {
             Ok(addr) => {
                 tracing::info!(simulator = %addr, "demo mode: exporting the built-in Atlas simulator")
@@ -147,7 +184,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match atlas_cost_exporter::run(config, listener, atlas_cost_exporter::shutdown_signal()).await {
+    let shutdown = atlas_cost_exporter::shutdown_signal();
+    match atlas_cost_exporter::run_with_store(config, store, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("atlas-cost-exporter: {e}");
@@ -168,7 +206,7 @@ mod tests {
         let argv = ["atlas-cost-exporter", "simulate"].iter().chain(args);
         match Cli::try_parse_from(argv).expect("simulate parses").command {
             Some(Command::Simulate(args)) => args,
-            None => panic!("no subcommand"),
+            other => panic!("not simulate: {other:?}"),
         }
     }
 
@@ -249,6 +287,57 @@ mod tests {
                 want
             );
         }
+    }
+
+    /// The Digest nonce flags default to the simulator's defaults (five-minute nonces, no
+    /// use limit, unknown nonces stale, no spurious stale, a new nonce per challenge) and set
+    /// each rule.
+    #[test]
+    fn simulate_nonce_flags_set_each_digest_rule() {
+        let cfg = simulator_config(&simulate(&[]));
+        let default = SimConfig::default();
+        assert_eq!(cfg.nonce_ttl, default.nonce_ttl);
+        assert_eq!(
+            (
+                cfg.nonce_stale_after,
+                cfg.nonce_forgotten_after,
+                cfg.unknown_nonce_stale,
+                cfg.spurious_stale_every,
+                cfg.shared_nonce
+            ),
+            (None, None, true, None, false)
+        );
+        let cfg = simulator_config(&simulate(&[
+            "--nonce-ttl",
+            "2s",
+            "--nonce-stale-after",
+            "3",
+            "--nonce-forgotten-after",
+            "4",
+            "--unknown-nonce-fresh",
+            "--spurious-stale-every",
+            "7",
+            "--shared-nonce",
+        ]));
+        assert_eq!(cfg.nonce_ttl, Duration::from_secs(2));
+        assert_eq!(
+            (
+                cfg.nonce_stale_after,
+                cfg.nonce_forgotten_after,
+                cfg.unknown_nonce_stale,
+                cfg.spurious_stale_every,
+                cfg.shared_nonce
+            ),
+            (Some(3), Some(4), false, Some(7), true)
+        );
+        let argv = [
+            "atlas-cost-exporter",
+            "simulate",
+            "--spurious-stale-every",
+            "0",
+        ];
+        let msg = Cli::try_parse_from(argv).expect_err("refused").to_string();
+        assert!(msg.contains("--spurious-stale-every"), "{msg}");
     }
 
     /// An unknown simulate value is refused by the parser, naming the flag.

@@ -41,6 +41,17 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+/// Labels of the per-source error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceErrorLabels {
+    /// The source's name (`cost_explorer`, `invoices`).
+    pub source: &'static str,
+    /// Org id.
+    pub org_id: String,
+    /// One of [`Reason::ALL`].
+    pub reason: &'static str,
+}
+
 /// Labels of the API request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -71,6 +82,7 @@ fn seconds_histogram(buckets: &'static [f64]) -> impl Fn() -> Histogram + Clone 
 }
 
 const POLL_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
+const STATE_WRITE_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 const REQUEST_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Counters and histograms, with typed handles for the code that records them.
@@ -86,6 +98,8 @@ pub struct SelfMetrics {
     refresh_errors: Family<ErrorLabels, Counter>,
     /// Requests sent to Atlas.
     api_requests: Family<RequestLabels, Counter>,
+    /// Failed refreshes of a source of an org, by reason.
+    source_errors: Family<SourceErrorLabels, Counter>,
     /// Duration of requests to Atlas.
     api_request_duration: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     /// Series folded into `(other)` by a query's `max_series`, last successful refresh.
@@ -95,8 +109,24 @@ pub struct SelfMetrics {
     /// appears only once Atlas sent the header (Atlas "might not always" send it); label sets
     /// are bounded by the configured orgs times the endpoints.
     rate_limit_remaining: Family<OrgEndpointLabels, Gauge>,
+    /// The state directory's families, with `--storage.path` only.
+    state: Option<StateFamilies>,
     /// Bumped after every change to any family.
     version: AtomicU64,
+}
+
+/// What the state kept in `--storage.path` costs and whether it is written.
+struct StateFamilies {
+    /// Writes of an org's state file, successful or not.
+    writes: Counter,
+    /// Writes that failed (the previous file stays).
+    failures: Counter,
+    /// Encoding and writing one org's file, fsyncs included.
+    duration: Histogram,
+    /// Bytes of the state files, as last written or read.
+    bytes: Gauge,
+    /// Files that could not be used at start-up, set aside.
+    set_aside: Counter,
 }
 
 fn poll_histogram() -> Histogram {
@@ -126,6 +156,7 @@ impl SelfMetrics {
         let polls = Family::<QueryLabels, Counter>::default();
         let refresh_errors = Family::<ErrorLabels, Counter>::default();
         let api_requests = Family::<RequestLabels, Counter>::default();
+        let source_errors = Family::<SourceErrorLabels, Counter>::default();
         let series_shed = Family::<QueryLabels, Gauge>::default();
         let rate_limit_remaining = Family::<OrgEndpointLabels, Gauge>::default();
         registry.register_with_unit(
@@ -149,6 +180,11 @@ impl SelfMetrics {
             "atlas_cost_query_refresh_errors",
             "Failed query refreshes and skipped result rows, by reason",
             refresh_errors.clone(),
+        );
+        registry.register(
+            "atlas_cost_source_errors",
+            "Failed refreshes of a source (cost_explorer: any of its queries; invoices) of an org, by reason",
+            source_errors.clone(),
         );
         registry.register(
             "atlas_cost_api_requests",
@@ -180,8 +216,78 @@ impl SelfMetrics {
             polls,
             refresh_errors,
             api_requests,
+            source_errors,
             api_request_duration,
+            state: None,
             version: AtomicU64::new(0),
+        }
+    }
+
+    /// Registers the families of the state kept in `--storage.path` (absent without it).
+    pub fn enable_state(&mut self) {
+        let families = StateFamilies {
+            writes: Counter::default(),
+            failures: Counter::default(),
+            duration: Histogram::new(STATE_WRITE_BUCKETS.iter().copied()),
+            bytes: Gauge::default(),
+            set_aside: Counter::default(),
+        };
+        self.registry.register(
+            "atlas_cost_state_writes",
+            "Writes of an org's state file to --storage.path, one after each publication of the org's refresh, successful or not",
+            families.writes.clone(),
+        );
+        self.registry.register(
+            "atlas_cost_state_write_failures",
+            "Writes of an org's state file that failed (disk full, I/O error); the previous file stays, serving and refreshing go on",
+            families.failures.clone(),
+        );
+        self.registry.register_with_unit(
+            "atlas_cost_state_write_duration",
+            "Time to encode and write one org's state file, fsyncs included",
+            Unit::Seconds,
+            families.duration.clone(),
+        );
+        self.registry.register_with_unit(
+            "atlas_cost_state",
+            "Size of the state files in --storage.path, as last written (or read at start-up)",
+            Unit::Bytes,
+            families.bytes.clone(),
+        );
+        self.registry.register(
+            "atlas_cost_state_files_set_aside",
+            "State files that could not be used at start-up (truncated, garbled, unknown or newer format) and were renamed aside",
+            families.set_aside.clone(),
+        );
+        self.state = Some(families);
+        self.changed();
+    }
+
+    /// Records one write of an org's state file.
+    pub fn state_written(&self, ok: bool, took: Duration) {
+        if let Some(s) = &self.state {
+            s.writes.inc();
+            if !ok {
+                s.failures.inc();
+            }
+            s.duration.observe(took.as_secs_f64());
+            self.changed();
+        }
+    }
+
+    /// Sets the size of the state files.
+    pub fn set_state_bytes(&self, bytes: u64) {
+        if let Some(s) = &self.state {
+            s.bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            self.changed();
+        }
+    }
+
+    /// Counts state files set aside at start-up.
+    pub fn count_state_set_aside(&self, n: u64) {
+        if let Some(s) = &self.state {
+            s.set_aside.inc_by(n);
+            self.changed();
         }
     }
 
@@ -259,6 +365,41 @@ impl SelfMetrics {
         self.changed();
     }
 
+    /// Creates the error series of a source of an org at zero, every reason.
+    pub fn init_source(&self, source: &'static str, org_id: &str) {
+        for reason in Reason::ALL {
+            let _ = self.source_errors.get_or_create(&SourceErrorLabels {
+                source,
+                org_id: org_id.to_owned(),
+                reason: reason.as_str(),
+            });
+        }
+        self.changed();
+    }
+
+    /// Counts one failed refresh of a source of an org.
+    pub fn count_source_error(&self, source: &'static str, org_id: &str, reason: Reason) {
+        self.source_errors
+            .get_or_create(&SourceErrorLabels {
+                source,
+                org_id: org_id.to_owned(),
+                reason: reason.as_str(),
+            })
+            .inc();
+        self.changed();
+    }
+
+    /// Creates the request duration series of the invoice source's endpoints (only where
+    /// it runs).
+    pub fn init_invoice_endpoints(&self) {
+        for endpoint in Endpoint::INVOICES {
+            let _ = self.api_request_duration.get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str(),
+            });
+        }
+        self.changed();
+    }
+
     /// Creates the request duration series of every endpoint.
     pub fn init_endpoints(&self) {
         for endpoint in Endpoint::ALL {
@@ -325,7 +466,12 @@ mod tests {
             query: "q".to_owned(),
             org_id: "5f1b2c3d4e5f6a7b8c9d0e1f".to_owned(),
         };
-        let record: [&dyn Fn(); 9] = [
+        let mut m = m;
+        m.enable_state();
+        let record: [&dyn Fn(); 12] = [
+            &|| m.state_written(false, Duration::from_millis(3)),
+            &|| m.set_state_bytes(1234),
+            &|| m.count_state_set_aside(1),
             &|| m.init_query("q", "5f1b2c3d4e5f6a7b8c9d0e1f"),
             &|| m.init_endpoints(),
             &|| m.set_series_shed("q", "5f1b2c3d4e5f6a7b8c9d0e1f", 3),
@@ -343,8 +489,28 @@ mod tests {
         }
         let mut text = String::new();
         m.encode_openmetrics(&mut text).expect("encodes");
+        for line in [
+            "atlas_cost_state_writes_total 1",
+            "atlas_cost_state_write_failures_total 1",
+            "atlas_cost_state_bytes 1234",
+            "atlas_cost_state_files_set_aside_total 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
         let before = m.version();
         m.encode_openmetrics(&mut text).expect("encodes");
         assert_eq!(m.version(), before, "encoding records nothing");
+    }
+
+    /// Without `--storage.path` no state family is exported, and recording one is a no-op.
+    #[test]
+    fn state_families_exist_only_with_a_state_directory() {
+        let m = SelfMetrics::new("1h");
+        m.state_written(true, Duration::from_millis(1));
+        m.set_state_bytes(5);
+        m.count_state_set_aside(1);
+        let mut text = String::new();
+        m.encode_openmetrics(&mut text).expect("encodes");
+        assert!(!text.contains("atlas_cost_state"), "{text}");
     }
 }

@@ -75,6 +75,90 @@ pub fn usd_to_micros(usd: f64) -> Option<i64> {
     }
 }
 
+/// A decimal number written as text (`51.19`, `-3`, `1.5e2`, `+.5`) to micro-dollars, exactly:
+/// no float is involved, so every amount with at most six decimals comes out as written, and
+/// longer ones are rounded half away from zero, as [`usd_to_micros`] rounds. `None` for
+/// anything else (no digit, a stray character, an empty exponent) and for amounts of
+/// [`MAX_USD`] or more either way.
+pub fn decimal_to_micros(text: &str) -> Option<i64> {
+    decimal_to_scaled(text, 6)
+}
+
+/// A decimal number written as text to billionths (a line item's `quantity` in nano-units),
+/// exactly, as [`decimal_to_micros`] reads dollars; `None` for anything else and for
+/// quantities of 10^9 units or more either way.
+pub fn decimal_to_nanos(text: &str) -> Option<i64> {
+    decimal_to_scaled(text, 9)
+}
+
+/// A decimal number as text, times 10^`places`, exactly (rounded half away from zero);
+/// `None` unless its magnitude is below 10^(18 - `places`).
+pub fn decimal_to_scaled(text: &str, places: i64) -> Option<i64> {
+    let b = text.as_bytes();
+    let (negative, mut i) = match b.first() {
+        Some(b'-') => (true, 1),
+        Some(b'+') => (false, 1),
+        _ => (false, 0),
+    };
+    // The significant digits (no leading zeros) and how many of them come before the point.
+    let mut digits: Vec<u8> = Vec::new();
+    let mut point: i64 = 0;
+    let (mut seen_digit, mut seen_point) = (false, false);
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'0'..=b'9' => {
+                seen_digit = true;
+                if c != b'0' || !digits.is_empty() {
+                    digits.push(c - b'0');
+                    point += i64::from(!seen_point);
+                } else if seen_point {
+                    point -= 1;
+                }
+            }
+            b'.' if !seen_point => seen_point = true,
+            _ => break,
+        }
+        i += 1;
+    }
+    if !seen_digit {
+        return None;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        let rest = &text[i + 1..];
+        let unsigned = rest.strip_prefix(['+', '-']).unwrap_or(rest);
+        if unsigned.is_empty() || !unsigned.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        // Clamped: any exponent this large already puts a non-zero amount out of range.
+        let exp = unsigned
+            .parse::<i64>()
+            .unwrap_or(i64::MAX)
+            .min(1_000_000_000);
+        point += if rest.starts_with('-') { -exp } else { exp };
+    } else if i != b.len() {
+        return None;
+    }
+    if digits.is_empty() {
+        return Some(0);
+    }
+    // The amount is 0.DIGITS x 10^point dollars: at 10^12 or more once point passes 12.
+    if point > 18 - places {
+        return None;
+    }
+    // The digits of whole micro-dollars, then the first one dropped (rounds half away).
+    let whole = point + places;
+    let mut micros: i64 = 0;
+    for k in 0..whole.max(0) {
+        let d = usize::try_from(k).ok().and_then(|k| digits.get(k)).copied();
+        micros = micros * 10 + i64::from(d.unwrap_or(0));
+    }
+    let first_dropped = usize::try_from(whole).ok().and_then(|k| digits.get(k));
+    if first_dropped.is_some_and(|d| *d >= 5) {
+        micros += 1;
+    }
+    Some(if negative { -micros } else { micros })
+}
+
 /// The Cost Explorer `groupBy` dimension.
 ///
 /// The spec says of `groupBy`: "At least one filter value needs to be provided for a
@@ -123,6 +207,29 @@ impl GroupBy {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
+impl ConfigError {
+    /// The same error on one line: control characters a file or variable put into the
+    /// message (a key or a variable name with a newline) written as escapes, `\n`.
+    #[must_use]
+    pub fn one_line(self) -> ConfigError {
+        if !self.0.chars().any(char::is_control) {
+            return self;
+        }
+        ConfigError(
+            self.0
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().collect()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
 /// The Atlas endpoints the exporter calls; the `endpoint` label takes these values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -138,10 +245,24 @@ pub enum Endpoint {
     Clusters,
     /// `GET /api/atlas/v2/groups/{groupId}/flexClusters`.
     FlexClusters,
+    /// `GET /api/atlas/v2/orgs/{orgId}/invoices/pending` (`listOrgInvoicePending`).
+    PendingInvoices,
+    /// `GET /api/atlas/v2/orgs/{orgId}/invoices` (`listOrgInvoices`).
+    Invoices,
+    /// `GET /api/atlas/v2/orgs/{orgId}/invoices/{invoiceId}/lineItems:search`.
+    LineItems,
 }
 
 impl Endpoint {
-    /// Every endpoint.
+    /// The invoice source's endpoints: their series exist only where it runs.
+    pub const INVOICES: [Endpoint; 3] = [
+        Endpoint::PendingInvoices,
+        Endpoint::Invoices,
+        Endpoint::LineItems,
+    ];
+
+    /// Every endpoint of the Cost Explorer source and discovery (the invoice source's are
+    /// [`Endpoint::INVOICES`]).
     pub const ALL: [Endpoint; 6] = [
         Endpoint::Token,
         Endpoint::Create,
@@ -160,6 +281,9 @@ impl Endpoint {
             Endpoint::Projects => "projects",
             Endpoint::Clusters => "clusters",
             Endpoint::FlexClusters => "flex_clusters",
+            Endpoint::PendingInvoices => "pending_invoices",
+            Endpoint::Invoices => "invoices",
+            Endpoint::LineItems => "line_items",
         }
     }
 }
@@ -354,4 +478,100 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(SystemTime::now)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// `micros` written the way an amount is written: `-12.000345`, or `7` when whole.
+    pub(crate) fn written(micros: i64) -> String {
+        let sign = if micros < 0 { "-" } else { "" };
+        let (whole, frac) = (
+            micros.unsigned_abs() / 1_000_000,
+            micros.unsigned_abs() % 1_000_000,
+        );
+        if frac == 0 {
+            format!("{sign}{whole}")
+        } else {
+            format!("{sign}{whole}.{frac:06}")
+        }
+    }
+
+    const CAP: i64 = 1_000_000_000_000_000_000;
+
+    proptest! {
+        /// Every amount below the cap, written with up to six decimals, reads back exactly.
+        #[test]
+        fn a_written_amount_reads_back_exactly(m in -(CAP - 1)..CAP) {
+            prop_assert_eq!(decimal_to_micros(&written(m)), Some(m));
+        }
+
+        /// An amount with its point moved into an exponent (`12345e-3`, `0.12e2`) is the
+        /// same amount.
+        #[test]
+        fn an_exponent_moves_the_point_only(m in -(CAP - 1)..CAP, k in 0u32..12) {
+            let digits = m.unsigned_abs().to_string();
+            let sign = if m < 0 { "-" } else { "" };
+            let exp = i64::from(k) - 6;
+            let text = format!("{sign}{digits}e{exp}");
+            // m micro-dollars = digits x 10^-6 dollars; with the exponent it is m x 10^k.
+            let want = i128::from(m) * 10i128.pow(k);
+            let got = decimal_to_micros(&text);
+            if want.abs() < i128::from(CAP) {
+                prop_assert_eq!(got.map(i128::from), Some(want), "{}", text);
+            } else {
+                prop_assert_eq!(got, None, "{} is over the cap", text);
+            }
+        }
+
+        /// A seventh decimal rounds half away from zero, as `usd_to_micros` rounds.
+        #[test]
+        fn a_seventh_decimal_rounds_half_away_from_zero(m in -(CAP / 10)..(CAP / 10), d in 0u8..10) {
+            let base = written(m);
+            let text = if base.contains('.') {
+                format!("{base}{d}")
+            } else {
+                format!("{base}.000000{d}")
+            };
+            let up = i64::from(d >= 5);
+            let want = if m < 0 || (m == 0 && base.starts_with('-')) { m - up } else { m + up };
+            prop_assert_eq!(decimal_to_micros(&text), Some(want), "{}", text);
+        }
+
+        /// Where an f64 is exact (six decimals, under 2^31 dollars), the float conversion and
+        /// the decimal one agree.
+        #[test]
+        fn decimal_and_float_agree_where_a_float_is_exact(m in -(1i64 << 31) * 1_000_000..(1i64 << 31) * 1_000_000) {
+            let text = written(m);
+            let float = text.parse::<f64>().ok().and_then(usd_to_micros);
+            prop_assert_eq!(decimal_to_micros(&text), float, "{}", text);
+        }
+
+        /// Text that is no decimal is refused, never read as some amount.
+        #[test]
+        fn text_that_is_no_decimal_is_refused(s in "[0-9.eE+-]{0,12}[^0-9.eE+-][0-9.eE+-]{0,12}") {
+            prop_assert_eq!(decimal_to_micros(&s), None, "{}", s);
+        }
+    }
+
+    /// The edges: the cap either way, a bare point, empty exponents, signs and zeros.
+    #[test]
+    fn decimal_edges_are_read_or_refused() {
+        assert_eq!(decimal_to_micros("999999999999.999999"), Some(CAP - 1));
+        assert_eq!(decimal_to_micros("1e12"), None);
+        assert_eq!(decimal_to_micros("-1000000000000"), None);
+        assert_eq!(decimal_to_micros("0e999999999999999999999"), Some(0));
+        assert_eq!(decimal_to_micros("1e-999999999999999999999"), Some(0));
+        assert_eq!(decimal_to_micros("1e999999999999999999999"), None);
+        assert_eq!(decimal_to_micros("+.5"), Some(500_000));
+        assert_eq!(decimal_to_micros("5."), Some(5_000_000));
+        for bad in [
+            "", ".", "-", "+", "e5", "1e", "1e+", "1.2.3", "1,5", " 1", "0x10",
+        ] {
+            assert_eq!(decimal_to_micros(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -89,6 +89,14 @@ impl Month {
         if bytes.len() < 7 || bytes[4] != b'-' {
             return None;
         }
+        // Digits only: `+202-11` or `-001-11` is no Atlas date (an i32 parse takes a sign).
+        if !bytes[..4]
+            .iter()
+            .chain(&bytes[5..7])
+            .all(u8::is_ascii_digit)
+        {
+            return None;
+        }
         let year: i32 = s.get(0..4)?.parse().ok()?;
         let month: u32 = s.get(5..7)?.parse().ok()?;
         if bytes.len() > 7 && bytes[7] != b'-' {
@@ -126,6 +134,21 @@ pub fn day_of_month(t: SystemTime) -> u32 {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0)).2
+}
+
+/// Days of data behind the month-to-date on day `day` (1-based) of a month: Atlas posts a
+/// day's charges the next day, so on day `d` the data runs through day `d - 1`. On the 1st
+/// nothing of the month is posted yet; it counts as one day so the forecast stays defined
+/// (it equals the month-to-date times the days of the month, usually 0 then).
+pub fn days_elapsed(day: u32) -> u32 {
+    day.saturating_sub(1).max(1)
+}
+
+/// The month-end forecast of a month-to-date amount (micro-dollars) on day `day` of `month`:
+/// `mtd * days_in_month / days_elapsed(day)`, rounded toward zero to the micro-dollar.
+pub fn forecast_micros(mtd: i64, month: Month, day: u32) -> i64 {
+    let scaled = i128::from(mtd) * i128::from(month.days()) / i128::from(days_elapsed(day));
+    i64::try_from(scaled).unwrap_or(if mtd < 0 { i64::MIN } else { i64::MAX })
 }
 
 #[cfg(test)]
@@ -174,5 +197,78 @@ mod tests {
         assert_eq!(Month::parse_date("2026-13-01"), None);
         assert_eq!(Month::parse_date("11/01/2026"), None);
         assert_eq!(Month::parse_date(""), None);
+    }
+
+    /// A year or month with a sign is no date (read as year 202 and year -1 before).
+    #[test]
+    fn parse_date_refuses_signed_years_and_months() {
+        for bad in ["+202-11-01", "-001-11", "2026-+1-01", "2026--1", " +026-11"] {
+            assert_eq!(Month::parse_date(bad), None, "{bad:?}");
+        }
+    }
+
+    /// Days since 1970-01-01 to (year, month), counted month by month: the independent
+    /// reading `containing` is checked against.
+    fn month_of_day(mut day: i64) -> (i32, u32) {
+        let (mut y, mut m) = (1970, 1);
+        loop {
+            let len = i64::from(Month::new(y, m).expect("valid").days());
+            if day < len {
+                return (y, m);
+            }
+            day -= len;
+            (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        }
+    }
+
+    proptest::proptest! {
+        /// Moving n months and back is the same month, and `since` counts the n.
+        #[test]
+        fn plus_and_since_are_inverse(y in 1i32..9999, m in 1u32..=12, n in -120_000i64..120_000) {
+            let start = Month::new(y, m).expect("valid");
+            proptest::prop_assert_eq!(start.plus(n).since(start), n);
+            proptest::prop_assert_eq!(start.plus(n).plus(-n), start);
+            proptest::prop_assert_eq!(start.plus(n) > start, n > 0);
+        }
+
+        /// Twelve months on is the same month of the next year; one on is the next month.
+        #[test]
+        fn plus_rolls_over_year_ends(y in 1i32..9999, m in 1u32..=12) {
+            let start = Month::new(y, m).expect("valid");
+            let a_year = start.plus(12);
+            proptest::prop_assert_eq!((a_year.year(), a_year.month()), (y + 1, m));
+            let next = start.plus(1);
+            let want = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            proptest::prop_assert_eq!((next.year(), next.month()), want);
+        }
+
+        /// A month prints as `YYYY-MM` and its first day as Atlas wants it; both parse back.
+        #[test]
+        fn a_month_prints_and_parses_back(y in 0i32..=9999, m in 1u32..=12) {
+            let month = Month::new(y, m).expect("valid");
+            proptest::prop_assert_eq!(month.to_string(), format!("{y:04}-{m:02}"));
+            proptest::prop_assert_eq!(Month::parse_date(&month.to_string()), Some(month));
+            proptest::prop_assert_eq!(Month::parse_date(&month.first_day()), Some(month));
+        }
+
+        /// A year's months hold 365 days, or 366 in a Gregorian leap year.
+        #[test]
+        fn a_year_has_365_or_366_days(y in 1i32..9999) {
+            let days: u32 = (1..=12).map(|m| Month::new(y, m).expect("valid").days()).sum();
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            proptest::prop_assert_eq!(days, 365 + u32::from(leap));
+        }
+
+        /// The month and day of any instant since 1970 (to 2200) are the ones counted month
+        /// by month.
+        #[test]
+        fn containing_agrees_with_counting_days(secs in 0u64..7_258_118_400) {
+            let day = i64::try_from(secs / 86_400).expect("small");
+            let (y, m) = month_of_day(day);
+            let got = Month::containing(at(secs));
+            proptest::prop_assert_eq!((got.year(), got.month()), (y, m));
+            let first = (0..day).rev().take_while(|d| month_of_day(*d) == (y, m)).count();
+            proptest::prop_assert_eq!(day_of_month(at(secs)), u32::try_from(first).expect("small") + 1);
+        }
     }
 }

@@ -16,9 +16,12 @@
 //! spend is attributed too; the others carry none.
 //!
 //! Summing any one query over a month then gives the `services` total of that month, to the
-//! micro-dollar, whatever cardinality controls folded. Remainders are derived from the last
-//! good data of the queries when an org's refresh is published; they are never cached. A
-//! remainder of zero is served too, so the set of series stays stable.
+//! micro-dollar. Remainders are derived from the last good data of the queries, before their
+//! cardinality controls, when an org's refresh is published; they are never cached. A query
+//! with controls then runs them over its series and its remainders together
+//! ([`crate::controls`]), so what they fold is folded once, remainders included. A remainder
+//! of zero is served too, so the set of series stays stable (the series limit sheds such
+//! remainders first).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -26,8 +29,7 @@ use std::sync::Arc;
 use crate::month::Month;
 use crate::series::{CostSeries, Label, SeriesKey, TagValues};
 
-/// The name label value of a remainder series.
-pub const UNATTRIBUTED: &str = "(unattributed)";
+pub use crate::controls::UNATTRIBUTED;
 
 /// (month, project id, service).
 type SumKey = (Month, Option<Box<str>>, Option<Box<str>>);
@@ -40,11 +42,59 @@ pub struct Rollup {
     /// Months the query covers, first and last included.
     pub months: Option<(Month, Month)>,
     sums: Sums,
-    project_names: HashMap<Box<str>, Box<str>>,
-    /// Project id -> its tag values, from series of a project (not of one of its clusters);
-    /// empty without tag labels.
-    project_tags: HashMap<Box<str>, TagValues>,
-    org_name: Option<Box<str>>,
+    /// Project id -> its name in the newest month that has one.
+    project_names: HashMap<Box<str>, Newest<Box<str>>>,
+    /// Project id -> its tag values, from series of a project (not of one of its clusters),
+    /// the newest month's; empty without tag labels.
+    project_tags: HashMap<Box<str>, Newest<TagValues>>,
+    org_name: Option<Newest<Box<str>>>,
+}
+
+/// A value and the month it was seen in: a newer month's replaces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Newest<T> {
+    month: Month,
+    value: T,
+}
+
+impl<T> Newest<T> {
+    /// Keeps `value` if `month` is this one's or newer (the later of equal months wins too,
+    /// harmlessly: a month has one name per id).
+    fn offer(slot: &mut Option<Newest<T>>, month: Month, value: impl FnOnce() -> T) {
+        if slot.as_ref().is_none_or(|n| n.month < month) {
+            *slot = Some(Newest {
+                month,
+                value: value(),
+            });
+        }
+    }
+}
+
+/// Keeps `value` for `id` in `map` if `month` is newer than what it holds.
+fn offer<T>(
+    map: &mut HashMap<Box<str>, Newest<T>>,
+    id: &str,
+    month: Month,
+    value: impl FnOnce() -> T,
+) {
+    match map.get_mut(id) {
+        Some(n) if n.month >= month => {}
+        Some(n) => {
+            *n = Newest {
+                month,
+                value: value(),
+            }
+        }
+        None => {
+            map.insert(
+                Box::from(id),
+                Newest {
+                    month,
+                    value: value(),
+                },
+            );
+        }
+    }
 }
 
 impl Rollup {
@@ -60,22 +110,20 @@ impl Rollup {
         };
         for (month, key, micros) in series {
             let project: Option<Box<str>> = key.get(Label::ProjectId).map(Box::from);
+            // The newest month's name wins (a renamed project's remainders carry its new
+            // name in every month), as do its tags.
             if let (Some(id), Some(name)) = (&project, key.get(Label::ProjectName)) {
-                r.project_names
-                    .entry(id.clone())
-                    .or_insert_with(|| Box::from(name));
+                offer(&mut r.project_names, id, month, || Box::from(name));
             }
             if let Some(id) = &project
                 && !key.tags().is_empty()
                 && key.get(Label::ClusterId).is_none()
                 && key.get(Label::ClusterName).is_none()
             {
-                r.project_tags
-                    .entry(id.clone())
-                    .or_insert_with(|| key.tags().into());
+                offer(&mut r.project_tags, id, month, || key.tags().into());
             }
-            if r.org_name.is_none() {
-                r.org_name = key.get(Label::OrgName).map(Box::from);
+            if let Some(name) = key.get(Label::OrgName) {
+                Newest::offer(&mut r.org_name, month, || Box::from(name));
             }
             let service = key.get(Label::AtlasService).map(Box::from);
             let sum = r.sums.entry((month, project, service)).or_insert(0);
@@ -140,7 +188,7 @@ pub fn projects_remainder(
                 month,
                 rest,
                 Remainder {
-                    org: (org_id, org_name(total, projects)),
+                    org: (org_id, org_name(projects, total)),
                     project: None,
                     tags: None,
                     in_clusters_query: false,
@@ -154,9 +202,10 @@ pub fn projects_remainder(
 
 /// The remainder series of a `clusters` query: per project of `projects` (when that query's
 /// data covers the month), its spend the clusters do not account for; then, per month and
-/// service, whatever is left of the org total. A project's clusters folded into its
-/// `cluster_name="(other)"` have no service: its remainder without `atlas_service` takes
-/// them off (negative), so they are not counted a second time under their services.
+/// service, whatever is left of the org total. The rollups are of the queries before their
+/// controls; should the clusters hold a (project, service) the projects query lacks (a
+/// cluster row without a service), the project's remainder takes it off under that key, so
+/// nothing is counted twice.
 pub fn clusters_remainder(
     org_id: &str,
     query: &str,
@@ -166,7 +215,7 @@ pub fn clusters_remainder(
 ) -> Vec<CostSeries> {
     let mut out = Vec::new();
     let query: Arc<str> = Arc::from(query);
-    let org_name = org_name(total, clusters);
+    let org_name = org_name(clusters, total);
     for month in months(clusters).filter(|m| total.covers(*m)) {
         let per_project = projects
             .filter(|p| p.covers(month))
@@ -174,10 +223,9 @@ pub fn clusters_remainder(
             .unwrap_or_default();
         let listed: BTreeSet<&str> = per_project.keys().map(|(p, _)| &**p).collect();
         let c = clusters.by_project(month);
-        // Every (project, service) of a listed project that either query holds: a cluster
-        // folded into its project's `cluster_name="(other)"` has no service, a key the
-        // projects query lacks, and must still come off the project's remainder, or it is
-        // counted twice (once as `(other)`, once in the remainder).
+        // Every (project, service) of a listed project that either query holds: spend of the
+        // clusters under a key the projects query lacks (a row without a service) must still
+        // come off the project's remainder, or it is counted twice.
         let project_keys: BTreeSet<&(Box<str>, Option<Box<str>>)> = per_project
             .keys()
             .chain(c.keys().filter(|(p, _)| listed.contains(&**p)))
@@ -186,7 +234,9 @@ pub fn clusters_remainder(
             let p_sum = per_project.get(k).copied().unwrap_or(0);
             let c_sum = c.get(k).copied().unwrap_or(0);
             let name = projects.and_then(|p| p.project_names.get(project));
-            let tags = projects.and_then(|p| p.project_tags.get(project));
+            let tags = projects
+                .and_then(|p| p.project_tags.get(project))
+                .map(|t| &t.value);
             push(
                 &mut out,
                 &query,
@@ -194,7 +244,7 @@ pub fn clusters_remainder(
                 p_sum.saturating_sub(c_sum),
                 Remainder {
                     org: (org_id, org_name),
-                    project: Some((project, name.map(|n| &**n))),
+                    project: Some((project, name.map(|n| &*n.value))),
                     tags,
                     in_clusters_query: true,
                     service: service.as_deref(),
@@ -236,8 +286,13 @@ fn months(r: &Rollup) -> impl Iterator<Item = Month> {
         .take_while(move |m| range.is_some_and(|(_, last)| *m <= last))
 }
 
-fn org_name<'a>(a: &'a Rollup, b: &'a Rollup) -> Option<&'a str> {
-    a.org_name.as_deref().or(b.org_name.as_deref())
+/// The org name of a query's remainders: the query's own (so its remainders and its series
+/// agree), else the total's.
+fn org_name<'a>(own: &'a Rollup, total: &'a Rollup) -> Option<&'a str> {
+    own.org_name
+        .as_ref()
+        .or(total.org_name.as_ref())
+        .map(|n| &*n.value)
 }
 
 fn keys<'a>(
@@ -513,13 +568,12 @@ mod tests {
         );
     }
 
-    /// Clusters that controls folded into their project's `cluster_name="(other)"` (which has
-    /// no `atlas_service`) are counted once: the project's remainder takes them off under that
-    /// same service-less key, so a query with `top` or `max_series` still adds up to the
-    /// total exactly. A cluster shed into the org's `project_name="(other)"` is counted once
-    /// too.
+    /// Spend the clusters query holds under a key the projects query lacks (here service-less
+    /// `(other)` series, as a query controlled before its remainders would hold) is counted
+    /// once: the project's remainder takes it off under that same key, and spend without a
+    /// listed project comes off the org-level rest, so the query still adds up to the total.
     #[test]
-    fn clusters_folded_into_other_are_counted_once_with_the_remainders() {
+    fn spend_under_a_key_the_projects_query_lacks_is_counted_once() {
         let projects = vec![
             (key(Some((P1, "one")), None, "Clusters"), 600),
             (key(Some((P1, "one")), None, "App Services"), 70),
@@ -578,6 +632,38 @@ mod tests {
             600 + 70,
             "P1's clusters and remainders add up to P1's total"
         );
+    }
+
+    /// A project renamed between two months: its remainders carry the newest month's name in
+    /// every month, as its own series do, never the oldest.
+    #[test]
+    fn remainders_take_their_names_from_the_newest_month() {
+        let (old, new) = (m().plus(-1), m());
+        let projects = [
+            (old, key(Some((P1, "before")), None, "App Services"), 10),
+            (new, key(Some((P1, "after")), None, "App Services"), 20),
+        ];
+        let total = [
+            (old, key(None, None, "App Services"), 10),
+            (new, key(None, None, "App Services"), 20),
+        ];
+        let rollup = |s: &[(Month, SeriesKey, i64)]| {
+            Rollup::new(old, new, s.iter().map(|(m, k, v)| (*m, k, *v)))
+        };
+        let clusters = Rollup::new(old, new, std::iter::empty());
+        let r = clusters_remainder(
+            ORG,
+            "clusters",
+            &rollup(&total),
+            Some(&rollup(&projects)),
+            &clusters,
+        );
+        let names: Vec<(Month, Option<&str>)> = r
+            .iter()
+            .filter(|s| s.key.get(Label::ProjectId) == Some(P1))
+            .map(|s| (s.month, s.key.get(Label::ProjectName)))
+            .collect();
+        assert_eq!(names, [(old, Some("after")), (new, Some("after"))]);
     }
 
     /// Months the total does not cover get no remainder: nothing is invented.

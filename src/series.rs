@@ -128,6 +128,12 @@ impl SeriesKey {
         }
     }
 
+    /// The address of the shared values: the same for every clone of this key while one
+    /// lives, so a table can share keys by identity before comparing values.
+    pub fn addr(&self) -> usize {
+        Arc::as_ptr(&self.0).addr()
+    }
+
     /// Whether `self` and `other` are one shared key (not only equal ones).
     pub fn shares(&self, other: &SeriesKey) -> bool {
         Arc::ptr_eq(&self.0, &other.0)

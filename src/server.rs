@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::chart::usd;
 use crate::exposition;
 use crate::metrics::SelfMetrics;
 use crate::model::Clock;
@@ -72,10 +73,17 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if snapshot.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        let waiting = snapshot.statuses.iter().filter(|s| !s.attempted).count();
+        let waiting = snapshot
+            .statuses
+            .iter()
+            .filter(|s| !s.attempted && !s.restored)
+            .count();
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {waiting} queries have not finished their first refresh\n"),
+            format!(
+                "not ready: {waiting} queries have not finished their first refresh and have no \
+                 kept data\n"
+            ),
         )
             .into_response()
     }
@@ -99,23 +107,6 @@ fn html(s: &str) -> String {
 
 /// Micro-dollars as USD with cents and thousands separators (`-1,234.57`), rounded half away
 /// from zero.
-fn usd(micros: i64) -> String {
-    let cents = (i128::from(micros).abs() + 5_000) / 10_000;
-    let digits = (cents / 100).to_string();
-    let mut out = String::with_capacity(digits.len() + 8);
-    if micros < 0 && cents > 0 {
-        out.push('-');
-    }
-    for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(d);
-    }
-    let _ = write!(out, ".{:02}", cents % 100);
-    out
-}
-
 fn rfc3339ish(t: Option<SystemTime>) -> String {
     t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or_else(
@@ -131,7 +122,7 @@ async fn landing(State(state): State<Arc<AppState>>) -> Response {
     let _ = write!(
         page,
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Atlas Cost Exporter</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}}.down{{color:#b00}}td.mtd,td.forecast{{text-align:right;font-variant-numeric:tabular-nums}}</style>\
+         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .8em;text-align:left;border-bottom:1px solid #ddd}}.down{{color:#b00}}td.mtd,td.forecast{{text-align:right;font-variant-numeric:tabular-nums}}svg.spend-chart{{margin:.5em 1.5em .5em 0;vertical-align:top}}</style>\
          </head><body><h1>Atlas Cost Exporter</h1><p>Version {} &middot; refreshed every {} &middot; <a href=\"{}\">Metrics</a> &middot; \
          <a href=\"/healthz\">Health</a> &middot; <a href=\"/readyz\">Readiness</a></p>",
         crate::version::LONG,
@@ -161,7 +152,16 @@ async fn landing(State(state): State<Arc<AppState>>) -> Response {
     if !snapshot.orgs.is_empty() {
         page.push_str(
             "</table><p>From each org's <code>services</code> query (the org's total); the \
-             forecast scales the month to date to the whole month.</p>",
+             forecast scales the month to date to the whole month.</p>\
+             <h2>Monthly spend by service</h2><div id=\"spend\">",
+        );
+        // Each chart was built and escaped when the refresh was published: copied as it is.
+        for o in &snapshot.orgs {
+            page.push_str(&o.spend_chart);
+        }
+        page.push_str(
+            "</div><p>Credits (negative amounts) hang below the axis; hover a bar for its \
+             amount.</p>",
         );
     }
     page.push_str(
@@ -169,10 +169,12 @@ async fn landing(State(state): State<Arc<AppState>>) -> Response {
          <th>Last success</th><th>Age</th><th>Series</th><th>Last error</th></tr>",
     );
     for s in &snapshot.statuses {
-        let status = match (s.attempted, s.up) {
-            (false, _) => "<td>pending</td>",
-            (true, true) => "<td>up</td>",
-            (true, false) => "<td class=\"down\">failing</td>",
+        let status = match (s.attempted, s.restored, s.up) {
+            (false, false, _) => "<td>pending</td>",
+            (false, true, _) => "<td>kept (from before the restart)</td>",
+            (true, true, false) => "<td class=\"down\">failing, serving kept data</td>",
+            (true, _, true) => "<td>up</td>",
+            (true, false, false) => "<td class=\"down\">failing</td>",
         };
         let age = s
             .last_success
@@ -213,7 +215,8 @@ mod tests {
     use crate::snapshot::{OrgSummary, Snapshot};
 
     /// The landing page shows each org's name beside its id with its month to date and
-    /// forecast, the name HTML-escaped, and `-` where there is no value yet.
+    /// forecast, the name HTML-escaped, `-` where there is no value yet, and the org's spend
+    /// chart from the snapshot as it is.
     #[tokio::test]
     async fn landing_page_escapes_org_names_and_shows_amounts() {
         let month = Month::new(2026, 11).expect("valid month");
@@ -224,6 +227,8 @@ mod tests {
                 month,
                 month_to_date_micros: Some(1_234_567_000),
                 forecast_micros: None,
+                spend_chart: "<svg class=\"spend-chart\"><title>built at publication</title></svg>"
+                    .to_owned(),
             }],
             ..Snapshot::default()
         }));
@@ -248,6 +253,13 @@ mod tests {
         );
         assert!(page.contains("Month to date, 2026-11"), "{page}");
         assert!(!page.contains("<script>"), "{page}");
+        // The chart built when the refresh was published, copied as it is.
+        assert!(
+            page.contains(
+                "<div id=\"spend\"><svg class=\"spend-chart\"><title>built at publication</title></svg></div>"
+            ),
+            "{page}"
+        );
     }
 
     /// Amounts read as dollars and cents with thousands separators, rounded half away from

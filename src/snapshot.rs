@@ -61,8 +61,11 @@ pub struct QueryStatus {
     pub query: String,
     /// Org id.
     pub org_id: String,
-    /// Whether a first refresh has finished (successfully or not).
+    /// Whether a first refresh has finished in this process (successfully or not).
     pub attempted: bool,
+    /// Whether the data served came from the state kept in `--storage.path` by an earlier
+    /// process: from start-up until this process's first successful refresh of the query.
+    pub restored: bool,
     /// Whether the last refresh succeeded.
     pub up: bool,
     /// When the last refresh finished.
@@ -84,12 +87,42 @@ impl QueryStatus {
             query: query.to_owned(),
             org_id: org_id.to_owned(),
             attempted: false,
+            restored: false,
             up: false,
             last_attempt: None,
             last_success: None,
             last_error: None,
             series: 0,
             invalid_rows: 0,
+        }
+    }
+}
+
+/// What a source's last refreshes of an org came to: node_exporter's collector success and
+/// duration, per source and org. The refresher times and records every source alike.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceStatus {
+    /// The source's name: `cost_explorer` or `invoices`.
+    pub source: &'static str,
+    /// Org id.
+    pub org_id: String,
+    /// Whether its last refresh succeeded (`cost_explorer`: every query of the org).
+    pub up: bool,
+    /// When its last successful refresh finished.
+    pub last_success: Option<SystemTime>,
+    /// How long its last refresh took.
+    pub duration: Option<Duration>,
+}
+
+impl SourceStatus {
+    /// The status of a source that has not run yet.
+    pub fn pending(source: &'static str, org_id: &str) -> SourceStatus {
+        SourceStatus {
+            source,
+            org_id: org_id.to_owned(),
+            up: false,
+            last_success: None,
+            duration: None,
         }
     }
 }
@@ -109,6 +142,9 @@ pub struct OrgSummary {
     pub month_to_date_micros: Option<i64>,
     /// The month-end forecast of that total ([`crate::budget::forecast_micros`]).
     pub forecast_micros: Option<i64>,
+    /// The org's monthly spend over the window by service (its `services` query), as an
+    /// inline SVG ([`crate::chart`]), escaped; the landing page copies it as it is.
+    pub spend_chart: String,
 }
 
 /// One published refresh.
@@ -118,6 +154,8 @@ pub struct Snapshot {
     pub statuses: Vec<QueryStatus>,
     /// One per org, in configuration order.
     pub orgs: Vec<OrgSummary>,
+    /// One per (org, source), in configuration order, the Cost Explorer first.
+    pub sources: Vec<SourceStatus>,
     /// The cost series, pre-encoded.
     pub costs: EncodedCosts,
     /// The refresh interval (`--refresh.interval`), shown in HELP text and on the landing
@@ -128,9 +166,10 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Whether every query has finished its first attempt.
+    /// Whether every query has finished its first attempt or serves data kept from before
+    /// a restart.
     pub fn ready(&self) -> bool {
-        self.statuses.iter().all(|s| s.attempted)
+        self.statuses.iter().all(|s| s.attempted || s.restored)
     }
 }
 
@@ -163,5 +202,27 @@ impl SnapshotCell {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ready once every query has finished a first refresh in this process or serves data
+    /// kept from before a restart; a query with neither holds readiness back.
+    #[test]
+    fn ready_counts_queries_with_kept_data() {
+        let mut kept = QueryStatus::pending("services", "5f1b2c3d4e5f6a7b8c9d0e1f");
+        kept.restored = true;
+        let mut done = QueryStatus::pending("projects", "5f1b2c3d4e5f6a7b8c9d0e1f");
+        done.attempted = true;
+        let waiting = QueryStatus::pending("clusters", "5f1b2c3d4e5f6a7b8c9d0e1f");
+        let snapshot = |statuses: Vec<QueryStatus>| Snapshot {
+            statuses,
+            ..Snapshot::default()
+        };
+        assert!(snapshot(vec![kept.clone(), done.clone()]).ready());
+        assert!(!snapshot(vec![kept, done, waiting]).ready());
     }
 }

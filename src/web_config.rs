@@ -55,6 +55,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// logged-in client from growing the cache without end.
 const AUTH_CACHE_LIMIT: usize = 1024;
 
+/// The highest bcrypt cost taken. Each step doubles the time of a check (cost 10, the
+/// usual, takes about 50 ms; 16 about 4 s): a higher one would hold every new client, and
+/// the start-up's own dummy hash, for minutes to days (31 is about a day per check).
+const MAX_BCRYPT_COST: u32 = 16;
+
 /// An invalid `--web.config.file`: one line naming the key.
 #[derive(Debug, thiserror::Error)]
 #[error("--web.config.file: {0}")]
@@ -359,6 +364,13 @@ impl BasicAuth {
                 return bad(format!("basic_auth_users: user name {user:?} contains ':'"));
             }
             match hash.parse::<bcrypt::HashParts>() {
+                Ok(parts) if parts.get_cost() > MAX_BCRYPT_COST => {
+                    return bad(format!(
+                        "basic_auth_users.{user}: bcrypt cost {} is above {MAX_BCRYPT_COST}: \
+                         each check of a password would take minutes or more",
+                        parts.get_cost()
+                    ));
+                }
                 Ok(parts) => cost = cost.max(parts.get_cost()),
                 // The hash is not echoed: it is a secret's digest.
                 Err(_) => {
@@ -431,6 +443,13 @@ fn cache_key(user: &str, password: &str, hash: &str) -> [u8; 32] {
     let mut out = [0; 32];
     out.copy_from_slice(ctx.finish().as_ref());
     out
+}
+
+/// [`basic_credentials`] of a header value's bytes (`None` for bytes no request can carry):
+/// the entry of the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub fn fuzz_basic_credentials(value: &[u8]) -> Option<(String, String)> {
+    basic_credentials(Some(&HeaderValue::from_bytes(value).ok()?))
 }
 
 /// Splits an `Authorization: Basic` header into user and password.
@@ -739,6 +758,25 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains("plaintext-password"), "{e}");
+    }
+
+    /// A bcrypt cost above 16 is refused at start-up, naming the user: with cost 31 the
+    /// start-up's dummy hash alone ran for about a day (found by the `web_config` fuzz
+    /// target, as a timeout).
+    #[test]
+    fn a_bcrypt_cost_above_16_is_refused() {
+        let hash = |cost: &str| {
+            format!(
+                "basic_auth_users:\n  alice: $2y${cost}$Jk2Q6bl1V5i4o5hHkJmHre3bQd6q7zSx0MExmH2m0xGOGOlCzY6nO\n"
+            )
+        };
+        let e = parse_err(&hash("31"), Path::new("."));
+        assert!(
+            e.contains("basic_auth_users.alice: bcrypt cost 31 is above 16"),
+            "{e}"
+        );
+        assert!(!e.contains("Jk2Q6"), "the hash is not echoed: {e}");
+        assert!(parse_err(&hash("17"), Path::new(".")).contains("cost 17"));
     }
 
     /// The right password passes; a wrong password and an unknown user do not, also once the

@@ -68,7 +68,7 @@ fn promtool_check_rules_finds_nothing() {
         .collect();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].starts_with("Checking "), "{lines:?}");
-    assert_eq!(lines[1].trim(), "SUCCESS: 9 rules found");
+    assert_eq!(lines[1].trim(), "SUCCESS: 10 rules found");
 }
 
 /// The check is not vacuous: a rule with a broken expression is refused.
@@ -177,7 +177,7 @@ fn prometheus_rule_matches_the_rules_file() {
     assert_eq!(crd["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
     assert_eq!(
         crd["spec"]["groups"], rules["groups"],
-        "deploy/kubernetes/prometheusrule.yml differs from deploy/alerts.yml: copy the groups over"
+        "deploy/kubernetes/prometheusrule.yml differs from deploy/alerts.yml: render it from the chart (tests/helm_chart.py deploy)"
     );
     let mut changed = rules["groups"].clone();
     changed[0]["rules"][1]["for"] = Value::from("1m");
@@ -198,8 +198,8 @@ fn example_prometheus_config_is_valid() {
     assert!(secs(&job["scrape_timeout"]) < secs(&job["scrape_interval"]));
 }
 
-/// The Kubernetes manifest holds a Deployment, a Service and a ServiceMonitor that agree on
-/// the port, the probes and the labels.
+/// The Kubernetes manifest (rendered from the chart) holds a StatefulSet, a Service and a
+/// ServiceMonitor that agree on the port, the probes and the labels.
 #[test]
 fn kubernetes_manifest_is_consistent() {
     let text = std::fs::read_to_string(deploy("kubernetes/exporter.yml")).unwrap();
@@ -211,10 +211,10 @@ fn kubernetes_manifest_is_consistent() {
             .find(|d| d["kind"].as_str() == Some(k))
             .unwrap_or_else(|| panic!("no {k}"))
     };
-    let deployment = kind("Deployment");
+    let statefulset = kind("StatefulSet");
     let service = kind("Service");
     let monitor = kind("ServiceMonitor");
-    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let container = &statefulset["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["ports"][0]["containerPort"].as_u64(), Some(9879));
     assert_eq!(
         container["livenessProbe"]["httpGet"]["path"].as_str(),
@@ -224,9 +224,20 @@ fn kubernetes_manifest_is_consistent() {
         container["readinessProbe"]["httpGet"]["path"].as_str(),
         Some("/readyz")
     );
-    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
-    assert_eq!(&service["spec"]["selector"], labels);
-    assert_eq!(&monitor["spec"]["selector"]["matchLabels"], labels);
+    let labels = &statefulset["spec"]["template"]["metadata"]["labels"];
+    // The Service selects every pod of the release: each of its labels is on the pods.
+    let selector = service["spec"]["selector"].as_mapping().unwrap();
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(&labels[k], v, "{k:?}");
+    }
+    // The ServiceMonitor selects the Service by the Service's own labels.
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap()
+    {
+        assert_eq!(&service["metadata"]["labels"][k], v, "{k:?}");
+    }
     assert_eq!(
         monitor["spec"]["endpoints"][0]["port"],
         service["spec"]["ports"][0]["name"]
@@ -235,5 +246,70 @@ fn kubernetes_manifest_is_consistent() {
         labels["app.kubernetes.io/name"].as_str(),
         Some("atlas-cost-exporter"),
         "the job label the alerts select"
+    );
+}
+
+/// The Kubernetes manifest (the chart's rendering) keeps the state on a volume of its own: a
+/// StatefulSet's PersistentVolumeClaim template, one claim per pod, mounted writable at the
+/// path the image declares as its `VOLUME` and passes as `--storage.path`, with `fsGroup`
+/// 65532 (the image's non-root user) so it can write there, while the root filesystem stays
+/// read-only.
+#[test]
+fn kubernetes_manifest_keeps_the_state_on_a_volume() {
+    let dockerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile")).unwrap();
+    let volume = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("VOLUME [\"")?.strip_suffix("\"]"))
+        .expect("the image declares a VOLUME");
+    let text = std::fs::read_to_string(deploy("kubernetes/exporter.yml")).unwrap();
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    let set = docs
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("StatefulSet"))
+        .expect("a StatefulSet");
+    let pod = &set["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .expect("the container's args")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&format!("--storage.path={volume}").as_str()),
+        "{args:?}"
+    );
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .expect("volume mounts")
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(volume))
+        .expect("a volume mounted at the image's VOLUME");
+    assert_ne!(mount["readOnly"].as_bool(), Some(true));
+    let name = mount["name"].as_str().unwrap();
+    // The mount names a claim template, not a pod volume (an emptyDir would lose the state).
+    let in_pod = pod["volumes"]
+        .as_sequence()
+        .is_some_and(|v| v.iter().any(|v| v["name"].as_str() == Some(name)));
+    assert!(!in_pod, "{name} is a pod volume, not the claim");
+    let claim = set["spec"]["volumeClaimTemplates"]
+        .as_sequence()
+        .expect("volumeClaimTemplates")
+        .iter()
+        .find(|c| c["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("a claim template named {name}"));
+    assert!(
+        claim["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .is_some(),
+        "the claim requests storage: {claim:?}"
+    );
+    assert_eq!(pod["securityContext"]["fsGroup"].as_u64(), Some(65532));
+    assert_eq!(
+        container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
     );
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use atlas_cost_exporter::simulator::{SimConfig, Simulator};
+use atlas_cost_exporter::simulator::{Dataset, SimConfig, Simulator};
 use common::{KillOnDrop, Samples, free_port, parse, temp_dir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_atlas-cost-exporter");
@@ -213,22 +213,21 @@ fn amount(s: &str) -> f64 {
     s.replace(',', "").parse().unwrap_or(f64::NAN)
 }
 
-/// The landing page, rendered by headless Chromium: each demo org's name beside its id, with
-/// the month to date and forecast of its `services` query, equal to the scrape's sums to the
-/// cent. The rendered DOM is checked (`--dump-dom`), and a screenshot is taken. Skipped, with
+/// The demo's landing page once every org's `services` query is up, rendered by headless
+/// Chromium: the scrape of that moment, the rendered DOM (`--dump-dom`) and a 1280x900
+/// screenshot at scale 1, saved as `png_name` in the test's temporary directory. `None`, with
 /// a message, only where Chromium is not installed (CI installs it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn landing_page_in_chromium_shows_org_names_month_to_date_and_forecast() {
+async fn rendered_landing_page(png_name: &str) -> Option<RenderedPage> {
     let Some(program) = find_program(&["chromium", "chromium-browser"]) else {
         eprintln!(
-            "SKIPPED landing_page_in_chromium...: chromium is not installed \
-             (apt-get install chromium; .ci/run installs it)"
+            "SKIPPED {png_name}: chromium is not installed (apt-get install chromium; .ci/run \
+             installs it)"
         );
-        return;
+        return None;
     };
     let dataset = Simulator::new(SimConfig::default()).dataset();
     let demo = Demo::start(&[]);
-    let s = demo
+    let scrape = demo
         .scrape_until(Duration::from_secs(30), |s| {
             dataset
                 .orgs
@@ -239,7 +238,7 @@ async fn landing_page_in_chromium_shows_org_names_month_to_date_and_forecast() {
     let profile = temp_dir();
     let url = format!("{}/", demo.base);
     let dom = chromium(&program, &profile, &["--dump-dom"], &url);
-    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("landing-page.png");
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join(png_name);
     let _ = std::fs::remove_file(&screenshot);
     chromium(
         &program,
@@ -247,6 +246,7 @@ async fn landing_page_in_chromium_shows_org_names_month_to_date_and_forecast() {
         &[
             &format!("--screenshot={}", screenshot.display()),
             "--window-size=1280,900",
+            "--force-device-scale-factor=1",
         ],
         &url,
     );
@@ -254,6 +254,37 @@ async fn landing_page_in_chromium_shows_org_names_month_to_date_and_forecast() {
     let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     eprintln!("landing page screenshot: {}", screenshot.display());
+    Some(RenderedPage {
+        dataset,
+        scrape,
+        dom,
+        screenshot,
+    })
+}
+
+/// What [`rendered_landing_page`] saw.
+struct RenderedPage {
+    dataset: std::sync::Arc<Dataset>,
+    scrape: Samples,
+    dom: String,
+    screenshot: PathBuf,
+}
+
+/// The landing page, rendered by headless Chromium: each demo org's name beside its id, with
+/// the month to date and forecast of its `services` query, equal to the scrape's sums to the
+/// cent. The rendered DOM is checked (`--dump-dom`), and a screenshot is taken. Skipped, with
+/// a message, only where Chromium is not installed (CI installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landing_page_in_chromium_shows_org_names_month_to_date_and_forecast() {
+    let Some(page) = rendered_landing_page("landing-page.png").await else {
+        return;
+    };
+    let RenderedPage {
+        dataset,
+        scrape: s,
+        dom,
+        ..
+    } = page;
 
     let (names, ids, mtds, forecasts) = (
         cells(&dom, "org-name"),
@@ -294,5 +325,111 @@ async fn landing_page_in_chromium_shows_org_names_month_to_date_and_forecast() {
             org.id,
             forecasts[row]
         );
+    }
+}
+
+/// `#rrggbb` as bytes.
+fn rgb(hex: &str) -> [u8; 3] {
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).unwrap();
+    [byte(1), byte(3), byte(5)]
+}
+
+/// The text between `start` and the next `end` after each `start` in `s`.
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Vec<&'a str> {
+    s.split(start)
+        .skip(1)
+        .map(|rest| rest.split(end).next().unwrap())
+        .collect()
+}
+
+/// The landing page, rendered by headless Chromium, draws each org's monthly spend stacked
+/// by service. In the rendered DOM (`--dump-dom`): one chart per demo org, one bar per month
+/// of its `services` series, each bar's net equal to the scrape's sum of that month to the
+/// cent, and a segment per service. In the screenshot: the chart's two main colours fill
+/// areas larger than their legend squares, so the bars were painted. The screenshot is the
+/// README's picture: `ATLAS_UPDATE_SCREENSHOT=1` copies it to `docs/img/landing.png`.
+/// Skipped, with a message, only where Chromium is not installed (CI installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn landing_page_in_chromium_draws_each_orgs_monthly_spend_stacked_by_service() {
+    let Some(page) = rendered_landing_page("landing-chart.png").await else {
+        return;
+    };
+    let RenderedPage {
+        dataset,
+        scrape: s,
+        dom,
+        screenshot,
+    } = page;
+
+    let charts = between(&dom, "<svg class=\"spend-chart\"", "</svg>");
+    assert_eq!(
+        charts.len(),
+        dataset.orgs.len(),
+        "one chart per org:\n{dom}"
+    );
+    for org in &dataset.orgs {
+        let chart = charts
+            .iter()
+            .find(|c| c.contains(&format!("({})", org.id)))
+            .unwrap_or_else(|| panic!("no chart for org {}:\n{dom}", org.id));
+        let mut months: Vec<(String, f64)> = Vec::new();
+        for x in s
+            .named("atlas_cost_usage_usd")
+            .filter(|x| x.label("query") == Some("services") && x.label("org_id") == Some(&org.id))
+        {
+            let month = x.label("month").unwrap().to_owned();
+            match months.iter_mut().find(|(m, _)| *m == month) {
+                Some((_, sum)) => *sum += x.value.unwrap(),
+                None => months.push((month, x.value.unwrap())),
+            }
+        }
+        months.sort_by(|a, b| a.0.cmp(&b.0));
+        assert!(
+            months.len() >= 2,
+            "the demo bills several months: {months:?}"
+        );
+        let bars = between(chart, "<g class=\"bar\" data-month=\"", "</g>");
+        assert_eq!(bars.len(), months.len(), "one bar per month: {chart}");
+        for ((month, sum), bar) in months.iter().zip(&bars) {
+            assert!(bar.starts_with(&format!("{month}\"")), "{month}: {bar}");
+            let net = between(bar, "data-net-usd=\"", "\"")[0];
+            assert!(
+                (amount(net) - sum).abs() < 0.015,
+                "{} {month}: bar {net} vs scrape {sum}",
+                org.id
+            );
+            assert!(bar.contains("<rect class=\"segment\""), "{month}: {bar}");
+        }
+    }
+
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&screenshot).expect("chromium wrote the screenshot"),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    let channels = frame.color_type.samples();
+    assert!(channels >= 3, "{:?}", frame.color_type);
+    let count = |colour: [u8; 3]| {
+        pixels[..frame.buffer_size()]
+            .chunks_exact(channels)
+            .filter(|p| p[..3] == colour)
+            .count()
+    };
+    // A legend square is 10 x 10 pixels, one per chart.
+    let legend_squares = 100 * dataset.orgs.len();
+    for hex in &atlas_cost_exporter::chart::PALETTE[..2] {
+        let n = count(rgb(hex));
+        assert!(
+            n > legend_squares + 500,
+            "colour {hex}: {n} pixels, no bigger than its legend squares ({legend_squares}); \
+             screenshot {}",
+            screenshot.display()
+        );
+    }
+    if std::env::var_os("ATLAS_UPDATE_SCREENSHOT").is_some() {
+        let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/img/landing.png");
+        std::fs::copy(&screenshot, &target).unwrap();
+        eprintln!("wrote {}", target.display());
     }
 }

@@ -281,6 +281,8 @@ async fn prometheus_scrapes_and_evaluates_dashboards_and_alerts() {
             config.to_str().unwrap(),
             "--cost.tag-labels",
             "team,env",
+            // The "Daily spend and SKUs" row reads the invoice source.
+            "--invoices.enabled",
         ])
         .env("MONGODB_ATLAS_CLIENT_ID", "mdb_sa_id_demo")
         .env("MONGODB_ATLAS_CLIENT_SECRET", "mdb_sa_sk_demo")

@@ -35,6 +35,10 @@ fn params(s: &str) -> Vec<(String, String)> {
             break;
         }
         let mut value = String::new();
+        // Whitespace before the value (`nonce= "x"`) is no part of it.
+        while matches!(chars.peek(), Some(c) if *c == ' ' || *c == '\t') {
+            chars.next();
+        }
         if chars.peek() == Some(&'"') {
             chars.next();
             while let Some(c) = chars.next() {
@@ -44,6 +48,8 @@ fn params(s: &str) -> Vec<(String, String)> {
                     c => value.push(c),
                 }
             }
+            // A quoted value is kept exactly: the nonce is echoed byte for byte.
+            out.push((key, value));
         } else {
             while let Some(c) = chars.peek() {
                 if *c == ',' {
@@ -52,8 +58,8 @@ fn params(s: &str) -> Vec<(String, String)> {
                 value.push(*c);
                 chars.next();
             }
+            out.push((key, value.trim().to_owned()));
         }
-        out.push((key, value.trim().to_owned()));
     }
     out
 }
@@ -122,6 +128,74 @@ impl Challenge {
     }
 }
 
+/// Refusals of a nonce's first answer (`nc=00000001`) one request takes and still answers
+/// again: a handful, for nonces that go stale or are forgotten while concurrent requests
+/// share them. Such a refusal says the server called a nonce stale (or forgot it) before
+/// anyone used it; a refusal over a nonce that other answers used too says only that the
+/// nonce was used up, and counts toward [`MAX_DIGEST_ANSWERS`] alone.
+pub const MAX_DIGEST_RETRIES: u32 = 5;
+
+/// Answers one request sends at most, whatever the refusals: the hard bound.
+pub const MAX_DIGEST_ANSWERS: u32 = 12;
+
+/// The refused Digest answers of one request so far, and the rule that says whether to answer
+/// again (RFC 7616 section 3.3: `stale=true` means the response was right and only the nonce
+/// was old).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    /// Answers refused with `stale=true`.
+    pub stale: u32,
+    /// Answers refused with a plain fresh challenge (`stale=false`).
+    pub plain: u32,
+    /// Of those, refused answers that were their nonce's first.
+    pub first_answers: u32,
+}
+
+/// What to do after Atlas refused an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Answer the new challenge.
+    AnswerAgain,
+    /// The credentials are wrong (or revoked): no more answers.
+    WrongCredentials,
+    /// Atlas keeps calling nonces stale: no more answers, but the credentials are right.
+    StaleTooOften,
+}
+
+impl Refusals {
+    /// Counts a refused answer (`stale` as its challenge said; `first_answer` when it was the
+    /// first answer over its nonce) and decides. A plain challenge cannot tell a forgotten
+    /// nonce from a wrong key: unless these credentials were `accepted_recently`, the second
+    /// plain refusal says they are wrong. Otherwise (`stale=true`, or trusted credentials)
+    /// the request answers again while at most [`MAX_DIGEST_RETRIES`] refused answers were
+    /// their nonce's first and it has sent fewer than [`MAX_DIGEST_ANSWERS`]; past a bound
+    /// the refusal's own `stale` flag says which failure it is.
+    pub fn refused(&mut self, stale: bool, first_answer: bool, accepted_recently: bool) -> Verdict {
+        if stale {
+            self.stale += 1;
+        } else {
+            self.plain += 1;
+        }
+        if first_answer {
+            self.first_answers += 1;
+        }
+        let failure = if stale {
+            Verdict::StaleTooOften
+        } else {
+            Verdict::WrongCredentials
+        };
+        if !stale && !accepted_recently && self.plain >= 2 {
+            Verdict::WrongCredentials
+        } else if self.first_answers > MAX_DIGEST_RETRIES
+            || self.stale + self.plain >= MAX_DIGEST_ANSWERS
+        {
+            failure
+        } else {
+            Verdict::AnswerAgain
+        }
+    }
+}
+
 /// Lower-case hex MD5 of `s`.
 pub fn md5_hex(s: &str) -> String {
     hex::encode(Md5::digest(s.as_bytes()))
@@ -156,7 +230,22 @@ pub fn form_encode(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    /// The `nonce` and `nc` of a Digest `Authorization` header (the tests of the request
+    /// and session layers read their answers with it).
+    pub(crate) fn nonce_and_count(header: &str) -> (String, String) {
+        let field = |name: &str| {
+            let start = header.find(&format!(" {name}=")).expect(name) + name.len() + 2;
+            header[start..]
+                .split(',')
+                .next()
+                .expect("value")
+                .trim_matches('"')
+                .to_owned()
+        };
+        (field("nonce"), field("nc"))
+    }
+
     use super::*;
 
     /// The RFC 2617 section 3.5 example: the computed response matches the published one.
@@ -194,6 +283,118 @@ mod tests {
         assert!(ch.stale);
         assert!(Challenge::parse("Bearer realm=x").is_none());
         assert!(Challenge::parse(r#"Digest realm="r", nonce="n", algorithm=SHA-256"#).is_none());
+    }
+
+    /// A `stale=true` challenge is answered again whatever the process knows of the
+    /// credentials, five times after a first answer refused; the sixth refusal of a nonce's
+    /// first answer is a failure that is not about the credentials.
+    #[test]
+    fn stale_challenges_are_answered_again_up_to_the_bound() {
+        for accepted_recently in [false, true] {
+            let mut r = Refusals::default();
+            for n in 1..=MAX_DIGEST_RETRIES {
+                assert_eq!(
+                    r.refused(true, true, accepted_recently),
+                    Verdict::AnswerAgain,
+                    "stale refusal {n}"
+                );
+            }
+            assert_eq!(
+                r.refused(true, true, accepted_recently),
+                Verdict::StaleTooOften
+            );
+        }
+    }
+
+    /// Refusals of answers over a nonce others used too (a shared nonce used up) do not use
+    /// up the handful, but the request stops at [`MAX_DIGEST_ANSWERS`] answers whatever the
+    /// refusals.
+    #[test]
+    fn refusals_of_a_used_nonce_count_toward_the_hard_bound_only() {
+        let mut r = Refusals::default();
+        for n in 1..MAX_DIGEST_ANSWERS {
+            assert_eq!(
+                r.refused(true, false, true),
+                Verdict::AnswerAgain,
+                "answer {n}"
+            );
+        }
+        assert_eq!(r.refused(true, false, true), Verdict::StaleTooOften);
+        let mut r = Refusals::default();
+        for _ in 1..MAX_DIGEST_ANSWERS {
+            assert_eq!(r.refused(false, false, true), Verdict::AnswerAgain);
+        }
+        assert_eq!(r.refused(false, false, true), Verdict::WrongCredentials);
+        assert_eq!(r.stale + r.plain, MAX_DIGEST_ANSWERS);
+    }
+
+    /// Credentials this process never saw accepted get one more answer after a plain fresh
+    /// challenge, and fail at the second, whatever nonce was answered: the rule from before
+    /// stale nonces were retried.
+    #[test]
+    fn never_accepted_credentials_fail_at_the_second_plain_refusal() {
+        for first_answer in [false, true] {
+            let mut r = Refusals::default();
+            assert_eq!(r.refused(false, first_answer, false), Verdict::AnswerAgain);
+            assert_eq!(
+                r.refused(false, first_answer, false),
+                Verdict::WrongCredentials
+            );
+        }
+    }
+
+    /// Credentials accepted recently get a plain fresh challenge answered again (the server
+    /// forgot the nonce), five times after a first answer refused, then the sixth refusal of
+    /// a nonce's first answer says they are wrong (revoked).
+    #[test]
+    fn recently_accepted_credentials_answer_plain_challenges_up_to_the_bound() {
+        let mut r = Refusals::default();
+        for n in 1..=MAX_DIGEST_RETRIES {
+            assert_eq!(
+                r.refused(false, true, true),
+                Verdict::AnswerAgain,
+                "refusal {n}"
+            );
+        }
+        assert_eq!(r.refused(false, true, true), Verdict::WrongCredentials);
+    }
+
+    /// Stale refusals in between do not use up the one extra answer of never-accepted
+    /// credentials, and they share the one bound with plain refusals: the refusal past it
+    /// decides, by its own `stale` flag, which failure it is.
+    #[test]
+    fn stale_and_plain_refusals_share_one_bound() {
+        let mut r = Refusals::default();
+        assert_eq!(r.refused(true, true, false), Verdict::AnswerAgain);
+        assert_eq!(r.refused(false, true, false), Verdict::AnswerAgain);
+        assert_eq!(r.refused(true, true, false), Verdict::AnswerAgain);
+        assert_eq!(r.refused(false, true, false), Verdict::WrongCredentials);
+        let mut r = Refusals::default();
+        for _ in 0..MAX_DIGEST_RETRIES {
+            assert_eq!(r.refused(false, true, true), Verdict::AnswerAgain);
+        }
+        assert_eq!(r.refused(true, true, true), Verdict::StaleTooOften);
+        assert_eq!(
+            r,
+            Refusals {
+                stale: 1,
+                plain: MAX_DIGEST_RETRIES,
+                first_answers: MAX_DIGEST_RETRIES + 1,
+            }
+        );
+    }
+
+    /// A quoted value is kept exactly, spaces and tabs inside the quotes included: a nonce
+    /// with a trailing space is answered with that nonce, not a trimmed one the server never
+    /// issued (found by the `atlas_headers` fuzz target).
+    #[test]
+    fn quoted_challenge_values_are_kept_exactly() {
+        let ch = Challenge::parse("Digest realm=\" r\t\", nonce= \" n1 \", opaque=\"o \"")
+            .expect("parses");
+        assert_eq!((ch.realm.as_str(), ch.nonce.as_str()), (" r\t", " n1 "));
+        assert_eq!(ch.opaque.as_deref(), Some("o "));
+        let answer = ch.authorization("u", "p", "GET", "/", 1, "c");
+        assert!(answer.contains("nonce=\" n1 \""), "{answer}");
     }
 
     /// Real Atlas service-account credentials go out as the docs' curl sends them:

@@ -52,10 +52,10 @@ pub struct Cluster {
 }
 
 /// An item of a listing with a valid id.
-struct Listed {
-    id: String,
-    name: String,
-    tags: Vec<Tag>,
+pub(super) struct Listed {
+    pub(super) id: String,
+    pub(super) name: String,
+    pub(super) tags: Vec<Tag>,
 }
 
 /// One page of a listing.
@@ -96,6 +96,43 @@ fn parse_tags(tags: Option<&serde_json::Value>) -> Vec<Tag> {
             })
         })
         .collect()
+}
+
+/// One page of a listing, read: its items with an Atlas id (in order, tags parsed), the ids
+/// of the others, how many items it had and its `totalCount`.
+pub(super) struct ReadPage {
+    pub(super) listed: Vec<Listed>,
+    pub(super) skipped: Vec<Option<String>>,
+    pub(super) items: usize,
+    pub(super) total_count: Option<u64>,
+}
+
+/// Reads one page of a listing (projects, clusters and Flex clusters share the shape).
+///
+/// # Errors
+/// When the body is not a JSON results page.
+pub(super) fn read_page(body: &[u8]) -> Result<ReadPage, serde_json::Error> {
+    if !super::is_json_object(body) {
+        return Err(serde::de::Error::custom("not a JSON object"));
+    }
+    let page: Page = serde_json::from_slice(body)?;
+    let mut read = ReadPage {
+        listed: Vec::with_capacity(page.results.len()),
+        skipped: Vec::new(),
+        items: page.results.len(),
+        total_count: page.total_count,
+    };
+    for item in page.results {
+        match (item.id, item.name) {
+            (Some(id), name) if is_atlas_id(&id) => read.listed.push(Listed {
+                tags: parse_tags(item.tags.as_ref()),
+                id,
+                name: name.unwrap_or_default(),
+            }),
+            (id, _) => read.skipped.push(id),
+        }
+    }
+    Ok(read)
 }
 
 impl AtlasClient {
@@ -210,27 +247,18 @@ impl AtlasClient {
                     self.send(endpoint, Method::GET, &url, accept, None)
                 })
                 .await?;
-            let page: Page =
-                serde_json::from_slice(&reply.body).map_err(|e| AtlasError::Decode {
-                    endpoint,
-                    message: format!("listing page {page_num} is not a results page: {e}"),
-                })?;
-            let n = page.results.len();
+            let page = read_page(&reply.body).map_err(|e| AtlasError::Decode {
+                endpoint,
+                message: format!("listing page {page_num} is not a results page: {e}"),
+            })?;
+            let n = page.items;
             let before = out.len();
-            for item in page.results {
-                match (item.id, item.name) {
-                    (Some(id), name) if is_atlas_id(&id) => {
-                        if seen.insert(id.clone()) {
-                            out.push(Listed {
-                                id,
-                                name: name.unwrap_or_default(),
-                                tags: parse_tags(item.tags.as_ref()),
-                            });
-                        }
-                    }
-                    (id, _) => {
-                        tracing::warn!(org_id = %self.org_id, %endpoint, id = ?id, "skipping an item whose id is not an Atlas id");
-                    }
+            for id in &page.skipped {
+                tracing::warn!(org_id = %self.org_id, %endpoint, id = ?id, "skipping an item whose id is not an Atlas id");
+            }
+            for item in page.listed {
+                if seen.insert(item.id.clone()) {
+                    out.push(item);
                 }
             }
             let total = page.total_count.map_or(u64::MAX, |t| t);
@@ -245,6 +273,24 @@ impl AtlasClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listing page is a JSON object: `[]` (or any array, which serde's derive would read
+    /// by position) is a decode error, not an empty page that ends the listing (found by the
+    /// `listing` fuzz target).
+    #[test]
+    fn a_page_that_is_no_object_is_an_error() {
+        for body in [
+            &b"[]"[..],
+            br#"[[{"id":"aaaaaaaaaaaaaaaaaaaaaaaa"}], 1]"#,
+            b"null",
+        ] {
+            let e = read_page(body).err().expect("not a page");
+            assert!(e.to_string().contains("not a JSON object"), "{e}");
+        }
+        let page = read_page(br#" {"results":[{"id":"aaaaaaaaaaaaaaaaaaaaaaaa","name":"c"}]}"#)
+            .expect("a page");
+        assert_eq!((page.items, page.listed.len()), (1, 1));
+    }
 
     /// Tags are read as listed; a missing, null or malformed `tags`, and entries without a
     /// string key and value, are no tags rather than a failed page.

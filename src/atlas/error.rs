@@ -133,7 +133,7 @@ pub(super) fn error_detail(body: &[u8]) -> String {
         error_description: Option<String>,
     }
     match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => {
+        Ok(e) if super::is_json_object(body) => {
             let code = e
                 .error_code
                 .or_else(|| e.error.and_then(|v| v.as_str().map(str::to_owned)));
@@ -145,7 +145,7 @@ pub(super) fn error_detail(body: &[u8]) -> String {
                 (None, None) => result::snippet(body),
             }
         }
-        Err(_) => result::snippet(body),
+        _ => result::snippet(body),
     }
 }
 
@@ -166,6 +166,8 @@ mod tests {
             "invalid_client: bad secret"
         );
         assert_eq!(error_detail(br#"{"errorCode":"X"}"#), "X");
+        // An array is no error body, though serde's derive reads one by position.
+        assert_eq!(error_detail(br#"["X","y"]"#), r#"["X","y"]"#);
         assert_eq!(
             error_detail(b"<html>\n<b>502</b> Bad Gateway</html>"),
             "<html> <b>502</b> Bad Gateway</html>"

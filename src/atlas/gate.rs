@@ -160,7 +160,8 @@ impl ScopedGates {
 /// The rate limits of one org's client, one per endpoint set and scope, as Atlas scopes
 /// them: a 429 on one set defers only that set in that scope.
 pub(super) struct Gates {
-    /// Cost Explorer create and poll (the "Invoices" set, per org): the configured budget.
+    /// Cost Explorer create and poll and the invoice calls (one "Invoices" set, per org):
+    /// the configured budget, shared.
     pub(super) cost: Arc<RateGate>,
     /// The org's project listing (its set is undocumented): the configured budget, apart
     /// from the Cost Explorer one.
@@ -185,7 +186,13 @@ impl Gates {
     /// the [`TokenCache`](super::TokenCache)'s; it never comes here.
     pub(super) fn for_request(&self, endpoint: Endpoint, path_and_query: &str) -> Arc<RateGate> {
         match endpoint {
-            Endpoint::Create | Endpoint::Poll | Endpoint::Token => Arc::clone(&self.cost),
+            // The invoice calls are in the Cost Explorer's "Invoices" set: one budget.
+            Endpoint::Create
+            | Endpoint::Poll
+            | Endpoint::Token
+            | Endpoint::PendingInvoices
+            | Endpoint::Invoices
+            | Endpoint::LineItems => Arc::clone(&self.cost),
             Endpoint::Projects => Arc::clone(&self.projects),
             Endpoint::Clusters => self.clusters.get(group_of(path_and_query)),
             Endpoint::FlexClusters => self.flex_clusters.get(group_of(path_and_query)),
@@ -212,25 +219,28 @@ pub(super) fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
 /// forms) seen from `now`, capped at [`MAX_RETRY_AFTER`]; a date in the past is no wait.
 pub(super) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let wait = match v.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => httpdate::parse_http_date(v)
+    let wait = if is_digits(v) {
+        // delay-seconds is 1*DIGIT (RFC 9110): more seconds than a u64 holds is still a wait,
+        // capped like any other.
+        Duration::from_secs(v.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        httpdate::parse_http_date(v)
             .ok()?
             .duration_since(now)
-            .unwrap_or(Duration::ZERO),
+            .unwrap_or(Duration::ZERO)
     };
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// `RateLimit-Remaining`, when Atlas sent a number.
+/// Whether `s` is one or more ASCII digits and nothing else (no sign, no space).
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `RateLimit-Remaining`, when Atlas sent a number (digits only, within a u64).
 pub(super) fn rate_limit_remaining(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get("ratelimit-remaining")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    let v = headers.get("ratelimit-remaining")?.to_str().ok()?.trim();
+    is_digits(v).then(|| v.parse().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -443,6 +453,7 @@ mod tests {
         assert_eq!(read("Fri, 01 Jan 2100 00:00:00 GMT"), Some(MAX_RETRY_AFTER));
         assert_eq!(read("soon"), None);
         assert_eq!(read("-5"), None);
+        assert_eq!(read("+5"), None, "delay-seconds has no sign");
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
     }
 
@@ -458,6 +469,20 @@ mod tests {
             None
         );
         assert_eq!(rate_limit_remaining(&HeaderMap::new()), None);
+        assert_eq!(
+            rate_limit_remaining(&headers("ratelimit-remaining", "+7")),
+            None,
+            "a number has no sign"
+        );
+    }
+
+    /// A `Retry-After` of more seconds than a u64 holds is the longest wait, not ignored
+    /// (ignored, the 429 held only for the poll interval).
+    #[test]
+    fn a_retry_after_beyond_u64_is_the_longest_wait() {
+        let now = httpdate::parse_http_date("Sun, 29 Nov 2026 12:00:00 GMT").expect("date");
+        let h = headers("retry-after", "99999999999999999999999");
+        assert_eq!(retry_after(&h, now), Some(MAX_RETRY_AFTER));
     }
 
     /// Backoff doubles per attempt up to the cap, with jitter between half and all of it.

@@ -12,17 +12,23 @@
 //!
 //! - `error`: [`AtlasError`] and its `reason` label;
 //! - `gate`: the request budgets per endpoint set and scope, `Retry-After`, backoff;
-//! - [`auth`]: the wire formats of Digest and Basic; `session`: the OAuth token cache and
-//!   the Digest challenge;
+//! - [`auth`]: the wire formats of Digest and Basic, and when to answer a Digest challenge
+//!   again; `session`: the OAuth token cache and the Digest nonces, shared by the orgs of
+//!   one set of credentials;
 //! - `request`: one authenticated request, with its gate, size cap, metrics and retries;
 //! - `discovery`: projects, clusters and Flex clusters, page by page;
 //! - `usage`: a Cost Explorer query, created and polled until ready;
-//! - [`result`]: the JSON and CSV result parsers.
+//! - [`invoices`]: the pending and closed invoices and their line items (issue 22);
+//! - [`result`]: the JSON and CSV result parsers;
+//! - `fuzzing`: the private parsers' entry points for the fuzz targets in `fuzz/`.
 
 pub mod auth;
 mod discovery;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gate;
+pub mod invoices;
 mod request;
 pub mod result;
 mod session;
@@ -42,6 +48,13 @@ pub use usage::{CSV_MEDIA_TYPE, QueryStats, UsageQuery};
 
 use gate::Gates;
 use session::AuthState;
+
+/// Whether a JSON answer is an object. serde's derive also reads a struct from an array, by
+/// position (`["X", "y"]` would be an error body with code `X`), so every answer read into a
+/// struct is checked with this first.
+fn is_json_object(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
 
 /// The only API version the Cost Explorer operations declare.
 pub const JSON_MEDIA_TYPE: &str = "application/vnd.atlas.2023-01-01+json";
@@ -96,11 +109,13 @@ impl AtlasClient {
         })
     }
 
-    /// Makes this client use `cache` for its OAuth token (no effect with an API key).
+    /// Makes this client share `cache` with the other clients of the same credentials: the
+    /// OAuth token of a service account, or the Digest nonces of an API key.
     #[must_use]
     pub fn with_token_cache(mut self, cache: TokenCache) -> AtlasClient {
-        if let AuthState::OAuth { token, .. } = &mut self.auth {
-            *token = cache;
+        match &mut self.auth {
+            AuthState::OAuth { token, .. } => *token = cache,
+            AuthState::Digest { shared, .. } => *shared = cache,
         }
         self
     }
@@ -182,18 +197,21 @@ mod tests {
         assert_eq!(client(&api_key()).org_id(), ORG);
     }
 
-    /// `with_token_cache` shares the cache of a service account; an API-key client has
-    /// none to share.
+    /// `with_token_cache` shares the cache of a service account (its token) and of an API
+    /// key (its Digest nonces).
     #[test]
-    fn a_token_cache_is_shared_by_service_accounts_only() {
+    fn a_token_cache_is_shared_by_both_kinds_of_credentials() {
         let cache = TokenCache::default();
-        let shared = client(&service_account()).with_token_cache(cache.clone());
-        let AuthState::OAuth { token, .. } = &shared.auth else {
+        let account = client(&service_account()).with_token_cache(cache.clone());
+        let AuthState::OAuth { token, .. } = &account.auth else {
             panic!("a service account signs in with OAuth");
         };
         assert!(token.same_as(&cache));
         assert!(!TokenCache::default().same_as(&cache));
-        let key = client(&api_key()).with_token_cache(cache);
-        assert!(matches!(key.auth, AuthState::Digest { .. }));
+        let key = client(&api_key()).with_token_cache(cache.clone());
+        let AuthState::Digest { shared, .. } = &key.auth else {
+            panic!("an API key signs in with Digest");
+        };
+        assert!(shared.same_as(&cache));
     }
 }

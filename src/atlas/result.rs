@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::month::Month;
 
@@ -110,21 +111,93 @@ pub struct DecodeError(pub String);
 /// Dollars to micro-dollars, refusing NaN, infinities and absurd values.
 pub use crate::model::usd_to_micros as to_micros;
 
-/// Parses an amount written as text: `51.19`, ` -3 `, `$1,234.50`.
+/// A JSON `usageAmount` as written (its raw JSON text) in micro-dollars: a number is read
+/// exactly from its digits ([`crate::model::decimal_to_micros`]), never through a float; a
+/// string is read as amount text ([`parse_amount_text`]).
+fn json_amount(raw: &str) -> Result<i64, String> {
+    match raw.as_bytes().first() {
+        Some(b'"') => {
+            let text: std::borrow::Cow<'_, str> = serde_json::from_str(raw)
+                .map_err(|e| format!("usageAmount {raw} is not a string: {e}"))?;
+            parse_amount_text(&text).ok_or_else(|| format!("usageAmount {text:?} is not a number"))
+        }
+        Some(b'-' | b'0'..=b'9') => crate::model::decimal_to_micros(raw)
+            .ok_or_else(|| format!("usageAmount {raw} is out of range")),
+        _ => Err("usageAmount is null or not a number".to_owned()),
+    }
+}
+
+/// Parses an amount written as text: `51.19`, ` -3 `, `$1,234.50`, `-$12`, `1.5e-3`.
+///
+/// A comma is read only as a thousands separator in a valid position: groups of exactly
+/// three digits after a first group of one to three (`1,234,567.89`). Anything else with a
+/// comma (`12,34`, a decimal comma; `1,2345`; `,5`) is not a number: guessing would read
+/// `12,34` as 1,234 dollars, a hundred times the amount.
 pub fn parse_amount_text(s: &str) -> Option<i64> {
-    let cleaned: String = s
-        .trim()
-        .chars()
-        .filter(|c| !matches!(c, ',' | '$' | ' '))
-        .collect();
-    if cleaned.is_empty()
-        || !cleaned
-            .bytes()
-            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+    let mut t = s.trim();
+    let (mut negative, mut signed, mut dollar) = (false, false, false);
+    loop {
+        if !signed && let Some(rest) = t.strip_prefix(['-', '+']) {
+            negative = t.starts_with('-');
+            signed = true;
+            t = rest.trim_start();
+        } else if !dollar && let Some(rest) = t.strip_prefix('$') {
+            dollar = true;
+            t = rest.trim_start();
+        } else {
+            break;
+        }
+    }
+    // The number itself starts with a digit or its decimal point: no second sign.
+    if !t.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    let digits: std::borrow::Cow<'_, str> = if t.contains(',') {
+        std::borrow::Cow::Owned(without_thousands_separators(t)?)
+    } else {
+        std::borrow::Cow::Borrowed(t)
+    };
+    if !digits
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
     {
         return None;
     }
-    cleaned.parse::<f64>().ok().and_then(to_micros)
+    // Exactly from the digits, as a JSON number is: no float in between.
+    let micros = crate::model::decimal_to_micros(&digits)?;
+    Some(if negative { -micros } else { micros })
+}
+
+/// `1,234,567.89` without its commas, if every comma separates thousands: a first group of
+/// one to three digits, then groups of exactly three, then an optional decimal part of
+/// digits only.
+fn without_thousands_separators(t: &str) -> Option<String> {
+    let (whole, fraction) = match t.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (t, None),
+    };
+    let mut groups = whole.split(',');
+    let first = groups.next()?;
+    let digits = |g: &str| g.bytes().all(|b| b.is_ascii_digit());
+    if first.is_empty() || first.len() > 3 || !digits(first) {
+        return None;
+    }
+    let mut out = String::with_capacity(t.len());
+    out.push_str(first);
+    for g in groups {
+        if g.len() != 3 || !digits(g) {
+            return None;
+        }
+        out.push_str(g);
+    }
+    if let Some(f) = fraction {
+        if f.is_empty() || !digits(f) {
+            return None;
+        }
+        out.push('.');
+        out.push_str(f);
+    }
+    Some(out)
 }
 
 /// Reads a poll body: JSON (enveloped or plain), CSV, or something that is neither.
@@ -338,7 +411,6 @@ impl<'de> Visitor<'de> for RowsSeed {
 struct Lenient {
     text: Option<String>,
     int: Option<i64>,
-    number: Option<f64>,
 }
 
 impl<'de> de::Deserialize<'de> for Lenient {
@@ -364,20 +436,16 @@ impl<'de> Visitor<'de> for LenientVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Lenient, E> {
-        #[allow(clippy::cast_precision_loss)]
         Ok(Lenient {
             text: Some(v.to_string()),
             int: Some(v),
-            number: Some(v as f64),
         })
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Lenient, E> {
-        #[allow(clippy::cast_precision_loss)]
         Ok(Lenient {
             text: Some(v.to_string()),
             int: i64::try_from(v).ok(),
-            number: Some(v as f64),
         })
     }
 
@@ -385,7 +453,6 @@ impl<'de> Visitor<'de> for LenientVisitor {
         Ok(Lenient {
             text: Some(v.to_string()),
             int: None,
-            number: Some(v),
         })
     }
 
@@ -428,7 +495,8 @@ struct RawRow {
     service: Option<Arc<str>>,
     usage_date: Option<String>,
     billed_date: Option<String>,
-    amount: Option<Lenient>,
+    /// The amount in micro-dollars, or why it could not be read.
+    amount: Option<Result<i64, String>>,
     /// Keys this parser does not read (a few; the rest are not kept).
     unknown_keys: Vec<String>,
 }
@@ -444,13 +512,7 @@ impl RawRow {
         }
         let amount = match self.amount {
             None => return Err("no usageAmount".to_owned()),
-            Some(Lenient {
-                number: Some(n), ..
-            }) => to_micros(n).ok_or_else(|| format!("usageAmount {n} is out of range"))?,
-            Some(Lenient { text: Some(t), .. }) => {
-                parse_amount_text(&t).ok_or_else(|| format!("usageAmount {t:?} is not a number"))?
-            }
-            Some(_) => return Err("usageAmount is null or not a number".to_owned()),
+            Some(amount) => amount?,
         };
         let date = self
             .usage_date
@@ -579,7 +641,10 @@ impl<'de> Visitor<'de> for RawRowVisitor<'_> {
             match key.as_ref() {
                 "usageDate" => row.usage_date = text(map.next_value()?),
                 "billedDate" => row.billed_date = text(map.next_value()?),
-                "usageAmount" => row.amount = Some(map.next_value()?),
+                "usageAmount" => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    row.amount = Some(json_amount(raw.get()));
+                }
                 // Known fields the exporter has no use for.
                 "invoiceId" => {
                     map.next_value::<IgnoredAny>()?;
@@ -628,6 +693,7 @@ impl<'de> Visitor<'de> for RawRowVisitor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tests::written;
 
     fn ready(p: Result<Parsed, DecodeError>) -> ParsedResult {
         match p.expect("parses") {
@@ -719,6 +785,170 @@ mod tests {
         assert_eq!(amounts, [12_500_000, -3_250_000]);
         assert_eq!(r.invalid_rows, 6);
         assert!(r.first_invalid.expect("reason").contains("usageDetails[1]"));
+    }
+
+    /// A comma is a thousands separator only in a valid position: `1,234.50` is 1,234.50
+    /// dollars; a decimal comma (`12,34`) or a misplaced one is no number at all, never read
+    /// as 1,234.
+    #[test]
+    fn a_comma_is_read_only_as_a_thousands_separator() {
+        for (text, micros) in [
+            ("1,234.50", 1_234_500_000),
+            ("$1,234.50", 1_234_500_000),
+            ("-$1,234", -1_234_000_000),
+            ("$ -12,345,678.9", -12_345_678_900_000),
+            ("999", 999_000_000),
+            (" -3 ", -3_000_000),
+            ("+0.25", 250_000),
+            ("1.5e-3", 1_500),
+        ] {
+            assert_eq!(parse_amount_text(text), Some(micros), "{text:?}");
+        }
+        for text in [
+            "12,34",
+            "1,2345",
+            ",123",
+            "1,,234",
+            "1234,567",
+            "1,234.",
+            "1,234.5,6",
+            "1,234e3",
+            "1 234",
+            "--3",
+            "-$-3",
+            "$",
+            "",
+            "12,34.5",
+            // A dollar sign only before the number (the fuzz reference once dropped it
+            // anywhere, and `result_csv`/`result_json` found these against it).
+            "1.$50",
+            "1,23$.50",
+            "1$",
+            "$$5",
+        ] {
+            assert_eq!(parse_amount_text(text), None, "{text:?}");
+        }
+    }
+
+    /// A row whose amount has a decimal comma is an invalid row, counted, in JSON and in CSV;
+    /// a thousands separator is read.
+    #[test]
+    fn a_decimal_comma_makes_an_invalid_row_in_json_and_csv() {
+        let json = br#"{"usageDetails":[
+            {"usageAmount":"12,34","usageDate":"2026-10-01"},
+            {"usageAmount":"1,234.50","usageDate":"2026-10-01"}
+        ]}"#;
+        let csv = b"Usage Date,Service,Usage Amount\n2026-10-01,Storage,\"12,34\"\n2026-10-01,Storage,\"1,234.50\"\n";
+        for (body, is_csv) in [(&json[..], false), (&csv[..], true)] {
+            let r = ready(parse_body(body, is_csv));
+            let amounts: Vec<i64> = r.rows.iter().map(|x| x.amount_micros).collect();
+            assert_eq!(amounts, [1_234_500_000], "csv: {is_csv}");
+            assert_eq!(r.invalid_rows, 1, "csv: {is_csv}");
+            assert!(r.first_invalid.expect("reason").contains("12,34"));
+        }
+    }
+
+    /// A JSON amount is read from its digits: exact to the micro-dollar however large (below
+    /// the 10^12 USD cap), and longer fractions rounded half away from zero. Read through an
+    /// f64 these came out 2 and 1 micro-dollars off, and the last one was refused as out of
+    /// range.
+    #[test]
+    fn json_amounts_are_exact_to_the_micro_dollar() {
+        let body = r#"{"usageDetails":[
+            {"usageAmount":123456789012.345678,"usageDate":"2026-10-01"},
+            {"usageAmount":8999999999.999999,"usageDate":"2026-10-01"},
+            {"usageAmount":999999999999.999999,"usageDate":"2026-10-01"},
+            {"usageAmount":0.0000005,"usageDate":"2026-10-01"},
+            {"usageAmount":-0.00000049,"usageDate":"2026-10-01"},
+            {"usageAmount":1.5e2,"usageDate":"2026-10-01"},
+            {"usageAmount":12E-7,"usageDate":"2026-10-01"},
+            {"usageAmount":1e12,"usageDate":"2026-10-01"},
+            {"usageAmount":-1000000000000.5,"usageDate":"2026-10-01"}
+        ]}"#;
+        let r = ready(parse_body(body.as_bytes(), false));
+        let amounts: Vec<i64> = r.rows.iter().map(|x| x.amount_micros).collect();
+        assert_eq!(
+            amounts,
+            [
+                123_456_789_012_345_678,
+                8_999_999_999_999_999,
+                999_999_999_999_999_999,
+                1,
+                0,
+                150_000_000,
+                1
+            ]
+        );
+        assert_eq!(r.invalid_rows, 2);
+        assert!(
+            r.first_invalid
+                .expect("reason")
+                .contains("usageAmount 1e12 is out of range")
+        );
+    }
+
+    proptest::proptest! {
+        /// The rows of a JSON result add up, to the micro-dollar, to the amounts it was
+        /// written with, whatever their size (to the cap) and sign, as numbers or as text.
+        #[test]
+        fn json_rows_sum_exactly(
+            amounts in proptest::collection::vec(-999_999_999_999_999_999i64..1_000_000_000_000_000_000, 0..40),
+            as_text in proptest::collection::vec(proptest::bool::ANY, 40),
+        ) {
+            let rows: Vec<String> = amounts.iter().zip(&as_text).map(|(m, text)| {
+                let a = if *text {
+                    format!("\"{}\"", written(*m))
+                } else {
+                    written(*m)
+                };
+                format!(r#"{{"usageAmount":{a},"usageDate":"2026-10-01"}}"#)
+            }).collect();
+            let body = format!(r#"{{"usageDetails":[{}]}}"#, rows.join(","));
+            let r = ready(parse_body(body.as_bytes(), false));
+            let got: i128 = r.rows.iter().map(|x| i128::from(x.amount_micros)).sum();
+            let want: i128 = amounts.iter().map(|m| i128::from(*m)).sum();
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(r.rows.len(), amounts.len());
+        }
+
+        /// The rows of a CSV result add up exactly to its amounts, to the cap, `$` or not: amount
+        /// text is read from its digits, as JSON numbers are.
+        #[test]
+        fn csv_rows_sum_exactly(
+            amounts in proptest::collection::vec(-999_999_999_999_999_999i64..1_000_000_000_000_000_000, 0..40),
+        ) {
+            let mut body = String::from("Usage Date,Service,Usage Amount\n");
+            for (i, m) in amounts.iter().enumerate() {
+                let text = written(*m);
+                let text = if i % 2 == 0 { format!("\"${text}\"") } else { text };
+                body.push_str(&format!("2026-10-01,S{i},{text}\n"));
+            }
+            let r = parse_csv(body.as_bytes()).expect("a CSV result");
+            let got: i128 = r.rows.iter().map(|x| i128::from(x.amount_micros)).sum();
+            proptest::prop_assert_eq!(got, amounts.iter().map(|m| i128::from(*m)).sum::<i128>());
+            proptest::prop_assert_eq!(r.invalid_rows, 0);
+        }
+
+        /// Issue 20's rule for commas in amount text: between groups of three digits of the
+        /// whole part they are thousands separators (`1,234.50`); anywhere else the text is no
+        /// amount (`12,34`).
+        #[test]
+        fn commas_are_thousands_separators_only(whole in 1_000u64..1_000_000_000_000, cents in 0u64..100, cut in 1usize..3) {
+            let digits = whole.to_string();
+            let mut grouped = String::new();
+            for (i, c) in digits.chars().enumerate() {
+                if i > 0 && (digits.len() - i) % 3 == 0 {
+                    grouped.push(',');
+                }
+                grouped.push(c);
+            }
+            let want = i64::try_from(whole * 1_000_000 + cents * 10_000).expect("small");
+            proptest::prop_assert_eq!(parse_amount_text(&format!("{grouped}.{cents:02}")), Some(want));
+            let misplaced = format!("{}{},{}", &digits[..cut], "", &digits[cut..]);
+            if (digits.len() - cut) % 3 != 0 {
+                proptest::prop_assert_eq!(parse_amount_text(&misplaced), None, "{}", misplaced);
+            }
+        }
     }
 
     /// An empty usageDetails is a valid, empty result.

@@ -31,6 +31,9 @@ pub(super) struct FileOrg {
     pub(super) credentials: Option<FileCredentials>,
     #[serde(default)]
     pub(super) queries: Option<Vec<FileQuery>>,
+    /// Whether the org's invoice source runs; `--invoices.enabled` when absent.
+    #[serde(default)]
+    pub(super) invoices: Option<bool>,
 }
 
 /// Per-org credentials in the YAML file. Secrets are read from a file or a named environment
@@ -80,10 +83,17 @@ pub(super) fn read(path: &Path) -> Result<FileConfig, ConfigError> {
             path.display()
         ))
     })?;
-    serde_norway::from_str(&text).or_else(|e| {
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses the text of the file `name` names, not yet validated.
+///
+/// # Errors
+/// Names `--config.file` when the text is not valid YAML of this schema.
+pub(super) fn parse(text: &str, name: &str) -> Result<FileConfig, ConfigError> {
+    serde_norway::from_str(text).or_else(|e| {
         err(format!(
-            "--config.file: {}: {}",
-            path.display(),
+            "--config.file: {name}: {}",
             e.to_string().replace('\n', " ")
         ))
     })

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,9 @@ pub use crate::model::{
     Clock, ConfigError, Credentials, GroupBy, ResultFormat, Secret, is_atlas_id, system_clock,
 };
 pub use env::{Env, ProcessEnv, credentials_from_env};
-pub use validate::{parse_base_url, parse_listen_address, validate_budgets};
+#[doc(hidden)]
+pub use validate::fuzz_file;
+pub use validate::{parse_base_url, parse_listen_address, shard, validate_budgets};
 
 pub use crate::cli::{DEFAULT_BASE_URL, DEFAULT_LISTEN_ADDRESS, DEFAULT_REQUESTS_PER_MINUTE};
 
@@ -100,6 +103,8 @@ pub struct OrgConfig {
     pub credentials: Credentials,
     /// Its queries.
     pub queries: Vec<QuerySpec>,
+    /// Whether its invoice source runs (`--invoices.enabled`, or the org's `invoices:`).
+    pub invoices: bool,
 }
 
 /// Validated configuration of the exporter.
@@ -136,8 +141,12 @@ pub struct Config {
     pub budgets: Vec<crate::budget::Budget>,
     /// Tag keys exported as labels (`--cost.tag-labels`, `tag_labels:`); empty by default.
     pub tag_labels: crate::series::TagLabels,
+    /// The cardinality controls of the SKU series (`--invoices.*`).
+    pub sku_controls: crate::invoice::SkuControls,
     /// TLS and basic auth of the exporter's own endpoints (`--web.config.file`).
     pub web: Option<Arc<crate::web_config::WebConfig>>,
+    /// The state directory (`--storage.path`); `None` keeps nothing across restarts.
+    pub storage_path: Option<PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -150,6 +159,7 @@ impl fmt::Debug for Config {
             .field("refresh_interval", &self.refresh_interval)
             .field("concurrency", &self.concurrency)
             .field("web", &self.web)
+            .field("storage_path", &self.storage_path)
             .finish_non_exhaustive()
     }
 }
@@ -181,7 +191,9 @@ impl Config {
                 resolver: None,
                 budgets: Vec::new(),
                 tag_labels: crate::series::TagLabels::default(),
+                sku_controls: crate::invoice::SkuControls::default(),
                 web: None,
+                storage_path: None,
             },
         }
     }
@@ -212,7 +224,16 @@ impl ConfigBuilder {
             id: id.into(),
             credentials,
             queries,
+            invoices: false,
         });
+        self
+    }
+
+    /// Turns the invoice source on or off for every org added so far.
+    pub fn invoices(mut self, on: bool) -> Self {
+        for org in &mut self.config.orgs {
+            org.invoices = on;
+        }
         self
     }
 
@@ -295,6 +316,12 @@ impl ConfigBuilder {
     }
 
     /// Tag keys exported as labels.
+    pub fn sku_controls(mut self, controls: crate::invoice::SkuControls) -> Self {
+        self.config.sku_controls = controls;
+        self
+    }
+
+    /// Sets the tag labels.
     pub fn tag_labels(mut self, tags: crate::series::TagLabels) -> Self {
         self.config.tag_labels = tags;
         self
@@ -303,6 +330,12 @@ impl ConfigBuilder {
     /// TLS and basic auth of the exporter's own endpoints.
     pub fn web(mut self, web: Arc<crate::web_config::WebConfig>) -> Self {
         self.config.web = Some(web);
+        self
+    }
+
+    /// The state directory kept across restarts.
+    pub fn storage_path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.storage_path = Some(dir.into());
         self
     }
 

@@ -478,3 +478,51 @@ fn builder_sets_only_what_it_is_told() {
     );
     assert_eq!(cfg.max_response_bytes, 1024);
 }
+
+/// An error stays one line when the file puts a newline into it (a variable name, a label
+/// key): the control characters are written as escapes (found by the `config_yaml` fuzz
+/// target).
+#[test]
+fn an_error_with_a_newline_from_the_file_stays_one_line() {
+    let dir = temp_dir("one-line");
+    let path = dir.join("c.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "orgs:\n  - id: {ORG}\n    credentials: {{client_id: x, client_secret_env: \"A\\nB\"}}\n"
+        ),
+    )
+    .expect("write");
+    let msg = config_err(&["--config.file", path.to_str().expect("utf-8")], &sa_env());
+    assert!(!msg.contains('\n'), "{msg:?}");
+    assert!(
+        msg.starts_with("orgs[0].credentials.client_secret_env:") && msg.contains("A\\nB"),
+        "{msg}"
+    );
+}
+
+/// `--storage.path` is off by default, taken as given, and the last one counts when given
+/// twice (the container image passes one); an empty path is refused by the parser, naming
+/// the flag.
+#[test]
+fn storage_path_is_optional_and_the_last_one_counts() {
+    let off = Config::from_flags(&flags(&["--atlas.org-id", ORG]), &sa_env()).expect("valid");
+    assert_eq!(off.storage_path, None);
+    let twice = flags(&[
+        "--atlas.org-id",
+        ORG,
+        "--storage.path",
+        "/var/lib/atlas-cost-exporter",
+        "--storage.path",
+        "/data/state",
+    ]);
+    let cfg = Config::from_flags(&twice, &sa_env()).expect("valid");
+    assert_eq!(
+        cfg.storage_path.as_deref(),
+        Some(std::path::Path::new("/data/state"))
+    );
+    let refused = Cli::try_parse_from(["atlas-cost-exporter", "--storage.path", ""])
+        .expect_err("an empty path")
+        .to_string();
+    assert!(refused.contains("--storage.path"), "{refused}");
+}

@@ -9,15 +9,38 @@ use std::time::Duration;
 use super::env::{self, Env, credentials_from_env};
 use super::{Config, DEFAULT_MAX_RESPONSE_BYTES, MAX_MONTHS, OrgConfig, QuerySpec, err, file};
 use crate::cli::Flags;
-use crate::model::{ConfigError, GroupBy, is_atlas_id, system_clock};
+use crate::model::{ConfigError, GroupBy, Shard, is_atlas_id, system_clock};
 use crate::series::TagLabels;
 
 impl Config {
+    /// What a start-up validates: [`Config::from_flags`], or with `--demo` the same with a
+    /// placeholder org and credentials (the demo replaces both with the simulator's, and
+    /// keeps the rest, a `--config.file`'s budgets included).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] that names the flag, variable or key that is wrong.
+    pub fn at_startup(flags: &Flags, env: &dyn Env) -> Result<Config, ConfigError> {
+        if !flags.demo {
+            return Config::from_flags(flags, env);
+        }
+        let mut demo_flags = flags.clone();
+        demo_flags.org_ids = vec!["000000000000000000000000".to_owned()];
+        let demo_env = std::collections::HashMap::from([
+            (env::CLIENT_ID, "demo"),
+            (env::CLIENT_SECRET, "demo"),
+        ]);
+        Config::from_flags(&demo_flags, &demo_env)
+    }
+
     /// Validates flags, environment and the YAML file into a configuration.
     ///
     /// # Errors
     /// A [`ConfigError`] that names the flag, variable or key that is wrong.
     pub fn from_flags(flags: &Flags, env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::validated(flags, env).map_err(ConfigError::one_line)
+    }
+
+    fn validated(flags: &Flags, env: &dyn Env) -> Result<Config, ConfigError> {
         let listen = parse_listen_address(&flags.listen_address)?;
         if !flags.telemetry_path.starts_with('/') || flags.telemetry_path.len() < 2 {
             return err(format!(
@@ -77,6 +100,7 @@ impl Config {
                     id,
                     credentials: credentials.clone(),
                     queries: QuerySpec::defaults(flags.months),
+                    invoices: flags.invoices_enabled,
                 });
             }
         }
@@ -93,7 +117,7 @@ impl Config {
             );
         }
         let budgets = validate_budgets(budgets, &orgs, &tag_labels)?;
-        let shard = crate::model::Shard::new(flags.shard_count, flags.shard_index)?;
+        let shard = shard(flags)?;
         // Budgets are validated against every org first: the same file serves every shard.
         orgs.retain(|o| shard.owns(&o.id));
         Ok(Config {
@@ -112,9 +136,88 @@ impl Config {
             resolver: None,
             budgets,
             tag_labels,
+            sku_controls: sku_controls(flags)?,
             web,
+            storage_path: flags.storage_path.clone(),
         })
     }
+}
+
+/// The SKU controls of the `--invoices.*` flags.
+///
+/// # Errors
+/// Names the flag: a regex that does not compile, a negative or non-finite minimum, a top
+/// or series limit of 0.
+pub fn sku_controls(flags: &Flags) -> Result<crate::invoice::SkuControls, ConfigError> {
+    let regex =
+        |flag: &str, source: &Option<String>| -> Result<Option<regex::Regex>, ConfigError> {
+            match source {
+                None => Ok(None),
+                Some(s) => regex::Regex::new(&format!("^(?:{s})$"))
+                    .map(Some)
+                    .map_err(|e| {
+                        ConfigError(format!(
+                            "{flag}: {s:?} is not a regex: {}",
+                            e.to_string().replace('\n', " ")
+                        ))
+                    }),
+            }
+        };
+    if flags.sku_top == Some(0) {
+        return err("--invoices.sku-top: must be at least 1");
+    }
+    if flags.sku_max_series == Some(0) {
+        return err("--invoices.max-series: must be at least 1");
+    }
+    let min_micros = match flags.sku_min_usd {
+        None => None,
+        Some(usd) => match crate::model::usd_to_micros(usd).filter(|m| *m >= 0) {
+            Some(m) => Some(m),
+            None => {
+                return err(format!(
+                    "--invoices.sku-min-usd: {usd} must be a finite amount of 0 or more"
+                ));
+            }
+        },
+    };
+    Ok(crate::invoice::SkuControls {
+        allow: regex("--invoices.sku-allow", &flags.sku_allow)?,
+        deny: regex("--invoices.sku-deny", &flags.sku_deny)?,
+        min_micros,
+        top: flags.sku_top,
+        max_series: flags.sku_max_series,
+    })
+}
+
+/// This replica's shard: `--shard.count` with `--shard.index`, or with the ordinal that
+/// `--shard.pod-name` ends in (a StatefulSet pod `atlas-cost-exporter-2` is shard 2).
+///
+/// # Errors
+/// Names the flag: a count of 0, an index not below the count, a pod name without an ordinal.
+pub fn shard(flags: &Flags) -> Result<Shard, ConfigError> {
+    let Some(pod) = &flags.shard_pod_name else {
+        return Shard::new(flags.shard_count, flags.shard_index);
+    };
+    let ordinal = pod
+        .rsplit_once('-')
+        .map(|(_, n)| n)
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse::<u32>().ok());
+    let Some(index) = ordinal else {
+        return err(format!(
+            "--shard.pod-name: {pod:?} does not end in -<ordinal> (a StatefulSet pod name \
+             such as atlas-cost-exporter-2)"
+        ));
+    };
+    // The count's own error first, then the ordinal's against it.
+    Shard::new(flags.shard_count, 0)?;
+    Shard::new(flags.shard_count, index).or_else(|_| {
+        err(format!(
+            "--shard.pod-name: {pod:?} has ordinal {index}, not below --shard.count ({}): \
+             the StatefulSet has more replicas than shards",
+            flags.shard_count
+        ))
+    })
 }
 
 /// Parses a Prometheus-style listen address: `:9879`, `0.0.0.0:9879`, `[::1]:9879`,
@@ -266,7 +369,36 @@ fn load_file(
     env: &dyn Env,
     flag_tags: TagLabels,
 ) -> Result<FileContents, ConfigError> {
-    let file = file::read(path)?;
+    load_parsed(file::read(path)?, flags, env, flag_tags)
+}
+
+/// The orgs and budgets of a configuration file's text, validated as `--config.file` is
+/// (budgets against the file's orgs): the fuzz targets' entry, without a file on disk.
+///
+/// # Errors
+/// As [`Config::from_flags`] for the file's keys.
+#[doc(hidden)]
+pub fn fuzz_file(
+    text: &str,
+    flags: &Flags,
+    env: &dyn Env,
+) -> Result<(Vec<OrgConfig>, Vec<crate::budget::Budget>), ConfigError> {
+    let checked = || {
+        let flag_tags = TagLabels::new("--cost.tag-labels", &flags.tag_labels)?;
+        let file = file::parse(text, "fuzz.yml")?;
+        let (orgs, budgets, tags) = load_parsed(file, flags, env, flag_tags)?;
+        let budgets = validate_budgets(budgets, &orgs, &tags)?;
+        Ok((orgs, budgets))
+    };
+    checked().map_err(ConfigError::one_line)
+}
+
+fn load_parsed(
+    file: file::FileConfig,
+    flags: &Flags,
+    env: &dyn Env,
+    flag_tags: TagLabels,
+) -> Result<FileContents, ConfigError> {
     let tags = match &file.tag_labels {
         Some(_) if !flag_tags.is_empty() => {
             return err(
@@ -319,6 +451,7 @@ fn load_file(
             id: org.id,
             credentials,
             queries,
+            invoices: org.invoices.unwrap_or(flags.invoices_enabled),
         });
     }
     Ok((orgs, file.budgets, tags))

@@ -4,11 +4,15 @@
 //! - [`text`]: the text writers; label values from Atlas are escaped here, once;
 //! - [`costs`]: the cost series, rendered once per refresh of their query and encoded once per
 //!   published refresh, in both formats ([`encode_costs`]);
+//! - [`invoices`]: the invoice source's families, encoded once per publication of an org;
+//! - [`layout`]: the order of the published families, in one place;
 //! - [`scrape`]: a scrape renders only the small state and self-metrics section and appends
 //!   the pre-encoded bytes ([`render`]); scrapes within one second that would render the
 //!   same bytes share one rendering ([`ScrapeCache`]).
 
 pub mod costs;
+pub mod invoices;
+pub mod layout;
 pub mod scrape;
 pub mod text;
 

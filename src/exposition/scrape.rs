@@ -32,13 +32,21 @@ impl Format {
     }
 }
 
-/// The quality (`q`) a media range in an `Accept` header gives, or 1.0 when it has none.
-fn quality(params: &str) -> f32 {
-    params
-        .split(';')
-        .filter_map(|p| p.trim().strip_prefix("q="))
-        .find_map(|q| q.trim().parse::<f32>().ok())
-        .unwrap_or(1.0)
+/// The quality (`q`, of any case) the parameters of an `Accept` or `Accept-Encoding` element
+/// give, 1.0 when they have none; `None` when it is no RFC 9110 `qvalue` (`0` to `1`, three
+/// decimals at most): such an element is ignored.
+fn quality(params: &str) -> Option<f32> {
+    let Some(q) = params.split(';').find_map(|p| {
+        let (name, value) = p.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("q").then(|| value.trim())
+    }) else {
+        return Some(1.0);
+    };
+    let (int, frac) = q.split_once('.').unwrap_or((q, ""));
+    let valid = frac.len() <= 3
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (int == "0" || (int == "1" && frac.bytes().all(|b| b == b'0')));
+    valid.then(|| q.parse().ok()).flatten()
 }
 
 /// Picks OpenMetrics when the `Accept` header asks for it at least as much as for plain
@@ -51,7 +59,7 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     let mut text = 0.0f32;
     for range in accept.split(',') {
         let (media, params) = range.split_once(';').unwrap_or((range, ""));
-        let q = quality(params);
+        let Some(q) = quality(params) else { continue };
         match media.trim().to_ascii_lowercase().as_str() {
             "application/openmetrics-text" => openmetrics = openmetrics.max(q),
             "text/plain" | "*/*" | "text/*" => text = text.max(q),
@@ -65,15 +73,32 @@ pub fn negotiate(accept: Option<&str>) -> Format {
     }
 }
 
-/// Whether an `Accept-Encoding` header accepts gzip (with a non-zero quality).
+/// Whether an `Accept-Encoding` header accepts gzip: listed with a non-zero quality, or, when
+/// gzip is not listed, `*` is (RFC 9110: `gzip;q=0, *` refuses gzip).
 pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
-    accept_encoding.is_some_and(|h| {
-        h.split(',').any(|item| {
-            let (coding, params) = item.split_once(';').unwrap_or((item, ""));
-            let coding = coding.trim();
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && quality(params) > 0.0
-        })
-    })
+    let Some(h) = accepts_encoding_list(accept_encoding) else {
+        return false;
+    };
+    let best = |name: &str| {
+        h.iter()
+            .filter(|(coding, _)| coding.eq_ignore_ascii_case(name))
+            .map(|(_, q)| *q)
+            .reduce(f32::max)
+    };
+    best("gzip").or_else(|| best("*")).is_some_and(|q| q > 0.0)
+}
+
+/// The codings of an `Accept-Encoding` header with their qualities (malformed ones left out).
+fn accepts_encoding_list(accept_encoding: Option<&str>) -> Option<Vec<(&str, f32)>> {
+    Some(
+        accept_encoding?
+            .split(',')
+            .filter_map(|item| {
+                let (coding, params) = item.split_once(';').unwrap_or((item, ""));
+                Some((coding.trim(), quality(params)?))
+            })
+            .collect(),
+    )
 }
 
 /// Seconds since the Unix epoch, as a float.
@@ -95,7 +120,7 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
         out,
         "atlas_cost_query_up",
         &format!(
-            "1 if the last refresh of the query succeeded, 0 if it failed or has not run yet (refreshed every {refresh})"
+            "1 if the last refresh of the query succeeded, 0 if it failed or has not run yet; before this process's first refresh, what the last refresh kept in --storage.path said (refreshed every {refresh})"
         ),
     );
     for s in &snapshot.statuses {
@@ -143,6 +168,20 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
     }
     family_header(
         out,
+        "atlas_cost_query_restored",
+        "1 while the data served for the query was kept in --storage.path by an earlier process (until this process's first successful refresh of it), else 0",
+    );
+    for s in &snapshot.statuses {
+        let _ = writeln!(
+            out,
+            "atlas_cost_query_restored{{{}}} {}",
+            q(s),
+            u8::from(s.restored)
+        );
+    }
+    render_sources(out, snapshot);
+    family_header(
+        out,
         "atlas_cost_build_info",
         "Build information of atlas-cost-exporter: version, git revision, rustc version; always 1",
     );
@@ -154,6 +193,58 @@ fn render_state(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
         crate::version::REVISION,
         crate::version::RUSTVERSION,
     );
+}
+
+/// The per-source state gauges (node_exporter's collector success and duration): up, last
+/// success and duration of each source of each org.
+fn render_sources(out: &mut String, snapshot: &Snapshot) {
+    if snapshot.sources.is_empty() {
+        return;
+    }
+    let l = |s: &crate::snapshot::SourceStatus| {
+        let mut l = String::new();
+        push_label(&mut l, "source", s.source);
+        push_label(&mut l, "org_id", &s.org_id);
+        l
+    };
+    family_header(
+        out,
+        "atlas_cost_source_up",
+        "1 if the last refresh of the source (cost_explorer: every query; invoices) of the org succeeded, 0 if it failed or has not run yet",
+    );
+    for s in &snapshot.sources {
+        let _ = writeln!(out, "atlas_cost_source_up{{{}}} {}", l(s), u8::from(s.up));
+    }
+    family_header(
+        out,
+        "atlas_cost_source_last_success_timestamp_seconds",
+        "Unix time of the last successful refresh of the source of the org",
+    );
+    for s in &snapshot.sources {
+        if let Some(t) = s.last_success {
+            let _ = writeln!(
+                out,
+                "atlas_cost_source_last_success_timestamp_seconds{{{}}} {:.3}",
+                l(s),
+                unix_seconds(t)
+            );
+        }
+    }
+    family_header(
+        out,
+        "atlas_cost_source_duration_seconds",
+        "Duration of the last refresh of the source of the org, retries included",
+    );
+    for s in &snapshot.sources {
+        if let Some(d) = s.duration {
+            let _ = writeln!(
+                out,
+                "atlas_cost_source_duration_seconds{{{}}} {:.3}",
+                l(s),
+                d.as_secs_f64()
+            );
+        }
+    }
 }
 
 /// A scrape answer: the small per-scrape parts and the shared cost bytes, sent in order
@@ -411,6 +502,7 @@ mod tests {
                 "5f1b2c3d4e5f6a7b8c9d0e1f",
             )],
             orgs: Vec::new(),
+            sources: Vec::new(),
             costs: EncodedCosts::seal(text, usage),
             refresh: Duration::from_secs(3600),
             generation: 1,
@@ -651,5 +743,37 @@ mod tests {
         assert!(!accepts_gzip(Some("gzip;q=0")));
         assert!(!accepts_gzip(Some("identity")));
         assert!(!accepts_gzip(None));
+    }
+
+    /// `gzip;q=0` refuses gzip even beside `*` (RFC 9110: `*` is every coding not listed);
+    /// `*` alone accepts it (found by the `scrape_headers` fuzz target).
+    #[test]
+    fn an_explicit_gzip_refusal_beats_the_wildcard() {
+        assert!(!accepts_gzip(Some("gzip;q=0, *")));
+        assert!(!accepts_gzip(Some("*, GZIP; q=0")));
+        assert!(accepts_gzip(Some("*")));
+        assert!(!accepts_gzip(Some("*;q=0")));
+    }
+
+    /// `q` is read in any case, and an element whose `q` is no `qvalue` (`0` to `1`, three
+    /// decimals at most) is ignored: `text/plain;Q=0` refuses text, `q=inf` or `q=2` weighs
+    /// nothing (both weighed 1 or more before).
+    #[test]
+    fn qualities_follow_rfc_9110() {
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;q=0.5,text/plain;Q=0.6")),
+            Format::Text
+        );
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;q=0.5,text/plain;Q=0")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            negotiate(Some("application/openmetrics-text;q=inf,text/plain;q=0.1")),
+            Format::Text
+        );
+        assert!(!accepts_gzip(Some("gzip;q=2")));
+        assert!(!accepts_gzip(Some("gzip;q=0.0001")));
+        assert!(accepts_gzip(Some("gzip;q=0.001")));
     }
 }

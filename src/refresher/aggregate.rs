@@ -1,27 +1,33 @@
 //! Aggregation: from the parsed rows of one query to the series it serves, as a pure
 //! function ([`aggregate`]). Rows are summed per month and label set (names and parents
-//! filled in from discovery), each month gets the query's controls, the series limit runs
-//! over every month, and the kept series are summed again by month, project and service for
-//! the remainders ([`crate::remainder`]).
+//! filled in from discovery), the months read join the cached ones, every month takes the
+//! newest names and the current tags, and the query's controls judge the whole window at
+//! once ([`crate::controls`]). The series before the controls are summed by month, project
+//! and service for the remainders ([`crate::remainder`]).
+//!
+//! A query that gets remainders and has controls is not controlled here: its remainders
+//! depend on the other queries' last good data, and go through its controls with its own
+//! series, so it hands its series over as they are ([`Uncontrolled`]) and the controls run
+//! when its org's refresh is published ([`super::roles`]).
 //!
 //! A query grouped by projects or clusters carries the tag labels discovery found (issue 11):
-//! set on each row's label set before the controls (so `allow` and `deny` can name them), and
-//! set again on the kept series after them, since a tag follows from the ids a series keeps:
-//! an `(other)` series gets its parent's tags, and a closed month from the cache the tags
-//! seen last.
+//! set on each row's label set, and on every series of a cached month (closed months follow
+//! the current tags, none when no resource has an allowlisted tag any more), before the
+//! controls, so `allow` and `deny` can name them. An `(other)` series gets its parent's tags.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::discovery::Discovery;
 use super::month_cache::MonthSeries;
+use super::roles::Role;
 use crate::atlas::result::{ParsedResult, UsageRow};
 use crate::config::QuerySpec;
-use crate::controls::Level;
+use crate::controls::{Controls, Judge, Level, WindowSeries};
 use crate::model::{GroupBy, Reason};
 use crate::month::Month;
 use crate::remainder::Rollup;
-use crate::series::{CostSeries, Label, SeriesKey};
+use crate::series::{CostSeries, Label, SeriesKey, TagValues};
 
 /// The months of one refresh of a query.
 #[derive(Clone, Copy, Debug)]
@@ -32,23 +38,68 @@ pub(super) struct Window {
     pub(super) fetch_from: Month,
     /// The current month, the last one covered.
     pub(super) current: Month,
+    /// The day of the current month (1-based): the controls judge the open month by its
+    /// forecast.
+    pub(super) day: u32,
 }
 
 /// What one refresh of a query comes to.
 #[derive(Debug)]
 pub(super) struct Aggregated {
-    /// Each month read from Atlas (`fetch_from..=current`), with the month's controls
-    /// applied: the closed ones are what the month cache keeps.
+    /// Each month read from Atlas (`fetch_from..=current`), before the controls: the closed
+    /// ones are what the month cache keeps.
     pub(super) fetched: BTreeMap<Month, MonthSeries>,
-    /// The kept series of every month, after the series limit; each label set appears once a
-    /// month (a real name that reads `(other)` and a folded series are one key, summed).
+    /// The served series of every month, after the controls; each label set appears once a
+    /// month. Empty when the controls run at publication ([`Aggregated::uncontrolled`]).
     pub(super) series: Vec<CostSeries>,
-    /// The kept series summed for the remainders.
+    /// The series before the controls, when they run at publication with the remainders.
+    pub(super) uncontrolled: Option<Uncontrolled>,
+    /// The series before the controls, summed for the remainders.
     pub(super) rollup: Rollup,
     /// Series folded into `(other)` by the series limit.
     pub(super) shed: u64,
     /// Rows dated outside the months read, ignored.
     pub(super) outside: u64,
+}
+
+/// A query whose controls run when its org's refresh is published, over its own series and
+/// its remainders together: so the series limit counts the remainders, and what the controls
+/// fold (a denied project) has no remainder of its own either.
+#[derive(Debug)]
+pub(super) struct Uncontrolled {
+    query: Arc<str>,
+    /// Every month's series before the controls.
+    series: WindowSeries,
+    controls: Controls,
+    grouped: Level,
+    current: Month,
+    day: u32,
+    /// Project id -> its tags, from the refresh's discovery: an `(other)` of a project
+    /// carries them.
+    project_tags: HashMap<String, TagValues>,
+}
+
+impl Uncontrolled {
+    /// The months its series hold data for.
+    pub(super) fn months(&self) -> BTreeSet<Month> {
+        self.series.keys().map(|(m, _)| *m).collect()
+    }
+
+    /// Its series and `remainders` under its controls: the series served, and how many the
+    /// series limit folded.
+    pub(super) fn apply(&self, remainders: Vec<CostSeries>) -> (Vec<CostSeries>, u64) {
+        let window = self
+            .series
+            .clone()
+            .with(remainders.into_iter().map(|r| ((r.month, r.key), r.micros)));
+        let judge = Judge {
+            current: self.current,
+            day: self.day,
+            project_tags: &self.project_tags,
+        };
+        let applied = self.controls.apply(self.grouped, &judge, window);
+        (series_of(&self.query, applied.series), applied.shed)
+    }
 }
 
 /// Aggregates the `rows` a query read for `window`, with the closed months `cached` from
@@ -70,6 +121,7 @@ pub(super) fn aggregate(
         start,
         fetch_from,
         current,
+        day,
     } = window;
     let tags = Tagging::of(spec.group_by, discovery);
     let mut summed: BTreeMap<Month, BTreeMap<SeriesKey, i64>> = BTreeMap::new();
@@ -107,74 +159,195 @@ pub(super) fn aggregate(
             ),
         ));
     }
-    let grouped = Level::grouped(spec.group_by);
     let mut fetched: BTreeMap<Month, MonthSeries> = BTreeMap::new();
     let mut m = fetch_from;
     while m <= current {
-        let series: MonthSeries = Arc::new(
-            summed
-                .remove(&m)
-                .map(|s| spec.controls.apply_month(grouped, s).into_iter().collect())
-                .unwrap_or_default(),
-        );
+        let series: MonthSeries =
+            Arc::new(summed.remove(&m).unwrap_or_default().into_iter().collect());
         fetched.insert(m, series);
         m = m.plus(1);
     }
-    let mut by_month = cached;
-    by_month.extend(fetched.iter().map(|(m, s)| (*m, s.clone())));
-    let mut shed = 0;
-    // With a series limit, the limited set; else every month's series, borrowed.
-    let limited: BTreeMap<(Month, SeriesKey), i64>;
-    let kept: Vec<(Month, &SeriesKey, i64)> = if spec.controls.max_series().is_some() {
-        let mut all: BTreeMap<(Month, SeriesKey), i64> = by_month
-            .iter()
-            .flat_map(|(month, s)| s.iter().map(|(k, v)| ((*month, k.clone()), *v)))
-            .collect();
-        shed = spec.controls.limit(grouped, &mut all);
-        limited = all;
-        limited.iter().map(|((m, k), v)| (*m, k, *v)).collect()
-    } else {
-        by_month
-            .iter()
-            .flat_map(|(m, s)| s.iter().map(move |(k, v)| (*m, k, *v)))
-            .collect()
-    };
-    // Tagged: every kept series takes the tags of the ids it keeps (summed, should two keys
-    // come to one); untagged queries skip this and its clones.
-    let retagged: BTreeMap<(Month, SeriesKey), i64>;
-    let kept: Vec<(Month, &SeriesKey, i64)> = match &tags {
-        None => kept,
-        Some(tags) => {
-            let mut out: BTreeMap<(Month, SeriesKey), i64> = BTreeMap::new();
-            for (month, key, micros) in kept {
-                let mut key = key.clone();
-                tags.set(&mut key);
-                let key = keys.intern(key);
-                let sum = out.entry((month, key)).or_insert(0);
-                *sum = sum.saturating_add(micros);
-            }
-            retagged = out;
-            retagged.iter().map(|((m, k), v)| (*m, k, *v)).collect()
-        }
-    };
-    let rollup = Rollup::new(start, current, kept.iter().copied());
+    // Cached months were tagged when they were read: they take the current tags, or none
+    // when no listed resource has an allowlisted tag any more.
+    let retag = tags.or_else(|| Tagging::clearing(spec.group_by, discovery, &cached));
+    let mut by_month: Vec<(Month, MonthSeries, bool)> =
+        cached.into_iter().map(|(m, s)| (m, s, true)).collect();
+    by_month.extend(fetched.iter().map(|(m, s)| (*m, s.clone(), false)));
+    let series = window_series(&by_month, retag.as_ref(), &mut keys);
+    drop(by_month);
+    let rollup = Rollup::new(start, current, series.iter().map(|((m, k), v)| (*m, k, *v)));
     let query: Arc<str> = Arc::from(spec.name.as_str());
-    let series: Vec<CostSeries> = kept
-        .iter()
-        .map(|(month, key, micros)| CostSeries {
-            query: query.clone(),
-            key: (*key).clone(),
-            month: *month,
-            micros: *micros,
-        })
-        .collect();
+    let grouped = Level::grouped(spec.group_by);
+    let project_tags = || match spec.group_by {
+        GroupBy::Clusters => discovery.project_tags.clone(),
+        _ => HashMap::new(),
+    };
+    let remainders = matches!(Role::of(spec), Role::Projects | Role::Clusters);
+    let (series, uncontrolled, shed) = if spec.controls.is_empty() {
+        let series = series
+            .into_iter()
+            .map(|((month, key), micros)| CostSeries {
+                query: query.clone(),
+                key,
+                month,
+                micros,
+            })
+            .collect();
+        (series, None, 0)
+    } else if remainders {
+        let uncontrolled = Uncontrolled {
+            query,
+            series: series.into_iter().collect(),
+            controls: spec.controls.clone(),
+            grouped,
+            current,
+            day,
+            project_tags: project_tags(),
+        };
+        (Vec::new(), Some(uncontrolled), 0)
+    } else {
+        let tags = project_tags();
+        let judge = Judge {
+            current,
+            day,
+            project_tags: &tags,
+        };
+        let applied = spec
+            .controls
+            .apply(grouped, &judge, series.into_iter().collect());
+        (series_of(&query, applied.series), None, applied.shed)
+    };
     Ok(Aggregated {
         fetched,
         series,
+        uncontrolled,
         rollup,
         shed,
         outside,
     })
+}
+
+/// The cost series of `query` from a window.
+fn series_of(query: &Arc<str>, window: WindowSeries) -> Vec<CostSeries> {
+    window
+        .into_vec()
+        .into_iter()
+        .map(|((month, key), micros)| CostSeries {
+            query: query.clone(),
+            key,
+            month,
+            micros,
+        })
+        .collect()
+}
+
+/// Every month's series, ordered by month and labels, one entry per label set and month:
+/// each org, project and cluster id takes its name in the newest month that has one (a
+/// renamed project has its new name in every month), and the months `by_month` marks as
+/// cached take `retag`'s tags.
+fn window_series(
+    by_month: &[(Month, MonthSeries, bool)],
+    retag: Option<&Tagging<'_>>,
+    keys: &mut Interner,
+) -> Vec<((Month, SeriesKey), i64)> {
+    let names = NewestNames::of(by_month);
+    let mut changed = false;
+    let mut out: Vec<((Month, SeriesKey), i64)> =
+        Vec::with_capacity(by_month.iter().map(|(_, s, _)| s.len()).sum());
+    let mut last = NameCache::default();
+    for (month, series, cached) in by_month {
+        for (key, micros) in series.iter() {
+            let mut k = key.clone();
+            names.apply(&mut k, &mut last);
+            if *cached && let Some(tags) = retag {
+                tags.set(&mut k);
+            }
+            let k = if k.shares(key) {
+                k
+            } else {
+                changed = true;
+                keys.intern(k)
+            };
+            out.push(((*month, k), *micros));
+        }
+    }
+    if changed {
+        // Two label sets may have become one: summed, in order again.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                earlier.1 = earlier.1.saturating_add(later.1);
+            }
+            same
+        });
+    }
+    out
+}
+
+/// The name of each org, project and cluster id in the newest month that names it.
+#[derive(Default)]
+struct NewestNames {
+    /// (id label, id) -> name.
+    names: HashMap<(Label, Box<str>), Box<str>>,
+}
+
+/// The (id label, name label) pairs whose names follow their ids.
+const NAMED: [(Label, Label); 3] = [
+    (Label::OrgId, Label::OrgName),
+    (Label::ProjectId, Label::ProjectName),
+    (Label::ClusterId, Label::ClusterName),
+];
+
+/// The last id looked up per pair of [`NAMED`] and the name found: series of one project
+/// or cluster come one after another, so most series need no lookup.
+#[derive(Default)]
+struct NameCache([Option<LastName>; 3]);
+
+/// An id and its newest name, if any.
+type LastName = (Box<str>, Option<Box<str>>);
+
+impl NewestNames {
+    fn of(by_month: &[(Month, MonthSeries, bool)]) -> NewestNames {
+        let mut out = NewestNames::default();
+        let mut last: [Option<&str>; 3] = [None; 3];
+        for (_, series, _) in by_month.iter().rev() {
+            for (key, _) in series.iter() {
+                for (i, (id_label, name_label)) in NAMED.into_iter().enumerate() {
+                    let (Some(id), Some(name)) = (key.get(id_label), key.get(name_label)) else {
+                        continue;
+                    };
+                    if last[i] == Some(id) {
+                        continue;
+                    }
+                    last[i] = Some(id);
+                    out.names
+                        .entry((id_label, Box::from(id)))
+                        .or_insert_with(|| Box::from(name));
+                }
+            }
+        }
+        out
+    }
+
+    /// Gives `key` the newest name of each of its ids.
+    fn apply(&self, key: &mut SeriesKey, last: &mut NameCache) {
+        for (i, (id_label, name_label)) in NAMED.into_iter().enumerate() {
+            let Some(id) = key.get(id_label) else {
+                continue;
+            };
+            let cached = &mut last.0[i];
+            if cached.as_ref().is_none_or(|(c, _)| **c != *id) {
+                let name = self.names.get(&(id_label, Box::from(id))).cloned();
+                *cached = Some((Box::from(id), name));
+            }
+            if let Some(newest) = cached.as_ref().and_then(|(_, n)| n.as_deref())
+                && key.get(name_label) != Some(newest)
+            {
+                key.set(name_label, Some(newest));
+            }
+        }
+    }
 }
 
 /// Equal keys made one shared key.
@@ -213,6 +386,28 @@ impl<'a> Tagging<'a> {
         let any =
             !discovery.project_tags.is_empty() || (clusters && !discovery.cluster_tags.is_empty());
         any.then_some(Tagging {
+            discovery,
+            clusters,
+        })
+    }
+
+    /// For the cached months of a query that [`Tagging::of`] gives none: a tagging that
+    /// clears their tags when some carry tags no listed resource has any more; `None` when
+    /// none carries any (nothing to do).
+    fn clearing(
+        group_by: GroupBy,
+        discovery: &'a Discovery,
+        cached: &BTreeMap<Month, MonthSeries>,
+    ) -> Option<Tagging<'a>> {
+        let clusters = match group_by {
+            GroupBy::Projects => false,
+            GroupBy::Clusters => true,
+            GroupBy::Ungrouped | GroupBy::Services | GroupBy::Organizations => return None,
+        };
+        let tagged = cached
+            .values()
+            .any(|s| s.iter().any(|(k, _)| !k.tags().is_empty()));
+        tagged.then_some(Tagging {
             discovery,
             clusters,
         })
@@ -307,6 +502,7 @@ pub(super) fn dimension_name(group_by: GroupBy) -> &'static str {
 mod tests {
     use super::*;
     use crate::controls::{Controls, FileControls};
+    use crate::exposition::label_text;
     use crate::remainder::projects_remainder;
 
     const ORG: &str = "aaaaaaaaaaaaaaaaaaaaaaaa";
@@ -358,12 +554,13 @@ mod tests {
         }
     }
 
-    /// Months 9 to 11, none cached, 11 current.
+    /// Months 9 to 11, none cached, 11 current, on its 15th.
     fn window() -> Window {
         Window {
             start: month(9),
             fetch_from: month(9),
             current: month(11),
+            day: 15,
         }
     }
 
@@ -380,20 +577,33 @@ mod tests {
         .expect("aggregates")
     }
 
+    /// What the query serves with `remainder` once its org is published: its controls run
+    /// over both when they wait for the publication, else the remainder comes after.
+    fn published(a: &Aggregated, remainder: Vec<CostSeries>) -> (Vec<CostSeries>, u64) {
+        match &a.uncontrolled {
+            Some(u) => u.apply(remainder),
+            None => (a.series.iter().cloned().chain(remainder).collect(), a.shed),
+        }
+    }
+
     /// (label text, month, micros) of every served series, in the order they are exposed.
     fn served(a: &Aggregated) -> Vec<(String, Month, i64)> {
-        crate::exposition::render_sorted(a.series.iter().cloned())
+        crate::exposition::render_sorted(published(a, Vec::new()).0)
             .into_iter()
             .map(|r| (r.labels.to_string(), r.series.month, r.series.micros))
             .collect()
     }
 
-    fn total(a: &Aggregated, m: Month) -> i64 {
-        a.series
+    fn sum_of(series: &[CostSeries], m: Month) -> i64 {
+        series
             .iter()
             .filter(|s| s.month == m)
             .map(|s| s.micros)
             .sum()
+    }
+
+    fn total(a: &Aggregated, m: Month) -> i64 {
+        sum_of(&published(a, Vec::new()).0, m)
     }
 
     /// Rows of the same label set and month are summed; the same label set in two months
@@ -482,8 +692,9 @@ mod tests {
         );
     }
 
-    /// Controls fold what they do not keep into `(other)`, per month, and the month totals
-    /// stay exactly what the rows add up to; the series limit reports what it shed.
+    /// Controls fold what they do not keep into `(other)`, an entity in every month at once,
+    /// and the month totals stay exactly what the rows add up to; the series limit reports
+    /// what it shed.
     #[test]
     fn controls_fold_into_other_with_exact_totals() {
         let rows = [
@@ -502,17 +713,27 @@ mod tests {
             assert_eq!(total(a, month(10)), 10_000_000);
             assert_eq!(total(a, month(11)), 5_500_000);
             assert!(
-                a.series
+                served(a)
                     .iter()
-                    .any(|s| s.key.get(Label::ProjectName) == Some("(other)")),
+                    .any(|(l, _, _)| l.contains(r#"project_name="(other)""#)),
                 "{:?}",
                 served(a)
             );
         }
-        assert_eq!(topped.series.len(), 4);
-        assert_eq!(topped.shed, 0);
-        assert!(limited.series.len() <= 3);
-        assert_eq!(limited.shed, 4);
+        // P1 (900 + 300's forecast) is kept in both months, P2 folded in both.
+        let (topped, shed) = published(&topped, Vec::new());
+        assert_eq!(topped.len(), 4);
+        assert_eq!(shed, 0);
+        assert!(
+            topped
+                .iter()
+                .filter(|s| s.key.get(Label::ProjectId).is_some())
+                .all(|s| s.key.get(Label::ProjectId) == Some(P1))
+        );
+        // Folding P2 (3 series) leaves 4 series, one too many: P1 goes too, 2 series.
+        let (limited, shed) = published(&limited, Vec::new());
+        assert_eq!(limited.len(), 2);
+        assert_eq!(shed, 5);
     }
 
     /// The projects query's rollup with its remainder adds up to the org's total of the
@@ -536,25 +757,19 @@ mod tests {
         let total = run(&spec(GroupBy::Ungrouped), &services);
         let own = run(&with_controls(spec(GroupBy::Projects), "top: 1"), &projects);
         let remainder = projects_remainder(ORG, "projects", &total.rollup, &own.rollup);
+        let (served, _) = published(&own, remainder);
         for m in [month(9), month(10), month(11)] {
-            let with_remainder = self::total(&own, m)
-                + remainder
-                    .iter()
-                    .filter(|s| s.month == m)
-                    .map(|s| s.micros)
-                    .sum::<i64>();
-            assert_eq!(with_remainder, self::total(&total, m), "{m}");
+            assert_eq!(sum_of(&served, m), self::total(&total, m), "{m}");
         }
         assert_eq!(self::total(&total, month(10)), 13_340_000);
     }
 
-    /// A `clusters` query with `top` and `max_series`, whose shedding reaches both a
-    /// project's `cluster_name="(other)"` and the org's `project_name="(other)"`, plus its
-    /// remainders (against a `projects` query with `top`) adds up to the org's total exactly,
-    /// month by month: what the controls fold is counted once.
+    /// A `clusters` query with `top` and `max_series`, its remainders included (against a
+    /// `projects` query with `top`), serves at most `max_series` series and adds up to the
+    /// org's total exactly, month by month; the tightest limit folds everything into the org's
+    /// `project_name="(other)"`, one series a month.
     #[test]
     fn a_clusters_query_with_top_and_max_series_adds_up_to_the_org_total_per_month() {
-        const C3: &str = "c33333333333333333333333";
         let mut d = discovery();
         for (c, name, p) in [(C1, "c1", P1), (C2, "c2", P1), (C3, "c3", P2)] {
             d.cluster_info
@@ -601,35 +816,43 @@ mod tests {
         };
         let total = agg(&spec(GroupBy::Ungrouped), &services);
         let projects = agg(&with_controls(spec(GroupBy::Projects), "top: 1"), &projects);
-        let clusters = agg(
-            &with_controls(spec(GroupBy::Clusters), "{top: 1, max_series: 3}"),
-            &clusters,
-        );
-        // The controls folded at both levels: a project's `(other)` and the org's.
-        assert!(clusters.series.len() <= 3, "{:?}", served(&clusters));
-        assert!(clusters.shed > 0);
-        let other = |label: Label| {
-            clusters
-                .series
-                .iter()
-                .any(|s| s.key.get(label) == Some("(other)"))
-        };
-        assert!(other(Label::ClusterName) && other(Label::ProjectName));
-        let remainder = crate::remainder::clusters_remainder(
-            ORG,
-            "clusters",
-            &total.rollup,
-            Some(&projects.rollup),
-            &clusters.rollup,
-        );
-        for m in [month(9), oct, nov] {
-            let served = self::total(&clusters, m)
-                + remainder
+        for max in [12, 6, 3] {
+            let clusters = agg(
+                &with_controls(
+                    spec(GroupBy::Clusters),
+                    &format!("{{top: 1, max_series: {max}}}"),
+                ),
+                &clusters,
+            );
+            let remainder = crate::remainder::clusters_remainder(
+                ORG,
+                "clusters",
+                &total.rollup,
+                Some(&projects.rollup),
+                &clusters.rollup,
+            );
+            let (served, shed) = published(&clusters, remainder);
+            assert!(served.len() <= max, "{max}: {served:?}");
+            assert!(shed > 0, "{max}");
+            assert!(
+                served
                     .iter()
-                    .filter(|s| s.month == m)
-                    .map(|s| s.micros)
-                    .sum::<i64>();
-            assert_eq!(served, self::total(&total, m), "{m}");
+                    .any(|s| s.key.get(Label::ClusterName) == Some("(other)")
+                        || s.key.get(Label::ProjectName) == Some("(other)"))
+            );
+            for m in [month(9), oct, nov] {
+                assert_eq!(sum_of(&served, m), self::total(&total, m), "{max}, {m}");
+            }
+            if max == 3 {
+                let labels: Vec<String> = served
+                    .iter()
+                    .map(|s| label_text(&s.query, &s.key, &Default::default()))
+                    .collect();
+                let org_other = format!(
+                    r#"query="clusters",org_id="{ORG}",org_name="Org",project_name="(other)""#
+                );
+                assert_eq!(labels, [org_other.clone(), org_other]);
+            }
         }
         assert_eq!(self::total(&total, oct), 13_700_000);
     }
@@ -679,7 +902,7 @@ mod tests {
         )
         .expect("aggregates");
         let tags = tag_labels();
-        crate::exposition::render_tagged(a.series, &tags)
+        crate::exposition::render_tagged(published(&a, Vec::new()).0, &tags)
             .into_iter()
             .map(|r| r.labels.to_string())
             .collect()
@@ -827,5 +1050,175 @@ mod tests {
         assert_eq!(total(&a, month(9)), 420_000);
         assert_eq!(total(&a, month(11)), 50_000);
         assert!(!a.fetched.contains_key(&month(9)));
+    }
+
+    /// The clusters A, B and C of project one, each with its own id.
+    fn abc_discovery() -> Discovery {
+        let mut d = discovery();
+        for (c, name) in [(C1, "a"), (C2, "b"), (C3, "c")] {
+            d.cluster_info
+                .insert(c.to_owned(), (name.to_owned(), Some(P1.to_owned())));
+        }
+        d
+    }
+
+    const C3: &str = "c33333333333333333333333";
+
+    /// The cluster ids served as their own series in `m`.
+    fn clusters_in(series: &[CostSeries], m: Month) -> BTreeSet<String> {
+        series
+            .iter()
+            .filter(|s| s.month == m)
+            .filter_map(|s| s.key.get(Label::ClusterId).map(str::to_owned))
+            .collect()
+    }
+
+    /// On November 2nd (one day of data), A's 10 USD and B's 9 USD so far are the cheapest
+    /// series of the window, yet A and B, kept in October (300 and 280 USD), stay in November:
+    /// neither `min_usd` nor `max_series` folds the open month first. C (5 USD in October)
+    /// folds in both months.
+    #[test]
+    fn the_open_month_is_not_folded_first() {
+        let on = |cluster: &str, m: Month, cents: i64| UsageRow {
+            cluster_id: Some(Arc::from(cluster)),
+            ..row(None, "Clusters", m, cents)
+        };
+        let (oct, nov) = (month(10), month(11));
+        let rows = [
+            on(C1, oct, 30_000),
+            on(C2, oct, 28_000),
+            on(C3, oct, 500),
+            on(C1, nov, 1_000),
+            on(C2, nov, 900),
+            on(C3, nov, 20),
+        ];
+        for controls in ["min_usd: 50", "max_series: 5"] {
+            let a = aggregate(
+                ORG,
+                &with_controls(spec(GroupBy::Clusters), controls),
+                &rows,
+                &abc_discovery(),
+                Window { day: 2, ..window() },
+                BTreeMap::new(),
+                &BTreeSet::new(),
+            )
+            .expect("aggregates");
+            let (served, _) = published(&a, Vec::new());
+            let kept = clusters_in(&served, oct);
+            assert!(kept.contains(C1), "{controls}: {kept:?}");
+            assert_eq!(clusters_in(&served, nov), kept, "{controls}");
+            assert!(!kept.contains(C3), "{controls}");
+            for m in [oct, nov] {
+                assert_eq!(sum_of(&served, m), sum_of(&a_total(&rows), m), "{controls}");
+            }
+        }
+    }
+
+    /// The rows as series, summed by month (for totals).
+    fn a_total(rows: &[UsageRow]) -> Vec<CostSeries> {
+        run(&spec(GroupBy::Ungrouped), rows).series
+    }
+
+    /// Closed months from the cache follow the current tags, also when no listed resource
+    /// has an allowlisted tag any more: their old tags go.
+    #[test]
+    fn cached_months_lose_their_tags_when_no_resource_has_any() {
+        let query = spec(GroupBy::Clusters);
+        let read = aggregate(
+            ORG,
+            &query,
+            &[
+                cluster_row(C1, 5),
+                UsageRow {
+                    month: month(9),
+                    ..cluster_row(C1, 4)
+                },
+            ],
+            &tagged_discovery(),
+            window(),
+            BTreeMap::new(),
+            &BTreeSet::new(),
+        )
+        .expect("aggregates");
+        let september = read.fetched[&month(9)].clone();
+        assert!(
+            september.iter().all(|(k, _)| !k.tags().is_empty()),
+            "tagged when read"
+        );
+        let mut untagged = tagged_discovery();
+        untagged.project_tags.clear();
+        untagged.cluster_tags.clear();
+        let a = aggregate(
+            ORG,
+            &query,
+            &[cluster_row(C1, 5)],
+            &untagged,
+            Window {
+                fetch_from: month(10),
+                ..window()
+            },
+            BTreeMap::from([(month(9), september)]),
+            &BTreeSet::new(),
+        )
+        .expect("aggregates");
+        assert!(a.series.iter().any(|s| s.month == month(9)));
+        assert!(
+            a.series.iter().all(|s| s.key.tags().is_empty()),
+            "{:?}",
+            a.series
+        );
+    }
+
+    /// A project renamed since a closed month was cached takes its new name in every month,
+    /// the cached one included, and so do its remainders.
+    #[test]
+    fn every_month_takes_the_newest_names() {
+        let query = spec(GroupBy::Projects);
+        let read = run(&query, &[row(Some(P1), "Clusters", month(9), 3)]);
+        let september = read.fetched[&month(9)].clone();
+        let mut renamed = discovery();
+        renamed
+            .project_names
+            .insert(P1.to_owned(), "uno".to_owned());
+        let a = aggregate(
+            ORG,
+            &query,
+            &[row(Some(P1), "Clusters", month(11), 7)],
+            &renamed,
+            Window {
+                fetch_from: month(10),
+                ..window()
+            },
+            BTreeMap::from([(month(9), september)]),
+            &BTreeSet::new(),
+        )
+        .expect("aggregates");
+        let names: Vec<(Month, Option<&str>)> = a
+            .series
+            .iter()
+            .map(|s| (s.month, s.key.get(Label::ProjectName)))
+            .collect();
+        assert_eq!(names, [(month(9), Some("uno")), (month(11), Some("uno"))]);
+        let total = run(
+            &spec(GroupBy::Ungrouped),
+            &[
+                row(None, "Clusters", month(9), 3),
+                row(None, "Clusters", month(11), 9),
+            ],
+        );
+        let clusters = run(&spec(GroupBy::Clusters), &[]);
+        let remainder = crate::remainder::clusters_remainder(
+            ORG,
+            "clusters",
+            &total.rollup,
+            Some(&a.rollup),
+            &clusters.rollup,
+        );
+        assert!(
+            remainder
+                .iter()
+                .filter(|s| s.key.get(Label::ProjectId) == Some(P1))
+                .all(|s| s.key.get(Label::ProjectName) == Some("uno"))
+        );
     }
 }

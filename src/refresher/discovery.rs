@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -14,116 +15,188 @@ use crate::atlas::{AtlasError, Cluster, Project};
 use crate::config::QuerySpec;
 use crate::model::{AtlasId, Endpoint, GroupBy, Reason};
 use crate::series::{TagLabels, TagValues, cluster_over_project};
+use crate::state::{Known, KnownState};
 
 /// Cluster listings in flight at once per org during discovery.
 const DISCOVERY_CONCURRENCY: usize = 4;
 
 /// Ids seen for one org, in a listing or in a result row. Deleted clusters and projects are
 /// billed in the months before their deletion, but no listing returns them: an id seen once
-/// stays in the queries' filters for as long as the process runs (nothing is kept across
-/// restarts; their spend then shows in the `(unattributed)` remainder).
+/// stays in the queries' filters for as long as the process runs, and with `--storage.path`
+/// across restarts (without it their spend shows in the `(unattributed)` remainder after one).
 #[derive(Default)]
 pub(super) struct KnownIds {
-    /// Project id -> name.
-    projects: BTreeMap<AtlasId, String>,
-    /// Cluster id -> (name, project id).
-    clusters: BTreeMap<AtlasId, (String, Option<AtlasId>)>,
-    /// Project id -> the allowlisted tags last listed (kept for the process lifetime: a
-    /// project no listing knows any more keeps its last seen tags). Empty without tag labels.
-    project_tags: HashMap<AtlasId, TagValues>,
-    /// Cluster id -> the allowlisted tags last listed, as for projects.
-    cluster_tags: HashMap<AtlasId, TagValues>,
+    /// Project id -> what was last seen of it.
+    projects: BTreeMap<AtlasId, Seen>,
+    /// Cluster id (dedicated or Flex) -> what was last seen of it.
+    clusters: BTreeMap<AtlasId, Seen>,
+}
+
+/// What was last seen of a project or cluster.
+struct Seen {
+    name: String,
+    /// A cluster's project.
+    project: Option<AtlasId>,
+    /// Every tag the last listing that showed it had (all keys: the allowlist picks from
+    /// them), so one no listing shows any more keeps its last seen tags.
+    tags: Vec<(String, String)>,
+    /// When a listing or a result row last showed it.
+    last_seen: SystemTime,
 }
 
 impl KnownIds {
-    /// Remembers the project and cluster ids that result rows name.
-    pub(super) fn learn(&mut self, rows: &[UsageRow]) {
+    /// Remembers the project and cluster ids that result rows name, seen at `now`.
+    pub(super) fn learn(&mut self, rows: &[UsageRow], now: SystemTime) {
         for row in rows {
             let project = row.project_id.as_deref().and_then(AtlasId::parse);
-            if let Some(p) = &project
-                && !self.projects.contains_key(p)
-            {
-                self.projects.insert(
-                    p.clone(),
-                    row.project_name.as_deref().unwrap_or_default().to_owned(),
-                );
+            if let Some(p) = &project {
+                match self.projects.get_mut(p.as_str()) {
+                    Some(seen) => seen.last_seen = now,
+                    None => {
+                        let name = row.project_name.as_deref().unwrap_or_default();
+                        self.projects.insert(p.clone(), Seen::new(name, None, now));
+                    }
+                }
             }
-            if let Some(c) = row.cluster_id.as_deref().and_then(AtlasId::parse)
-                && !self.clusters.contains_key(&c)
-            {
-                self.clusters.insert(
-                    c,
-                    (
-                        row.cluster_name.as_deref().unwrap_or_default().to_owned(),
-                        project,
-                    ),
-                );
+            if let Some(c) = row.cluster_id.as_deref().and_then(AtlasId::parse) {
+                match self.clusters.get_mut(c.as_str()) {
+                    Some(seen) => seen.last_seen = now,
+                    None => {
+                        let name = row.cluster_name.as_deref().unwrap_or_default();
+                        self.clusters.insert(c, Seen::new(name, project, now));
+                    }
+                }
             }
         }
     }
 
-    /// Remembers what the listings returned: names, parents and the tags of `tags` as
-    /// listed now.
+    /// Remembers what the listings returned at `now`: names, parents and tags as listed.
     fn record(
         &mut self,
         projects: Vec<Project>,
         clusters: Vec<(Cluster, String)>,
-        tags: &TagLabels,
+        now: SystemTime,
     ) {
-        let values = |listed: &[crate::atlas::Tag]| {
-            tags.values(listed.iter().map(|t| (t.key.as_str(), t.value.as_str())))
+        let pairs = |listed: Vec<crate::atlas::Tag>| -> Vec<(String, String)> {
+            listed.into_iter().map(|t| (t.key, t.value)).collect()
         };
         // The client lists valid ids only: nothing is dropped here.
         for p in projects {
             if let Some(id) = AtlasId::parse(&p.id) {
-                if !tags.is_empty() {
-                    self.project_tags.insert(id.clone(), values(&p.tags));
-                }
-                self.projects.insert(id, p.name);
+                let mut seen = Seen::new(&p.name, None, now);
+                seen.tags = pairs(p.tags);
+                self.projects.insert(id, seen);
             }
         }
         for (c, project_id) in clusters {
             if let Some(id) = AtlasId::parse(&c.id) {
-                if !tags.is_empty() {
-                    self.cluster_tags.insert(id.clone(), values(&c.tags));
-                }
-                self.clusters
-                    .insert(id, (c.name, AtlasId::parse(&project_id)));
+                let mut seen = Seen::new(&c.name, AtlasId::parse(&project_id), now);
+                seen.tags = pairs(c.tags);
+                self.clusters.insert(id, seen);
             }
         }
     }
 
-    /// Every id known, as [`Discovery`] hands them to the queries; clusters only
-    /// `with_clusters`.
-    fn fill(&self, d: &mut Discovery, with_clusters: bool) {
-        let tagged = |m: &HashMap<AtlasId, TagValues>| -> HashMap<String, TagValues> {
+    /// Every id known, as [`Discovery`] hands them to the queries, with the tags of `tags`;
+    /// clusters only `with_clusters`.
+    fn fill(&self, d: &mut Discovery, with_clusters: bool, tags: &TagLabels) {
+        let tagged = |m: &BTreeMap<AtlasId, Seen>| -> HashMap<String, TagValues> {
+            if tags.is_empty() {
+                return HashMap::new();
+            }
             m.iter()
+                .map(|(id, seen)| {
+                    let values =
+                        tags.values(seen.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    (id.to_string(), values)
+                })
                 .filter(|(_, t)| !t.is_empty())
-                .map(|(id, t)| (id.to_string(), t.clone()))
                 .collect()
         };
-        d.project_tags = tagged(&self.project_tags);
+        d.project_tags = tagged(&self.projects);
         if with_clusters {
-            d.cluster_tags = tagged(&self.cluster_tags);
+            d.cluster_tags = tagged(&self.clusters);
         }
         d.project_ids = self.projects.keys().map(AtlasId::to_string).collect();
         d.project_names = self
             .projects
             .iter()
-            .map(|(id, name)| (id.to_string(), name.clone()))
+            .map(|(id, seen)| (id.to_string(), seen.name.clone()))
             .collect();
         if with_clusters {
             d.cluster_ids = self.clusters.keys().map(AtlasId::to_string).collect();
             d.cluster_info = self
                 .clusters
                 .iter()
-                .map(|(id, (name, project))| {
+                .map(|(id, seen)| {
                     (
                         id.to_string(),
-                        (name.clone(), project.as_ref().map(AtlasId::to_string)),
+                        (
+                            seen.name.clone(),
+                            seen.project.as_ref().map(AtlasId::to_string),
+                        ),
                     )
                 })
                 .collect();
+        }
+    }
+
+    /// Everything known, to keep in the org's state.
+    pub(super) fn kept(&self) -> KnownState {
+        let kept = |m: &BTreeMap<AtlasId, Seen>| -> Vec<Known> {
+            m.iter()
+                .map(|(id, seen)| Known {
+                    id: id.to_string(),
+                    name: seen.name.clone(),
+                    project_id: seen.project.as_ref().map(AtlasId::to_string),
+                    tags: seen.tags.clone(),
+                    last_seen: seen.last_seen,
+                })
+                .collect()
+        };
+        KnownState {
+            projects: kept(&self.projects),
+            clusters: kept(&self.clusters),
+        }
+    }
+
+    /// Takes back what a state file kept: ids not already known (a file's ids that are not
+    /// Atlas ids are skipped). Returns how many were taken.
+    pub(super) fn restore(&mut self, kept: KnownState) -> usize {
+        let mut n = 0;
+        let mut take = |m: &mut BTreeMap<AtlasId, Seen>, k: Known| {
+            if let Some(id) = AtlasId::parse(&k.id)
+                && !m.contains_key(id.as_str())
+            {
+                m.insert(
+                    id,
+                    Seen {
+                        name: k.name,
+                        project: k.project_id.as_deref().and_then(AtlasId::parse),
+                        tags: k.tags,
+                        last_seen: k.last_seen,
+                    },
+                );
+                n += 1;
+            }
+        };
+        for k in kept.projects {
+            take(&mut self.projects, k);
+        }
+        for k in kept.clusters {
+            take(&mut self.clusters, k);
+        }
+        n
+    }
+}
+
+impl Seen {
+    fn new(name: &str, project: Option<AtlasId>, now: SystemTime) -> Seen {
+        Seen {
+            name: name.to_owned(),
+            project,
+            tags: Vec::new(),
+            last_seen: now,
         }
     }
 }
@@ -298,8 +371,8 @@ impl Refresher {
             .known
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        known.record(projects, clusters, &self.tag_labels);
-        known.fill(&mut d, with_clusters);
+        known.record(projects, clusters, (self.clock)());
+        known.fill(&mut d, with_clusters, &self.tag_labels);
         d
     }
 }
@@ -313,6 +386,7 @@ mod tests {
 
     const P: &str = "111111111111111111111111";
     const C: &str = "cccccccccccccccccccccccc";
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
     fn row(project: Option<&str>, cluster: Option<&str>) -> UsageRow {
         UsageRow {
@@ -333,9 +407,12 @@ mod tests {
     #[test]
     fn rows_teach_valid_ids_only() {
         let mut known = KnownIds::default();
-        known.learn(&[row(Some(P), Some(C)), row(Some("../x"), Some("nothex"))]);
+        known.learn(
+            &[row(Some(P), Some(C)), row(Some("../x"), Some("nothex"))],
+            T0,
+        );
         let mut d = Discovery::default();
-        known.fill(&mut d, true);
+        known.fill(&mut d, true, &TagLabels::default());
         assert_eq!(d.project_ids, [P]);
         assert_eq!(d.project_names.get(P).map(String::as_str), Some("web"));
         assert_eq!(d.cluster_ids, [C]);
@@ -377,32 +454,65 @@ mod tests {
                 cluster(C, vec![t("team", "search")]),
                 cluster(C2, vec![t("env", "dev")]),
             ],
-            &tags,
+            T0,
         );
         // C is gone from the listings; C2 is listed without tags now.
         known.record(
             vec![project(vec![t("team", "web"), t("env", "prod")])],
             vec![cluster(C2, Vec::new())],
-            &tags,
+            T0,
         );
         let mut d = Discovery::default();
-        known.fill(&mut d, true);
+        known.fill(&mut d, true, &tags);
         let mut key = crate::series::SeriesKey::default();
         key.set_tags(d.tags_of(Some(P), Some(C)));
         assert_eq!((key.tag(0), key.tag(1)), (Some("search"), Some("prod")));
         key.set_tags(d.tags_of(Some(P), Some(C2)));
         assert_eq!((key.tag(0), key.tag(1)), (Some("web"), Some("prod")));
         assert!(d.tags_of(None, None).is_empty());
-        // Without tag labels nothing is kept.
-        let mut plain = KnownIds::default();
-        plain.record(
-            vec![project(vec![t("team", "web")])],
-            Vec::new(),
-            &TagLabels::default(),
-        );
+        // Without tag labels no tag reaches the series.
         let mut d = Discovery::default();
-        plain.fill(&mut d, true);
-        assert!(d.project_tags.is_empty());
+        known.fill(&mut d, true, &TagLabels::default());
+        assert!(d.project_tags.is_empty() && d.cluster_tags.is_empty());
+    }
+
+    /// What is kept of the ids seen comes back whole: a cluster no listing shows any more
+    /// keeps its name, project, every tag last listed and when it was last seen; a row that
+    /// names a known id moves its last seen time; ids already known are not replaced.
+    #[test]
+    fn known_ids_are_kept_and_restored_with_their_tags_and_last_seen_time() {
+        use crate::atlas::Tag;
+        let later = T0 + std::time::Duration::from_secs(60);
+        let mut known = KnownIds::default();
+        let cluster = Cluster {
+            id: C.to_owned(),
+            name: "prod".to_owned(),
+            tags: vec![Tag {
+                key: "owner".to_owned(),
+                value: "ops".to_owned(),
+            }],
+        };
+        known.record(Vec::new(), vec![(cluster, P.to_owned())], T0);
+        known.learn(&[row(Some(P), Some(C))], later);
+        let kept = known.kept();
+        assert_eq!(kept.clusters.len(), 1);
+        let c = &kept.clusters[0];
+        assert_eq!((c.id.as_str(), c.name.as_str()), (C, "prod"));
+        assert_eq!(c.project_id.as_deref(), Some(P));
+        assert_eq!(c.tags, [("owner".to_owned(), "ops".to_owned())]);
+        assert_eq!(c.last_seen, later);
+        assert_eq!(kept.projects[0].last_seen, later);
+        let mut back = KnownIds::default();
+        assert_eq!(back.restore(kept.clone()), 2);
+        assert_eq!(back.kept(), kept);
+        assert_eq!(back.restore(kept), 0, "already known");
+        let owner = TagLabels::new("t", ["owner"]).expect("valid");
+        let mut d = Discovery::default();
+        back.fill(&mut d, true, &owner);
+        assert_eq!(d.cluster_ids, [C]);
+        let mut key = crate::series::SeriesKey::default();
+        key.set_tags(d.tags_of(Some(P), Some(C)));
+        assert_eq!(key.tag(0), Some("ops"));
     }
 
     /// A query grouped by discovered clusters fails with discovery's reason when the

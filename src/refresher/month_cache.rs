@@ -1,22 +1,23 @@
 //! The closed-month cache: months older than the previous one no longer change at Atlas, so
-//! each is kept per query (moka, with a time-to-live) and not read again while it is good.
+//! each is kept per query and not read again while it is good (a day after it was read; with
+//! `--storage.path`, across restarts too: the refresher keeps it in the org's state file).
 //!
-//! A cached month is keyed on the query's configuration (grouping, filters, controls): a
-//! change of any of them reads the closed months again. It is good for a refresh only when
-//! the ids it was read with cover the ids the refresh would send, and it is never replaced by
-//! a month read with fewer ids.
+//! A cached month is keyed on the query's configuration (grouping, filters, controls: its
+//! [`query_fingerprint`]): a change of any of them reads the closed months again. It is good
+//! for a refresh only when the ids it was read with cover the ids the refresh would send, and
+//! it is never replaced by a month read with fewer ids.
 
-use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use crate::config::QuerySpec;
 use crate::month::Month;
-use crate::series::SeriesKey;
+use crate::series::{SeriesKey, TagLabels};
+use crate::state::{ClosedMonth as KeptMonth, query_fingerprint};
 
-/// One closed month of one query, aggregated and with the month's controls applied:
-/// `(labels, micros)` pairs.
+/// One closed month of one query, aggregated, before its controls (which judge every month
+/// at once): `(labels, micros)` pairs.
 pub(super) type MonthSeries = Arc<Vec<(SeriesKey, i64)>>;
 
 /// Project and cluster ids a query filtered on, sorted.
@@ -34,21 +35,24 @@ pub(super) fn sorted_ids(projects: &[String], clusters: &[String]) -> SortedIds 
 pub(super) struct QueryKey {
     org_id: String,
     query: String,
-    /// Hash of the query's configuration (grouping, filters, controls): a change reads the
-    /// closed months again.
+    /// [`query_fingerprint`] of the query's configuration: a change reads the closed months
+    /// again.
     shape: u64,
 }
 
 impl QueryKey {
-    /// The key of `spec` in the org `org_id`.
-    pub(super) fn new(org_id: &str, spec: &QuerySpec) -> QueryKey {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        spec.hash(&mut h);
+    /// The key of `spec` in the org `org_id`, whose series carry the tag labels `tags`.
+    pub(super) fn new(org_id: &str, spec: &QuerySpec, tags: &TagLabels) -> QueryKey {
         QueryKey {
             org_id: org_id.to_owned(),
             query: spec.name.clone(),
-            shape: h.finish(),
+            shape: query_fingerprint(spec, tags),
         }
+    }
+
+    /// The fingerprint of the query's configuration.
+    pub(super) fn fingerprint(&self) -> u64 {
+        self.shape
     }
 }
 
@@ -58,6 +62,8 @@ struct ClosedMonth {
     /// The month is good for any refresh whose ids are among these.
     ids: SortedIds,
     series: MonthSeries,
+    /// When it was read from Atlas.
+    read_at: SystemTime,
 }
 
 /// Whether every id of `ids` is in `sorted`.
@@ -67,37 +73,46 @@ fn covers(sorted: &[String], ids: &[String]) -> bool {
 
 /// Closed months of every query, aggregated.
 pub(super) struct MonthCache {
-    months: moka::sync::Cache<(QueryKey, Month), ClosedMonth>,
+    /// std Mutex: short sections (lookups, inserts, Arc clones), never across an await.
+    months: Mutex<HashMap<QueryKey, BTreeMap<Month, ClosedMonth>>>,
+    ttl: Duration,
 }
 
 impl MonthCache {
-    /// An empty cache whose months are read again after `ttl`.
+    /// An empty cache whose months are read again `ttl` after they were read.
     pub(super) fn new(ttl: Duration) -> MonthCache {
         MonthCache {
-            months: moka::sync::Cache::builder().time_to_live(ttl).build(),
+            months: Mutex::default(),
+            ttl,
         }
     }
 
+    fn fresh(&self, read_at: SystemTime, now: SystemTime) -> bool {
+        now.duration_since(read_at).unwrap_or_default() < self.ttl
+    }
+
     /// The cached months of `query` for `ids` from `start` on, before `hot_from`, without a
-    /// gap; and the first month to read from Atlas (the first closed month missing, or
-    /// `hot_from`).
+    /// gap, at `now`; and the first month to read from Atlas (the first closed month missing,
+    /// or `hot_from`). Months before `start` and months past their time are dropped.
     pub(super) fn cached(
         &self,
         query: &QueryKey,
         ids: &[String],
         start: Month,
         hot_from: Month,
+        now: SystemTime,
     ) -> (BTreeMap<Month, MonthSeries>, Month) {
+        let mut all = self.months.lock().unwrap_or_else(PoisonError::into_inner);
         let mut cached = BTreeMap::new();
         let mut month = start;
+        let Some(months) = all.get_mut(query) else {
+            return (cached, month);
+        };
+        months.retain(|m, c| *m >= start && self.fresh(c.read_at, now));
         while month < hot_from {
-            match self
-                .months
-                .get(&(query.clone(), month))
-                .filter(|c| covers(&c.ids, ids))
-            {
+            match months.get(&month).filter(|c| covers(&c.ids, ids)) {
                 Some(c) => {
-                    cached.insert(month, c.series);
+                    cached.insert(month, c.series.clone());
                     month = month.plus(1);
                 }
                 None => break,
@@ -106,35 +121,66 @@ impl MonthCache {
         (cached, month)
     }
 
-    /// Caches `series`, a closed month of `query` read with `ids`, unless the month is cached
-    /// already with ids this read does not cover.
+    /// Caches `series`, a closed month of `query` read with `ids` at `read_at`, unless the
+    /// month is cached already with ids this read does not cover.
     pub(super) fn offer(
         &self,
         query: &QueryKey,
         month: Month,
         ids: &SortedIds,
         series: MonthSeries,
+        read_at: SystemTime,
     ) {
-        let key = (query.clone(), month);
-        if self
-            .months
-            .get(&key)
-            .is_none_or(|old| covers(ids, &old.ids))
-        {
-            self.months.insert(
-                key,
+        let mut all = self.months.lock().unwrap_or_else(PoisonError::into_inner);
+        let months = all.entry(query.clone()).or_default();
+        if months.get(&month).is_none_or(|old| covers(ids, &old.ids)) {
+            months.insert(
+                month,
                 ClosedMonth {
                     ids: ids.clone(),
                     series,
+                    read_at,
                 },
             );
         }
+    }
+
+    /// The months of `query` still good at `now`, to keep in the org's state.
+    pub(super) fn kept(&self, query: &QueryKey, now: SystemTime) -> Vec<KeptMonth> {
+        let all = self.months.lock().unwrap_or_else(PoisonError::into_inner);
+        all.get(query)
+            .into_iter()
+            .flatten()
+            .filter(|(_, c)| self.fresh(c.read_at, now))
+            .map(|(month, c)| KeptMonth {
+                month: *month,
+                read_at: c.read_at,
+                ids: c.ids.clone(),
+                series: c.series.clone(),
+            })
+            .collect()
+    }
+
+    /// Takes back months kept in a state file; those past their time at `now` are not.
+    /// Returns how many were taken.
+    pub(super) fn restore(&self, query: &QueryKey, kept: Vec<KeptMonth>, now: SystemTime) -> usize {
+        let mut n = 0;
+        for k in kept {
+            if self.fresh(k.read_at, now) {
+                self.offer(query, k.month, &k.ids, k.series, k.read_at);
+                n += 1;
+            }
+        }
+        n
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const T0: SystemTime = SystemTime::UNIX_EPOCH;
 
     fn spec() -> QuerySpec {
         QuerySpec::defaults(6).remove(2)
@@ -161,13 +207,13 @@ mod tests {
     /// where the read from Atlas starts, and nothing after it is taken from the cache.
     #[test]
     fn cached_months_stop_at_the_first_gap() {
-        let cache = MonthCache::new(Duration::from_secs(3600));
-        let key = QueryKey::new("org", &spec());
+        let cache = MonthCache::new(HOUR);
+        let key = QueryKey::new("org", &spec(), &TagLabels::default());
         let all = ids(&["a", "b"]);
-        cache.offer(&key, month(1), &all, series(1));
-        cache.offer(&key, month(2), &all, series(2));
-        cache.offer(&key, month(4), &all, series(4));
-        let (cached, fetch_from) = cache.cached(&key, &all, month(1), month(5));
+        cache.offer(&key, month(1), &all, series(1), T0);
+        cache.offer(&key, month(2), &all, series(2), T0);
+        cache.offer(&key, month(4), &all, series(4), T0);
+        let (cached, fetch_from) = cache.cached(&key, &all, month(1), month(5), T0);
         assert_eq!(fetch_from, month(3));
         assert_eq!(
             cached.keys().copied().collect::<Vec<_>>(),
@@ -175,7 +221,7 @@ mod tests {
         );
         assert_eq!(amount(&cached, month(2)), Some(2));
         // Nothing cached at all: read from the start.
-        let (cached, fetch_from) = cache.cached(&key, &all, month(5), month(7));
+        let (cached, fetch_from) = cache.cached(&key, &all, month(5), month(7), T0);
         assert!(cached.is_empty());
         assert_eq!(fetch_from, month(5));
     }
@@ -184,10 +230,10 @@ mod tests {
     /// query name or changed controls read it again.
     #[test]
     fn months_are_keyed_on_the_query_configuration() {
-        let cache = MonthCache::new(Duration::from_secs(3600));
+        let cache = MonthCache::new(HOUR);
         let all = ids(&["a"]);
-        let key = QueryKey::new("org", &spec());
-        cache.offer(&key, month(1), &all, series(1));
+        let key = QueryKey::new("org", &spec(), &TagLabels::default());
+        cache.offer(&key, month(1), &all, series(1), T0);
         let mut renamed = spec();
         renamed.name = "clusters-2".to_owned();
         let mut controlled = spec();
@@ -200,16 +246,19 @@ mod tests {
         )
         .expect("valid controls");
         for other in [
-            QueryKey::new("other-org", &spec()),
-            QueryKey::new("org", &renamed),
-            QueryKey::new("org", &controlled),
+            QueryKey::new("other-org", &spec(), &TagLabels::default()),
+            QueryKey::new("org", &renamed, &TagLabels::default()),
+            QueryKey::new("org", &controlled, &TagLabels::default()),
         ] {
-            let (cached, fetch_from) = cache.cached(&other, &all, month(1), month(2));
+            let (cached, fetch_from) = cache.cached(&other, &all, month(1), month(2), T0);
             assert!(cached.is_empty(), "{other:?}");
             assert_eq!(fetch_from, month(1));
         }
         assert_eq!(
-            amount(&cache.cached(&key, &all, month(1), month(2)).0, month(1)),
+            amount(
+                &cache.cached(&key, &all, month(1), month(2), T0).0,
+                month(1)
+            ),
             Some(1)
         );
     }
@@ -218,14 +267,15 @@ mod tests {
     /// sends an id it was not read with (a cluster discovered since).
     #[test]
     fn months_serve_only_refreshes_whose_ids_they_cover() {
-        let cache = MonthCache::new(Duration::from_secs(3600));
-        let key = QueryKey::new("org", &spec());
-        cache.offer(&key, month(1), &ids(&["a", "b"]), series(1));
+        let cache = MonthCache::new(HOUR);
+        let key = QueryKey::new("org", &spec(), &TagLabels::default());
+        cache.offer(&key, month(1), &ids(&["a", "b"]), series(1), T0);
         for (current, hit) in [(ids(&["a"]), true), (ids(&["a", "b"]), true)] {
-            let (cached, _) = cache.cached(&key, &current, month(1), month(2));
+            let (cached, _) = cache.cached(&key, &current, month(1), month(2), T0);
             assert_eq!(cached.contains_key(&month(1)), hit, "{current:?}");
         }
-        let (cached, fetch_from) = cache.cached(&key, &ids(&["a", "b", "c"]), month(1), month(2));
+        let (cached, fetch_from) =
+            cache.cached(&key, &ids(&["a", "b", "c"]), month(1), month(2), T0);
         assert!(cached.is_empty());
         assert_eq!(fetch_from, month(1));
     }
@@ -234,20 +284,71 @@ mod tests {
     /// replaces it.
     #[test]
     fn months_are_never_replaced_by_one_covering_fewer_ids() {
-        let cache = MonthCache::new(Duration::from_secs(3600));
-        let key = QueryKey::new("org", &spec());
+        let cache = MonthCache::new(HOUR);
+        let key = QueryKey::new("org", &spec(), &TagLabels::default());
         let wide = ids(&["a", "b"]);
-        cache.offer(&key, month(1), &wide, series(10));
-        cache.offer(&key, month(1), &ids(&["a"]), series(5));
-        let (cached, _) = cache.cached(&key, &wide, month(1), month(2));
+        cache.offer(&key, month(1), &wide, series(10), T0);
+        cache.offer(&key, month(1), &ids(&["a"]), series(5), T0);
+        let (cached, _) = cache.cached(&key, &wide, month(1), month(2), T0);
         assert_eq!(amount(&cached, month(1)), Some(10), "kept the wider month");
         let wider = ids(&["a", "b", "c"]);
-        cache.offer(&key, month(1), &wider, series(15));
-        let (cached, _) = cache.cached(&key, &wider, month(1), month(2));
+        cache.offer(&key, month(1), &wider, series(15), T0);
+        let (cached, _) = cache.cached(&key, &wider, month(1), month(2), T0);
         assert_eq!(
             amount(&cached, month(1)),
             Some(15),
             "replaced by a wider month"
         );
+    }
+
+    /// A month is good for a day after it was read: asked for within the day it is served,
+    /// after it it is dropped and read again (by the refresher's clock).
+    #[test]
+    fn a_month_is_read_again_a_day_after_it_was_read() {
+        let cache = MonthCache::new(Duration::from_secs(24 * 3600));
+        let key = QueryKey::new("org", &spec(), &TagLabels::default());
+        let all = ids(&["a"]);
+        cache.offer(&key, month(1), &all, series(1), T0);
+        let within = T0 + Duration::from_secs(23 * 3600);
+        let (cached, fetch_from) = cache.cached(&key, &all, month(1), month(2), within);
+        assert_eq!((amount(&cached, month(1)), fetch_from), (Some(1), month(2)));
+        let after = T0 + Duration::from_secs(25 * 3600);
+        let (cached, fetch_from) = cache.cached(&key, &all, month(1), month(2), after);
+        assert!(cached.is_empty());
+        assert_eq!(fetch_from, month(1));
+        assert!(cache.kept(&key, within).is_empty(), "dropped, not kept");
+    }
+
+    /// The months kept in a state file come back with the time they were read, so they are
+    /// read again a day after that read, not a day after the restart; those already past
+    /// their time are not taken back.
+    #[test]
+    fn kept_months_come_back_with_their_read_time() {
+        let day = Duration::from_secs(24 * 3600);
+        let cache = MonthCache::new(day);
+        let key = QueryKey::new("org", &spec(), &TagLabels::default());
+        let all = ids(&["a", "b"]);
+        let later = T0 + Duration::from_secs(20 * 3600);
+        cache.offer(&key, month(1), &all, series(1), T0);
+        cache.offer(&key, month(2), &all, series(2), later);
+        let kept = cache.kept(&key, later);
+        assert_eq!(kept.len(), 2);
+        let restarted = MonthCache::new(day);
+        let now = T0 + Duration::from_secs(25 * 3600);
+        assert_eq!(
+            restarted.restore(&key, kept, now),
+            1,
+            "month 1 is a day old"
+        );
+        let (cached, fetch_from) = restarted.cached(&key, &all, month(1), month(3), now);
+        assert!(
+            cached.is_empty(),
+            "month 1 is missing, so the read starts there"
+        );
+        assert_eq!(fetch_from, month(1));
+        let (cached, _) = restarted.cached(&key, &all, month(2), month(3), now);
+        assert_eq!(amount(&cached, month(2)), Some(2));
+        let (cached, _) = restarted.cached(&key, &all, month(2), month(3), later + day);
+        assert!(cached.is_empty(), "a day after its own read");
     }
 }

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
-use super::Slot;
+use super::collect::first_time;
+use super::{OrgWorker, Slot};
 use crate::config::QuerySpec;
-use crate::exposition::RenderedSeries;
+use crate::exposition::{RenderedSeries, render_tagged};
+use crate::metrics::SelfMetrics;
 use crate::model::GroupBy;
 use crate::remainder::{clusters_remainder, projects_remainder};
 use crate::series::TagLabels;
@@ -39,7 +41,9 @@ impl Role {
 }
 
 /// Derives the remainder series of an org's queries from their last good data: the
-/// `projects` and `clusters` queries against the total (see [`crate::remainder`]).
+/// `projects` and `clusters` queries against the total (see [`crate::remainder`]). A query
+/// whose controls run at publication ([`super::aggregate::Uncontrolled`]) runs them here,
+/// over its series and its remainders together, and holds both in its series.
 pub(super) fn attach_remainders(
     org_id: &str,
     roles: &[Role],
@@ -56,25 +60,55 @@ pub(super) fn attach_remainders(
     let total = rollup_of(Role::Total);
     let projects = rollup_of(Role::Projects);
     for (role, slot) in roles.iter().zip(slots.iter_mut()) {
-        let (Some(total), Some(own)) = (&total, &slot.rollup) else {
-            continue;
-        };
-        let remainder = match role {
-            Role::Projects => projects_remainder(org_id, &slot.status.query, total, own),
-            Role::Clusters => {
+        let remainder = match (&total, &slot.rollup, role) {
+            (Some(total), Some(own), Role::Projects) => {
+                projects_remainder(org_id, &slot.status.query, total, own)
+            }
+            (Some(total), Some(own), Role::Clusters) => {
                 clusters_remainder(org_id, &slot.status.query, total, projects.as_deref(), own)
             }
-            Role::Total | Role::None => continue,
+            _ => Vec::new(),
         };
-        // Rendered in the order derived: a remainder is exposed after its query's series.
-        slot.remainder = Arc::new(
-            remainder
-                .into_iter()
-                .map(|s| RenderedSeries::new(s, tags))
-                .collect(),
+        if let Some(uncontrolled) = &slot.uncontrolled {
+            let (series, shed) = uncontrolled.apply(remainder);
+            slot.series = Arc::new(render_tagged(series, tags));
+            slot.remainder = Arc::new(Vec::new());
+            slot.shed = shed;
+        } else if matches!(role, Role::Projects | Role::Clusters)
+            && slot.rollup.is_some()
+            && !slot.remainders_included
+        {
+            // Rendered in the order derived: a remainder is exposed after its query's series.
+            slot.remainder = Arc::new(
+                remainder
+                    .into_iter()
+                    .map(|s| RenderedSeries::new(s, tags))
+                    .collect(),
+            );
+        }
+    }
+}
+
+/// Records how many series the limit of `spec` folded at this publication of `org`; the
+/// first time it folds any, logs it.
+pub(super) fn report_shed(metrics: &SelfMetrics, org: &OrgWorker, spec: &QuerySpec, shed: u64) {
+    metrics.set_series_shed(&spec.name, &org.config.id, shed);
+    if shed > 0 && first_time(&org.shed_reported, &spec.name) {
+        tracing::warn!(
+            org_id = %org.config.id,
+            query = %spec.name,
+            max_series = spec.controls.max_series().unwrap_or(0),
+            shed,
+            "the query has more series than its max_series: the least expensive are folded \
+             into (other) series (totals stay exact); see atlas_cost_query_series_shed \
+             (logged once)"
         );
     }
 }
+
+#[cfg(test)]
+#[path = "properties.rs"]
+mod properties;
 
 #[cfg(test)]
 mod tests {

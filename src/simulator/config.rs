@@ -75,8 +75,24 @@ pub struct SimConfig {
     pub duplicate_rows: bool,
     /// OAuth `expires_in` in seconds.
     pub token_expires_in: u64,
-    /// How long a Digest nonce stays fresh; older ones are answered with `stale=true`.
+    /// How long a Digest nonce stays fresh; older ones are answered with `stale=true` (and
+    /// forgotten after four times this).
     pub nonce_ttl: Duration,
+    /// A Digest nonce lets in this many answers, then goes stale: later answers over it get
+    /// `stale=true` (`Some(0)`: every nonce is stale at once). Atlas documents no such
+    /// number; a server may.
+    pub nonce_stale_after: Option<u32>,
+    /// A Digest nonce is forgotten after letting in this many answers (as another node behind
+    /// a load balancer, or a restart, would); a later answer over it is met as an unknown
+    /// nonce (see [`SimConfig::unknown_nonce_stale`]).
+    pub nonce_forgotten_after: Option<u32>,
+    /// Every challenge offers the server's current nonce, the same to every client, until it
+    /// expires, goes stale or is forgotten (as a server with one nonce per period does); by
+    /// default each challenge gets a new nonce.
+    pub shared_nonce: bool,
+    /// Every this many correct answers over a usable nonce, answer `stale=true` anyway (a
+    /// spurious stale: the nonce stays usable). `None` or `Some(0)`: never.
+    pub spurious_stale_every: Option<u64>,
     /// How long a query token can be polled; later polls get 404 `RESOURCE_NOT_FOUND`.
     pub query_ttl: Duration,
     /// Give projects hostile names (quotes, backslashes, newlines, empty, very long).
@@ -109,14 +125,63 @@ pub struct SimConfig {
     /// Form-decode the token endpoint's Basic pair before comparing it (as a server built
     /// for Go's oauth2 would); by default it is compared raw, as the docs' curl sends it.
     pub basic_form_decoded: bool,
-    /// Answer a correct Digest response over a nonce the simulator does not know (see
-    /// [`Simulator::forget_nonces`](super::Simulator::forget_nonces)) with `stale=true`; when `false`, with a plain fresh
-    /// challenge (`stale=false`), as a restarted server or another node behind a load
-    /// balancer does.
+    /// Answer a correct Digest response over a nonce the simulator does not know (forgotten:
+    /// see [`Simulator::forget_nonces`](super::Simulator::forget_nonces) and
+    /// [`SimConfig::nonce_forgotten_after`]) with `stale=true`; when `false`, with a plain
+    /// fresh challenge (`stale=false`), as a restarted server or another node behind a load
+    /// balancer does: it cannot tell the nonce was ever valid.
     pub unknown_nonce_stale: bool,
     /// Answer a poll that asks for CSV with `envelope=true` with this status (400 or 406) and
     /// an Atlas error, as a server that refuses to wrap CSV would.
     pub refuse_csv_envelope: Option<u16>,
+    /// How the invoice endpoints answer where the public record is silent.
+    pub invoices: InvoiceVariants,
+}
+
+/// The shape of `listOrgInvoicePending`'s answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InvoiceShape {
+    /// The spec's `PaginatedApiInvoiceView`: `{"results": [...], "totalCount": N}`.
+    #[default]
+    Paginated,
+    /// A single invoice object with a top-level `lineItems`, as the one public client expects.
+    Single,
+}
+
+/// What a closed invoice's item (`PublicApiUsageDetailsLineItemView`, no `sku` field) says
+/// in `description`, "which can include SKU name and other identifying information": the
+/// public record shows no example, so each plausible reading is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ClosedDescription {
+    /// Exactly the SKU (`ATLAS_AWS_INSTANCE_M30`).
+    #[default]
+    Sku,
+    /// The SKU, then other information (`ATLAS_AWS_INSTANCE_M30 - Cluster0 (2026-10-31)`).
+    SkuAndDetails,
+    /// A human-readable name without the SKU code (`AWS Instance M30`).
+    Name,
+}
+
+/// The invoice variants (issue 22). Every one keeps the invoices equal to the Cost Explorer
+/// data to the cent per cluster and month (items without `clusterName` per project).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InvoiceVariants {
+    /// The pending answer's shape.
+    pub shape: InvoiceShape,
+    /// Items span up to three days (`endDate` at the midnight after the last), not one.
+    pub multi_day: bool,
+    /// Cluster-level items of `Backup` come without `clusterName`.
+    pub without_cluster_name: bool,
+    /// Items carry `tags` as the spec's map of lists (the cluster's and project's tags).
+    pub tags: bool,
+    /// The first org pays for the others (cross-organization billing): its pending answer
+    /// holds their invoices in `linkedInvoices`.
+    pub linked_orgs: bool,
+    /// What a closed invoice's items say in `description`.
+    pub closed_description: ClosedDescription,
+    /// The day of the current month up to which (exclusive) items are posted; `None`: the
+    /// clock's (see [`Simulator::today`](super::Simulator::today)).
+    pub today: Option<u32>,
 }
 
 impl Default for SimConfig {
@@ -136,6 +201,10 @@ impl Default for SimConfig {
             duplicate_rows: false,
             token_expires_in: 3600,
             nonce_ttl: Duration::from_secs(300),
+            nonce_stale_after: None,
+            nonce_forgotten_after: None,
+            spurious_stale_every: None,
+            shared_nonce: false,
             query_ttl: Duration::from_secs(30 * 60),
             hostile_names: false,
             flex_clusters: true,
@@ -151,6 +220,7 @@ impl Default for SimConfig {
             basic_form_decoded: false,
             unknown_nonce_stale: true,
             refuse_csv_envelope: None,
+            invoices: InvoiceVariants::default(),
         }
     }
 }

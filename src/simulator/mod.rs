@@ -8,7 +8,11 @@
 //!   64-hex token), `GET .../usage/{token}` answers "not ready" `polls_before_ready` times (as a
 //!   `{"status":102}` envelope, a slow answer, or a dropped connection), then the result as JSON
 //!   or CSV, optionally wrapped in `{"status":200,"content":...}`;
-//! - project, cluster and Flex cluster discovery, paginated, with `tags`.
+//! - project, cluster and Flex cluster discovery, paginated, with `tags`;
+//! - the pending invoices, the closed invoices and their `lineItems:search` (issue 22): the
+//!   same charges as the Cost Explorer records, split per SKU and day, with the variants of
+//!   [`InvoiceVariants`] (a single invoice object, multi-day items, no `clusterName`, `tags`
+//!   as the spec's map of lists, linked orgs' invoices).
 //!
 //! By default it enforces every documented rule, so that a client's wrong guess fails a test:
 //! a `groupBy` without its filter is refused; Flex clusters are listed only by
@@ -22,7 +26,13 @@
 //!   or unguessable ones;
 //! - [`CsvLayout`]: a preamble and 11 columns (default), the spec's 9 labels (+ `Service`),
 //!   header first with messy labels and trailing empty cells, or the spec's garbled example;
-//! - `flex_in_clusters_listing`: Flex clusters in `/clusters` too, as before January 2026.
+//! - `flex_in_clusters_listing`: Flex clusters in `/clusters` too, as before January 2026;
+//! - Digest nonces (RFC 7616, `nc` replays refused) that expire (`nonce_ttl`), go stale after
+//!   K answers (`nonce_stale_after`), are forgotten after K answers
+//!   (`nonce_forgotten_after`, then met with `stale=true` or, with `unknown_nonce_stale`
+//!   off, a plain fresh challenge), or are called stale now and then anyway
+//!   (`spurious_stale_every`); each challenge with a nonce of its own, or all with the
+//!   server's current one (`shared_nonce`).
 //!
 //! The data ([`Dataset`]) is generated from a seed; [`Simulator::set_amount_scale`],
 //! [`Simulator::delete_cluster`] and [`Simulator::delete_project`] swap in a changed copy
@@ -47,11 +57,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-pub use api::{CSV_HEADER, FLEX_TYPE, SPEC_CSV_HEADER};
-pub use config::{CsvLayout, NotReady, RowKeys, SimConfig, SimCredentials};
+pub use api::{CSV_HEADER, FLEX_TYPE, LINE_ITEMS_TYPE, SPEC_CSV_HEADER, invoice_id, sku_name};
+pub use auth::DigestCounts;
+pub use config::{
+    ClosedDescription, CsvLayout, InvoiceShape, InvoiceVariants, NotReady, RowKeys, SimConfig,
+    SimCredentials,
+};
 pub use data::{
-    CLUSTER_SERVICES, ClusterKind, Dataset, GroupBy, SimCluster, SimOrg, SimProject, SimTag,
-    UsageRecord, cluster_tags, flex_tags, project_tags,
+    CLUSTER_SERVICES, ClusterKind, Dataset, GroupBy, SimCluster, SimItem, SimOrg, SimProject,
+    SimTag, UsageRecord, cluster_tags, flex_tags, project_tags,
 };
 
 use crate::month::Month;
@@ -71,6 +85,12 @@ pub enum SimEndpoint {
     Clusters,
     /// `GET /api/atlas/v2/groups/{groupId}/flexClusters`.
     FlexClusters,
+    /// `GET /api/atlas/v2/orgs/{orgId}/invoices/pending`.
+    PendingInvoices,
+    /// `GET /api/atlas/v2/orgs/{orgId}/invoices`.
+    Invoices,
+    /// `GET /api/atlas/v2/orgs/{orgId}/invoices/{invoiceId}/lineItems:search`.
+    LineItems,
 }
 
 impl SimEndpoint {
@@ -82,6 +102,9 @@ impl SimEndpoint {
             SimEndpoint::Projects => 3,
             SimEndpoint::Clusters => 4,
             SimEndpoint::FlexClusters => 5,
+            SimEndpoint::PendingInvoices => 6,
+            SimEndpoint::Invoices => 7,
+            SimEndpoint::LineItems => 8,
         }
     }
 }
@@ -146,6 +169,19 @@ pub struct SimRequest {
     pub org_id: Option<String>,
 }
 
+/// A Cost Explorer query the simulator accepted (created), with the months it asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedQuery {
+    /// The org it was created in.
+    pub org_id: String,
+    /// Its `groupBy` (no `groupBy` is [`GroupBy::Services`]).
+    pub group_by: GroupBy,
+    /// `startDate`: its first month.
+    pub start: Month,
+    /// `endDate`: the month after its last.
+    pub end: Month,
+}
+
 /// Requests kept in the log: enough for any test, bounded for long demo runs.
 const LOG_LIMIT: usize = 100_000;
 
@@ -175,8 +211,10 @@ struct Inner {
     ignore_envelope: AtomicBool,
     faults: Mutex<Vec<ActiveFault>>,
     log: Mutex<std::collections::VecDeque<SimRequest>>,
+    /// The queries created, with their months (the last 100,000).
+    created: Mutex<std::collections::VecDeque<CreatedQuery>>,
     polls_before_ready: std::sync::atomic::AtomicU32,
-    counts: [AtomicU64; 6],
+    counts: [AtomicU64; 9],
     /// Requests between arrival and response headers, now and at most.
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -208,6 +246,7 @@ impl Simulator {
                 ignore_envelope: AtomicBool::new(config.ignore_envelope),
                 faults: Mutex::new(Vec::new()),
                 log: Mutex::new(std::collections::VecDeque::new()),
+                created: Mutex::new(std::collections::VecDeque::new()),
                 polls_before_ready: std::sync::atomic::AtomicU32::new(config.polls_before_ready),
                 counts: Default::default(),
                 in_flight: AtomicU64::new(0),
@@ -246,6 +285,22 @@ impl Simulator {
     /// The current month the simulator works with.
     pub fn current_month(&self) -> Month {
         self.inner.current
+    }
+
+    /// The day of the current month the invoices are posted up to (exclusive):
+    /// [`InvoiceVariants::today`], else the clock's day in the clock's month, else the day
+    /// after the month's last (the whole month posted).
+    pub fn today(&self) -> u32 {
+        let current = self.inner.current;
+        if let Some(day) = self.inner.config.invoices.today {
+            return day.clamp(1, current.days() + 1);
+        }
+        let now = SystemTime::now();
+        if Month::containing(now) == current {
+            crate::month::day_of_month(now)
+        } else {
+            current.days() + 1
+        }
     }
 
     /// Replaces the data with the generated data times `numerator / denominator` (rounded half
@@ -378,11 +433,49 @@ impl Simulator {
             .collect()
     }
 
+    /// Every query created so far (the last 100,000), oldest first, with the months it asked
+    /// for: which months a client read again.
+    pub fn created_queries(&self) -> Vec<CreatedQuery> {
+        self.inner
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn log_created(&self, query: CreatedQuery) {
+        let mut created = self.inner.created.lock().unwrap_or_else(|e| e.into_inner());
+        if created.len() >= LOG_LIMIT {
+            created.pop_front();
+        }
+        created.push_back(query);
+    }
+
+    /// The OAuth tokens and Digest nonces this simulator has issued and still knows: what a
+    /// test searches for where none may be.
+    pub fn issued_credentials(&self) -> Vec<String> {
+        self.inner.auth.issued()
+    }
+
     /// Forgets every Digest nonce issued so far, as a restart or another node behind a load
     /// balancer would: the next answer over an old nonce is challenged again (with
     /// `stale=false` when [`SimConfig::unknown_nonce_stale`] is off).
     pub fn forget_nonces(&self) {
         self.inner.auth.forget_nonces();
+    }
+
+    /// Refuses the API key from now on (a plain fresh challenge, `stale=false`), as deleting
+    /// it in Atlas would.
+    pub fn revoke_api_key(&self) {
+        self.inner.auth.revoke_api_key();
+    }
+
+    /// How the Digest answers were met so far: let in, refused with a plain challenge, or
+    /// refused as stale.
+    pub fn digest_counts(&self) -> DigestCounts {
+        self.inner.auth.digest_counts()
     }
 
     /// Forgets every OAuth token issued so far, as if they were revoked.

@@ -116,6 +116,7 @@ pub fn orgs(sim: &Simulator, credentials: &Credentials, queries: &[QuerySpec]) -
             id: o.id.clone(),
             credentials: credentials.clone(),
             queries: queries.to_vec(),
+            invoices: false,
         })
         .collect()
 }

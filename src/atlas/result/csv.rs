@@ -1,7 +1,7 @@
 //! CSV results: the header row found past any preamble, columns matched by meaning, and
 //! each row read into the same [`UsageRow`](super::UsageRow) as JSON gives.
 
-use super::{DecodeError, Lenient, ParsedResult, RawRow, Strings, parse_amount_text, snippet};
+use super::{DecodeError, ParsedResult, RawRow, Strings, parse_amount_text, snippet};
 
 /// What a CSV column means, matched on its header case-insensitively, ignoring spaces and
 /// punctuation.
@@ -106,12 +106,13 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedResult, DecodeError> {
                 Column::ClusterId => &mut raw.cluster_id,
                 Column::ClusterName => &mut raw.cluster_name,
                 Column::Service => &mut raw.service,
+                // An empty cell is no date: the billed date stands in for an empty usage date.
                 Column::UsageDate => {
-                    raw.usage_date = Some(value.into_owned());
+                    raw.usage_date = Some(value.into_owned()).filter(|d| !d.is_empty());
                     continue;
                 }
                 Column::BilledDate => {
-                    raw.billed_date = Some(value.into_owned());
+                    raw.billed_date = Some(value.into_owned()).filter(|d| !d.is_empty());
                     continue;
                 }
                 Column::Amount => {
@@ -121,22 +122,14 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedResult, DecodeError> {
             };
             *slot = Some(strings.intern(&value));
         }
-        let amount = amount_text.filter(|t| !t.is_empty());
-        let row = match amount.as_deref().map(parse_amount_text) {
+        let row = match amount_text.filter(|t| !t.is_empty()) {
             None => Err("no Usage Amount".to_owned()),
-            Some(None) => Err(format!(
-                "Usage Amount {:?} is not a number",
-                amount.unwrap_or_default()
-            )),
-            Some(Some(micros)) => {
-                raw.amount = Some(Lenient {
-                    number: Some(0.0),
-                    ..Lenient::default()
-                });
-                raw.into_row().map(|mut r| {
-                    r.amount_micros = micros;
-                    r
-                })
+            Some(text) => {
+                raw.amount = Some(
+                    parse_amount_text(&text)
+                        .ok_or_else(|| format!("Usage Amount {text:?} is not a number")),
+                );
+                raw.into_row()
             }
         };
         match row {
@@ -181,6 +174,23 @@ mod tests {
         let body = "Billed Date,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nInvoice Id,\"October 1, 2026 - November 1, 2026\",\n\nOrganization Name,ACME,\n\nOrganization ID,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nProject Name,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nProject Id,5f1b2c3d4e5f6a7b8c9d0e1f,\n\nCluster Name,prod\n\nCluster Unique Id,5f1b2c3d4e5f6a7b8c9d0e1f\n\nUsage Amount, 42.10\n";
         let e = parse_csv(body.as_bytes()).expect_err("not a result");
         assert!(e.0.contains("no header row"), "{e}");
+    }
+
+    /// An empty Usage Date cell is no usage date: the row takes its Billed Date's month, as a
+    /// JSON row without `usageDate` does (it was an invalid row: found by the `result_csv`
+    /// fuzz target's seed).
+    #[test]
+    fn an_empty_usage_date_falls_back_to_the_billed_date() {
+        let r = parse_csv(
+            b"usage date,billed date,usage amount
+,2026-10-01,1
+2026-11,,2
+",
+        )
+        .expect("parses");
+        let months: Vec<String> = r.rows.iter().map(|x| x.month.to_string()).collect();
+        assert_eq!(months, ["2026-10", "2026-11"]);
+        assert_eq!(r.invalid_rows, 0);
     }
 
     /// A CSV whose columns are partly missing still yields what it has; one without an

@@ -21,11 +21,11 @@ use super::filter::{Row, compute, parse_filter};
 use super::respond::{
     Answer, Envelope, atlas_error, atlas_json, json_or_500, not_found, to_json_sized,
 };
-use super::{CSV_TYPE, JSON_TYPE, find_org, media_type, query_params, wants_envelope};
+use super::{CSV_TYPE, JSON_TYPE, find_org, query_params, require_body_type, wants_envelope};
 use crate::month::Month;
 use crate::simulator::auth;
 use crate::simulator::data::{Dataset, GroupBy};
-use crate::simulator::{NotReady, RowKeys, SimEndpoint, Simulator};
+use crate::simulator::{CreatedQuery, NotReady, RowKeys, SimEndpoint, Simulator};
 
 /// A created query: its data snapshot, computed rows, and how often it was polled.
 pub struct Query {
@@ -47,22 +47,16 @@ pub(super) async fn create(
 ) -> Answer {
     sim.admit(SimEndpoint::Create, Some(&org_id), &parts, &[JSON_TYPE])
         .await?;
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(media_type);
-    if content_type.as_deref() != Some(JSON_TYPE) {
-        return Err(atlas_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
-            format!("The request body must be {JSON_TYPE}."),
-        )
-        .into());
-    }
+    require_body_type(&parts, JSON_TYPE)?;
     let data = sim.dataset();
     let org = find_org(&data, &org_id)?;
     let filter = parse_filter(&body, sim.inner.current)?;
+    sim.log_created(CreatedQuery {
+        org_id: org_id.clone(),
+        group_by: filter.group_by,
+        start: filter.start,
+        end: filter.end,
+    });
     let rows = compute(&data, org, &filter, sim.inner.config.duplicate_rows);
     let token = auth::random_hex(32);
     let query = Arc::new(Query {

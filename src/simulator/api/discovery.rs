@@ -16,7 +16,7 @@ use crate::simulator::data::{SimCluster, SimProject, SimTag};
 use crate::simulator::{SimEndpoint, Simulator};
 
 /// (pageNum, itemsPerPage) from the query, itemsPerPage capped at `max`.
-fn paging(params: &[(String, String)], max: usize) -> Result<(usize, usize), Rejected> {
+pub(super) fn paging(params: &[(String, String)], max: usize) -> Result<(usize, usize), Rejected> {
     let num = |name: &str, default: usize| -> Result<usize, Rejected> {
         match query_param(params, name) {
             None => Ok(default),
@@ -38,7 +38,7 @@ fn paging(params: &[(String, String)], max: usize) -> Result<(usize, usize), Rej
 
 /// A page of `items` with `totalCount` and `self`/`previous`/`next` links (which keep the
 /// request's other query parameters, e.g. `includeDeletedWithRetainedBackups`).
-fn page(
+pub(super) fn page(
     headers: &HeaderMap,
     uri: &Uri,
     page_num: usize,

@@ -28,8 +28,10 @@ pub(super) struct Row {
 
 /// The validated body of a create request.
 pub(super) struct Filter {
-    start: Month,
-    end: Month,
+    /// `startDate`: the first month.
+    pub(super) start: Month,
+    /// `endDate`: the month after the last.
+    pub(super) end: Month,
     pub(super) group_by: GroupBy,
     include_partial: bool,
     organizations: Vec<String>,

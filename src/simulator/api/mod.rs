@@ -12,6 +12,7 @@ mod cost_explorer;
 mod discovery;
 mod faults;
 mod filter;
+mod invoices;
 mod render_csv;
 mod respond;
 mod token;
@@ -28,6 +29,7 @@ use axum::routing::{get, post};
 use serde_json::Value;
 
 pub(super) use cost_explorer::Query;
+pub use invoices::{LINE_ITEMS_TYPE, invoice_id, sku_name};
 pub use render_csv::{CSV_HEADER, SPEC_CSV_HEADER};
 use respond::{Rejected, atlas_error, atlas_error_with, not_found};
 
@@ -73,6 +75,15 @@ pub fn router(sim: Simulator) -> Router {
         .route(
             "/api/atlas/v2/groups/{group_id}/flexClusters",
             get(discovery::flex_clusters),
+        )
+        .route(
+            "/api/atlas/v2/orgs/{org_id}/invoices/pending",
+            get(invoices::pending),
+        )
+        .route("/api/atlas/v2/orgs/{org_id}/invoices", get(invoices::list))
+        .route(
+            "/api/atlas/v2/orgs/{org_id}/invoices/{invoice_id}/lineItems:search",
+            get(invoices::line_items),
         )
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
@@ -160,22 +171,20 @@ impl Simulator {
         let uri = &request.uri;
         let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
         let cfg = &self.inner.config;
-        let denied = match self.inner.auth.check(
-            &request.headers,
-            request.method.as_str(),
-            target,
-            &cfg.credentials,
-            cfg.nonce_ttl,
-            cfg.unknown_nonce_stale,
-        ) {
-            Ok(()) => return Ok(()),
-            Err(d) => d,
-        };
+        let denied =
+            match self
+                .inner
+                .auth
+                .check(&request.headers, request.method.as_str(), target, cfg)
+            {
+                Ok(()) => return Ok(()),
+                Err(d) => d,
+            };
         let (stale, detail) = match denied {
             Denied::Unauthorized(why) => (false, why),
             Denied::StaleNonce => (true, "The Digest nonce is stale."),
         };
-        let nonce = self.inner.auth.issue_nonce(cfg.nonce_ttl);
+        let nonce = self.inner.auth.issue_nonce(cfg);
         let mut resp = atlas_error(
             StatusCode::UNAUTHORIZED,
             "USER_UNAUTHORIZED",
@@ -222,6 +231,24 @@ fn media_type(value: &str) -> String {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase()
+}
+
+/// Refuses a request body that is not of media type `expected` with Atlas's 415.
+fn require_body_type(parts: &Parts, expected: &str) -> Result<(), Rejected> {
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(media_type);
+    if content_type.as_deref() == Some(expected) {
+        return Ok(());
+    }
+    Err(atlas_error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        format!("The request body must be {expected}."),
+    )
+    .into())
 }
 
 /// The decoded query string of `uri`, in order.

@@ -5,6 +5,7 @@
 //! which indexes); `totals` gives the exact sums tests compare results with.
 
 mod generate;
+mod invoices;
 mod totals;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::ops::Range;
 use crate::month::Month;
 
 pub use generate::{CLUSTER_SERVICES, cluster_tags, flex_tags, project_tags};
+pub use invoices::SimItem;
 
 /// A resource tag: a `{"key", "value"}` pair, each 1 to 255 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]

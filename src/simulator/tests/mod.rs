@@ -5,6 +5,7 @@ mod auth;
 mod cost_explorer;
 mod data;
 mod discovery;
+mod invoices;
 mod render_csv;
 
 use std::collections::HashSet;

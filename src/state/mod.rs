@@ -1,0 +1,197 @@
+//! The durable state (`--storage.path DIR`): what a restart must not lose, one file per org.
+//!
+//! Kept per org ([`OrgState`]):
+//! - every project, cluster and Flex cluster id seen, with its name, its last seen tags and
+//!   when it was last seen ([`Known`]);
+//! - per query ([`QueryState`]), keyed on its configuration ([`query_fingerprint`]): its last
+//!   good data (the series served, and the months they cover), its status (last success,
+//!   last attempt, last error) and its closed months with the ids they covered (what the
+//!   month cache holds).
+//!
+//! Never kept: credentials, OAuth tokens, Digest nonces, anything of `--web.config.file`. The
+//! types here have no field that could hold one.
+//!
+//! Two parts:
+//! - `codec`: the bytes of a file: a header (magic, format version, length, CRC-32) and the
+//!   postcard-encoded data, with its strings and label sets in tables;
+//! - `store`: the directory: created 0700, locked as Prometheus locks its data directory,
+//!   files 0600 written atomically (temporary file, fsync, rename, fsync of the directory),
+//!   bad files set aside (renamed, never deleted).
+//!
+//! The refresher writes an org's file after each publication of that org's refresh (never on
+//! the scrape path), and restores every configured org's file at start-up.
+
+mod codec;
+mod store;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use codec::{DecodeError, FORMAT_VERSION, decode, encode};
+pub use store::{Loaded, StateError, Store, file_name};
+
+use crate::config::QuerySpec;
+use crate::exposition::RenderedSeries;
+use crate::model::GroupBy;
+use crate::month::Month;
+use crate::series::{SeriesKey, TagLabels};
+
+/// What is kept of one org.
+#[derive(Clone, Debug, Default)]
+pub struct OrgState {
+    /// The org id (24 hex characters); a file holding another org is set aside.
+    pub org_id: String,
+    /// When the state was written.
+    pub written_at: Option<SystemTime>,
+    /// Every id seen.
+    pub known: KnownState,
+    /// The org's queries, as configured when the state was written.
+    pub queries: Vec<QueryState>,
+}
+
+/// Every project and cluster (dedicated or Flex) id an org's refreshes have seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownState {
+    /// Projects.
+    pub projects: Vec<Known>,
+    /// Clusters, dedicated and Flex.
+    pub clusters: Vec<Known>,
+}
+
+/// A project or cluster seen in a listing or a result row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Known {
+    /// Its Atlas id.
+    pub id: String,
+    /// Its name, as last seen.
+    pub name: String,
+    /// A cluster's project id, when known; `None` for projects.
+    pub project_id: Option<String>,
+    /// Its tags (key, value) as the last listing that showed it had them, all of them (not
+    /// only those of `--cost.tag-labels`, so a tag key added later applies to it too).
+    pub tags: Vec<(String, String)>,
+    /// When a listing or a result row last showed it.
+    pub last_seen: SystemTime,
+}
+
+/// What is kept of one query.
+#[derive(Clone, Debug)]
+pub struct QueryState {
+    /// The `query` label.
+    pub name: String,
+    /// [`query_fingerprint`] of its configuration when it was kept: another one is not used.
+    pub fingerprint: u64,
+    /// Its status.
+    pub status: KeptStatus,
+    /// The months its last good data covers (first, last), when it has any.
+    pub window: Option<(Month, Month)>,
+    /// Its last good series, in exposition order.
+    pub series: Arc<Vec<RenderedSeries>>,
+    /// Its closed months, as the month cache held them.
+    pub closed: Vec<ClosedMonth>,
+}
+
+/// A query's status when it was kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeptStatus {
+    /// Whether its last refresh succeeded.
+    pub up: bool,
+    /// When its last successful refresh finished: the kept series are from then.
+    pub last_success: Option<SystemTime>,
+    /// When its last refresh finished.
+    pub last_attempt: Option<SystemTime>,
+    /// Its last refresh's error, when it failed (never holds a secret).
+    pub last_error: Option<String>,
+    /// Rows skipped in its last successful refresh.
+    pub invalid_rows: u64,
+    /// Series folded by its `max_series` in its last successful refresh.
+    pub shed: u64,
+}
+
+/// A closed month of a query, aggregated, with the ids it was read with.
+#[derive(Clone, Debug)]
+pub struct ClosedMonth {
+    /// The month.
+    pub month: Month,
+    /// When it was read from Atlas (the month cache reads it again a day later).
+    pub read_at: SystemTime,
+    /// The project and cluster ids the query filtered on, sorted.
+    pub ids: Arc<Vec<String>>,
+    /// `(labels, micro-dollars)` of the month, controls applied.
+    pub series: Arc<Vec<(SeriesKey, i64)>>,
+}
+
+/// FNV-1a, 64 bits, as a [`Hasher`]: a fingerprint that stays the same across processes and
+/// builds (std's `DefaultHasher` promises neither).
+#[derive(Clone, Copy, Debug)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+/// The fingerprint of a query's configuration: its name, grouping, months, format, filters,
+/// partial matches and controls, and, for a query grouped by projects or clusters, the tag
+/// labels its series carry. Closed months and kept data are used only by a query with the
+/// same fingerprint: a changed configuration reads its months again, as the month cache
+/// does within a process.
+///
+/// It is FNV-1a over the configuration's `Hash`, stable across processes and builds of the
+/// same release; should a future Rust change how std hashes strings or integers, the kept
+/// data of every query would be dropped once (read again from Atlas), never misused.
+pub fn query_fingerprint(spec: &QuerySpec, tags: &TagLabels) -> u64 {
+    let mut h = Fnv::default();
+    spec.hash(&mut h);
+    if matches!(spec.group_by, GroupBy::Projects | GroupBy::Clusters) {
+        tags.keys().hash(&mut h);
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fingerprint is FNV-1a: fixed by its definition, so the same configuration gives
+    /// the same value in every process; any change to the query, and a tag label change on a
+    /// grouped query, gives another.
+    #[test]
+    fn the_fingerprint_is_stable_and_follows_the_configuration() {
+        let mut h = Fnv::default();
+        h.write(b"a");
+        assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c, "FNV-1a of \"a\"");
+        let specs = QuerySpec::defaults(3);
+        let none = TagLabels::default();
+        let team = TagLabels::new("t", ["team"]).expect("valid");
+        let base: Vec<u64> = specs.iter().map(|s| query_fingerprint(s, &none)).collect();
+        assert_eq!(
+            base,
+            specs
+                .iter()
+                .map(|s| query_fingerprint(s, &none))
+                .collect::<Vec<_>>()
+        );
+        assert!(base[0] != base[1] && base[1] != base[2] && base[0] != base[2]);
+        let mut longer = specs[2].clone();
+        longer.months = 4;
+        assert_ne!(query_fingerprint(&longer, &none), base[2]);
+        assert_ne!(query_fingerprint(&specs[2], &team), base[2], "grouped");
+        assert_eq!(query_fingerprint(&specs[0], &team), base[0], "ungrouped");
+    }
+}
