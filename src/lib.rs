@@ -55,13 +55,14 @@
 //! **Refresher**
 //! - [`refresher`]: runs each org's sources on an interval and publishes each refresh whole;
 //!   its submodules: `source` (the sources behind one interface: the Cost Explorer queries
-//!   and the invoices, each timed and recorded alike), `invoices` (the invoice source),
-//!   `discovery` (the ids each query needs), `collect` (one query's refresh),
-//!   `month_cache` (closed months, kept across refreshes), `aggregate` (rows, discovery and
-//!   controls into series, a pure function), `roles` (which queries get remainders; deriving
-//!   them, and running the controls of a query that has them), `slot` (a query's last good
-//!   data and its encoded lines), `publish` (the snapshot), `persist` (the state written after
-//!   each publication and served after a restart), `http_client` (the shared client).
+//!   and the invoices, each timed and recorded alike), `cost_explorer` (the Cost Explorer
+//!   source: `discovery`, the ids each query needs; `collect`, one query's refresh;
+//!   `month_cache`, closed months kept across refreshes; `aggregate`, rows, discovery and
+//!   controls into series, a pure function; `roles`, which queries get remainders, deriving
+//!   them and running the controls of a query that has them), `invoices` (the invoice
+//!   source), `slot` (a query's last good data and its encoded lines), `publish` (the
+//!   snapshot), `persist` (the state written after each publication and served after a
+//!   restart), `http_client` (the shared client).
 //!
 //! **Serving**
 //! - [`web_config`]: TLS and basic auth for the exporter's own endpoints (`--web.config.file`).

@@ -16,6 +16,26 @@ use crate::model::Reason;
 /// The closed invoice's items of one month, read once (a closed invoice no longer changes).
 pub(super) type ClosedItems = Option<(crate::month::Month, Arc<Vec<LineItem>>)>;
 
+impl super::InvoiceSlot {
+    /// Records the invoice source's outcome of an org's refresh: a success replaces the last
+    /// good data, a failure keeps it and is logged. Encoded again at this publication either
+    /// way: the reconciliation reads the org's Cost Explorer data, which may have changed too.
+    pub(super) fn record(
+        &mut self,
+        org_id: &str,
+        outcome: Option<Result<InvoiceData, (Reason, String)>>,
+    ) {
+        self.text = None;
+        match outcome {
+            Some(Ok(data)) => self.data = Some(Arc::new(data)),
+            Some(Err((reason, message))) => {
+                tracing::warn!(org_id = %org_id, source = "invoices", reason = reason.as_str(), error = %message, "invoice refresh failed; serving its last good data");
+            }
+            None => {}
+        }
+    }
+}
+
 impl Refresher {
     /// One refresh of the org's invoice source.
     pub(super) async fn refresh_invoices(

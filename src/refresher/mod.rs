@@ -3,34 +3,28 @@
 //!
 //! Months older than the previous one are closed: Atlas no longer changes them, so they are
 //! kept in a per-month cache (a day after each was read; across restarts with
-//! `--storage.path`) and only the current and previous months are read on every refresh. Each query still costs at most one create per refresh.
+//! `--storage.path`) and only the current and previous months are read on every refresh. Each query still
+//! costs at most one create per refresh.
 //!
 //! An org's refresh runs its sources (`source`: the Cost Explorer queries, and the invoices
 //! when enabled), times each and records its status, and publishes the result whole.
 //!
 //! This module schedules the refreshes and publishes them; each step has its own module:
 //! - `source`: the sources behind one interface, and what the refresher records of each;
+//! - `cost_explorer`: the Cost Explorer source (discovery, each query's refresh, the closed
+//!   months' cache, the aggregation, the remainders' roles);
 //! - `invoices`: the invoice source;
-//! - `discovery`: the projects and clusters of an org, listed and remembered;
-//! - `collect`: one query's refresh, from the ids it needs to its series;
-//! - `month_cache`: the closed months, cached per query configuration;
-//! - `aggregate`: rows to served series, a pure function;
-//! - `roles`: which queries the remainders make add up, and deriving them;
 //! - `slot`: a query's last good data and its encoded lines;
 //! - `publish`: every query's last good data into one snapshot;
 //! - `persist`: that data kept in `--storage.path` after each publication, and served again
 //!   after a restart;
 //! - `http_client`: the HTTP client every org's Atlas client shares.
 
-mod aggregate;
-mod collect;
-mod discovery;
+mod cost_explorer;
 mod http_client;
 mod invoices;
-mod month_cache;
 mod persist;
 mod publish;
-mod roles;
 mod slot;
 mod source;
 
@@ -45,9 +39,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use self::discovery::KnownIds;
-use self::month_cache::{MonthCache, QueryKey};
-use self::roles::{Role, attach_remainders, report_shed};
+use self::cost_explorer::{KnownIds, MonthCache, QueryKey, Role};
 use self::slot::Slot;
 use self::source::{Context, Refreshed, Source};
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings};
@@ -379,58 +371,14 @@ impl Refresher {
                 }
             }
             if let Some(slot) = org_published.invoices.as_mut() {
-                // Encoded again at this publication: the reconciliation reads the org's
-                // Cost Explorer data, which may have changed too.
-                slot.text = None;
-                match invoice_outcome {
-                    Some(Ok(data)) => slot.data = Some(Arc::new(data)),
-                    Some(Err((reason, message))) => {
-                        tracing::warn!(org_id = %org.config.id, source = "invoices", reason = reason.as_str(), error = %message, "invoice refresh failed; serving its last good data");
-                    }
-                    None => {}
-                }
+                slot.record(&org.config.id, invoice_outcome);
             }
-            let slots = &mut published.slots[org.slots.clone()];
-            for (slot, outcome) in slots.iter_mut().zip(outcomes) {
-                let status = &mut slot.status;
-                status.attempted = true;
-                status.last_attempt = Some(finished);
-                match outcome {
-                    Ok(data) => {
-                        status.up = true;
-                        status.restored = false;
-                        status.last_success = Some(finished);
-                        status.last_error = None;
-                        status.series = data.series.len();
-                        status.invalid_rows = data.invalid_rows;
-                        slot.shed = data.shed;
-                        slot.series = Arc::new(data.series);
-                        slot.uncontrolled = data.uncontrolled.map(Arc::new);
-                        slot.remainders_included = false;
-                        slot.rollup = Some(Arc::new(data.rollup));
-                    }
-                    Err((reason, message)) => {
-                        status.up = false;
-                        status.last_error = Some(message);
-                        self.metrics
-                            .count_error(&status.query, &status.org_id, reason, 1);
-                    }
-                }
-            }
-            attach_remainders(&org.config.id, &org.roles, slots, &self.tag_labels);
-            for (slot, spec) in slots.iter().zip(&org.config.queries) {
-                if slot.rollup.is_some() {
-                    report_shed(&self.metrics, org, spec, slot.shed);
-                }
-            }
-            for slot in slots.iter_mut() {
-                // Series or remainders may have changed: encoded again at this publication.
-                slot.text = None;
-                if slot.status.up {
-                    slot.status.series = slot.series.len() + slot.remainder.len();
-                }
-            }
-            let up = slots.iter().filter(|s| s.status.up).count();
+            let up = self.record_queries(
+                org,
+                &mut published.slots[org.slots.clone()],
+                outcomes,
+                finished,
+            );
             published.generation += 1;
             self.publish(&mut published);
             // Arcs of what was just published, taken under the lock; encoded and written after.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
-use super::roles::{Role, attach_remainders};
+use super::cost_explorer::{Role, attach_remainders};
 use super::slot::Slot;
 use super::{OrgWorker, Refresher};
 use crate::remainder::Rollup;

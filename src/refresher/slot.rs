@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use super::aggregate::Uncontrolled;
+use super::cost_explorer::Uncontrolled;
 
 use crate::exposition::RenderedSeries;
 use crate::exposition::costs::{mtd_lines, mtd_lines_len, usage_lines, usage_lines_len};

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::collect::QueryData;
+use super::cost_explorer::QueryData;
 use super::{OrgWorker, Refresher};
 use crate::config::OrgConfig;
 use crate::invoice::InvoiceData;

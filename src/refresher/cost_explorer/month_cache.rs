@@ -18,13 +18,13 @@ use crate::state::{ClosedMonth as KeptMonth, query_fingerprint};
 
 /// One closed month of one query, aggregated, before its controls (which judge every month
 /// at once): `(labels, micros)` pairs.
-pub(super) type MonthSeries = Arc<Vec<(SeriesKey, i64)>>;
+pub(in crate::refresher) type MonthSeries = Arc<Vec<(SeriesKey, i64)>>;
 
 /// Project and cluster ids a query filtered on, sorted.
-pub(super) type SortedIds = Arc<Vec<String>>;
+pub(in crate::refresher) type SortedIds = Arc<Vec<String>>;
 
 /// The ids a query filters on, as the cache compares them.
-pub(super) fn sorted_ids(projects: &[String], clusters: &[String]) -> SortedIds {
+pub(in crate::refresher) fn sorted_ids(projects: &[String], clusters: &[String]) -> SortedIds {
     let mut ids: Vec<String> = projects.iter().chain(clusters).cloned().collect();
     ids.sort_unstable();
     Arc::new(ids)
@@ -32,7 +32,7 @@ pub(super) fn sorted_ids(projects: &[String], clusters: &[String]) -> SortedIds 
 
 /// Which query of which org a cached month belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) struct QueryKey {
+pub(in crate::refresher) struct QueryKey {
     org_id: String,
     query: String,
     /// [`query_fingerprint`] of the query's configuration: a change reads the closed months
@@ -42,7 +42,7 @@ pub(super) struct QueryKey {
 
 impl QueryKey {
     /// The key of `spec` in the org `org_id`, whose series carry the tag labels `tags`.
-    pub(super) fn new(org_id: &str, spec: &QuerySpec, tags: &TagLabels) -> QueryKey {
+    pub(in crate::refresher) fn new(org_id: &str, spec: &QuerySpec, tags: &TagLabels) -> QueryKey {
         QueryKey {
             org_id: org_id.to_owned(),
             query: spec.name.clone(),
@@ -51,7 +51,7 @@ impl QueryKey {
     }
 
     /// The fingerprint of the query's configuration.
-    pub(super) fn fingerprint(&self) -> u64 {
+    pub(in crate::refresher) fn fingerprint(&self) -> u64 {
         self.shape
     }
 }
@@ -72,7 +72,7 @@ fn covers(sorted: &[String], ids: &[String]) -> bool {
 }
 
 /// Closed months of every query, aggregated.
-pub(super) struct MonthCache {
+pub(in crate::refresher) struct MonthCache {
     /// std Mutex: short sections (lookups, inserts, Arc clones), never across an await.
     months: Mutex<HashMap<QueryKey, BTreeMap<Month, ClosedMonth>>>,
     ttl: Duration,
@@ -80,7 +80,7 @@ pub(super) struct MonthCache {
 
 impl MonthCache {
     /// An empty cache whose months are read again `ttl` after they were read.
-    pub(super) fn new(ttl: Duration) -> MonthCache {
+    pub(in crate::refresher) fn new(ttl: Duration) -> MonthCache {
         MonthCache {
             months: Mutex::default(),
             ttl,
@@ -94,7 +94,7 @@ impl MonthCache {
     /// The cached months of `query` for `ids` from `start` on, before `hot_from`, without a
     /// gap, at `now`; and the first month to read from Atlas (the first closed month missing,
     /// or `hot_from`). Months before `start` and months past their time are dropped.
-    pub(super) fn cached(
+    pub(in crate::refresher) fn cached(
         &self,
         query: &QueryKey,
         ids: &[String],
@@ -123,7 +123,7 @@ impl MonthCache {
 
     /// Caches `series`, a closed month of `query` read with `ids` at `read_at`, unless the
     /// month is cached already with ids this read does not cover.
-    pub(super) fn offer(
+    pub(in crate::refresher) fn offer(
         &self,
         query: &QueryKey,
         month: Month,
@@ -146,7 +146,7 @@ impl MonthCache {
     }
 
     /// The months of `query` still good at `now`, to keep in the org's state.
-    pub(super) fn kept(&self, query: &QueryKey, now: SystemTime) -> Vec<KeptMonth> {
+    pub(in crate::refresher) fn kept(&self, query: &QueryKey, now: SystemTime) -> Vec<KeptMonth> {
         let all = self.months.lock().unwrap_or_else(PoisonError::into_inner);
         all.get(query)
             .into_iter()
@@ -163,7 +163,12 @@ impl MonthCache {
 
     /// Takes back months kept in a state file; those past their time at `now` are not.
     /// Returns how many were taken.
-    pub(super) fn restore(&self, query: &QueryKey, kept: Vec<KeptMonth>, now: SystemTime) -> usize {
+    pub(in crate::refresher) fn restore(
+        &self,
+        query: &QueryKey,
+        kept: Vec<KeptMonth>,
+        now: SystemTime,
+    ) -> usize {
         let mut n = 0;
         for k in kept {
             if self.fresh(k.read_at, now) {

@@ -31,42 +31,42 @@ use crate::series::{CostSeries, Label, SeriesKey, TagValues};
 
 /// The months of one refresh of a query.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Window {
+pub(in crate::refresher) struct Window {
     /// The first month the query covers.
-    pub(super) start: Month,
+    pub(in crate::refresher) start: Month,
     /// The first month read from Atlas; those before it come from the month cache.
-    pub(super) fetch_from: Month,
+    pub(in crate::refresher) fetch_from: Month,
     /// The current month, the last one covered.
-    pub(super) current: Month,
+    pub(in crate::refresher) current: Month,
     /// The day of the current month (1-based): the controls judge the open month by its
     /// forecast.
-    pub(super) day: u32,
+    pub(in crate::refresher) day: u32,
 }
 
 /// What one refresh of a query comes to.
 #[derive(Debug)]
-pub(super) struct Aggregated {
+pub(in crate::refresher) struct Aggregated {
     /// Each month read from Atlas (`fetch_from..=current`), before the controls: the closed
     /// ones are what the month cache keeps.
-    pub(super) fetched: BTreeMap<Month, MonthSeries>,
+    pub(in crate::refresher) fetched: BTreeMap<Month, MonthSeries>,
     /// The served series of every month, after the controls; each label set appears once a
     /// month. Empty when the controls run at publication ([`Aggregated::uncontrolled`]).
-    pub(super) series: Vec<CostSeries>,
+    pub(in crate::refresher) series: Vec<CostSeries>,
     /// The series before the controls, when they run at publication with the remainders.
-    pub(super) uncontrolled: Option<Uncontrolled>,
+    pub(in crate::refresher) uncontrolled: Option<Uncontrolled>,
     /// The series before the controls, summed for the remainders.
-    pub(super) rollup: Rollup,
+    pub(in crate::refresher) rollup: Rollup,
     /// Series folded into `(other)` by the series limit.
-    pub(super) shed: u64,
+    pub(in crate::refresher) shed: u64,
     /// Rows dated outside the months read, ignored.
-    pub(super) outside: u64,
+    pub(in crate::refresher) outside: u64,
 }
 
 /// A query whose controls run when its org's refresh is published, over its own series and
 /// its remainders together: so the series limit counts the remainders, and what the controls
 /// fold (a denied project) has no remainder of its own either.
 #[derive(Debug)]
-pub(super) struct Uncontrolled {
+pub(in crate::refresher) struct Uncontrolled {
     query: Arc<str>,
     /// Every month's series before the controls.
     series: WindowSeries,
@@ -81,13 +81,16 @@ pub(super) struct Uncontrolled {
 
 impl Uncontrolled {
     /// The months its series hold data for.
-    pub(super) fn months(&self) -> BTreeSet<Month> {
+    pub(in crate::refresher) fn months(&self) -> BTreeSet<Month> {
         self.series.keys().map(|(m, _)| *m).collect()
     }
 
     /// Its series and `remainders` under its controls: the series served, and how many the
     /// series limit folded.
-    pub(super) fn apply(&self, remainders: Vec<CostSeries>) -> (Vec<CostSeries>, u64) {
+    pub(in crate::refresher) fn apply(
+        &self,
+        remainders: Vec<CostSeries>,
+    ) -> (Vec<CostSeries>, u64) {
         let window = self
             .series
             .clone()
@@ -108,7 +111,7 @@ impl Uncontrolled {
 /// # Errors
 /// [`Reason::Decode`] when a month of `held` (months that held data before) has no row at
 /// all: an answer that lost its rows, not spend that vanished.
-pub(super) fn aggregate(
+pub(in crate::refresher) fn aggregate(
     org_id: &str,
     spec: &QuerySpec,
     rows: &[UsageRow],
@@ -468,7 +471,10 @@ fn series_labels(org_id: &str, row: &UsageRow, d: &Discovery) -> SeriesKey {
 /// problem: the spec does not name the project and cluster keys, so an answer that spells
 /// them in a way the parser does not know must not pass as data without its labels. Partial
 /// matches may legitimately lack the dimension (org-wide charges), but not every row of them.
-pub(super) fn rows_missing_dimension(spec: &QuerySpec, parsed: &ParsedResult) -> Option<usize> {
+pub(in crate::refresher) fn rows_missing_dimension(
+    spec: &QuerySpec,
+    parsed: &ParsedResult,
+) -> Option<usize> {
     let missing = parsed
         .rows
         .iter()
@@ -489,7 +495,7 @@ fn has_dimension(group_by: GroupBy, row: &UsageRow) -> bool {
 }
 
 /// The dimension a query groups by, as error messages name it.
-pub(super) fn dimension_name(group_by: GroupBy) -> &'static str {
+pub(in crate::refresher) fn dimension_name(group_by: GroupBy) -> &'static str {
     match group_by {
         GroupBy::Projects => "project (id or name)",
         GroupBy::Clusters => "cluster (id or name)",

@@ -9,11 +9,11 @@ use std::time::SystemTime;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::{OrgWorker, Refresher};
 use crate::atlas::result::UsageRow;
 use crate::atlas::{AtlasError, Cluster, Project};
 use crate::config::QuerySpec;
 use crate::model::{AtlasId, Endpoint, GroupBy, Reason};
+use crate::refresher::{OrgWorker, Refresher};
 use crate::series::{TagLabels, TagValues, cluster_over_project};
 use crate::state::{Known, KnownState};
 
@@ -25,7 +25,7 @@ const DISCOVERY_CONCURRENCY: usize = 4;
 /// stays in the queries' filters for as long as the process runs, and with `--storage.path`
 /// across restarts (without it their spend shows in the `(unattributed)` remainder after one).
 #[derive(Default)]
-pub(super) struct KnownIds {
+pub(in crate::refresher) struct KnownIds {
     /// Project id -> what was last seen of it.
     projects: BTreeMap<AtlasId, Seen>,
     /// Cluster id (dedicated or Flex) -> what was last seen of it.
@@ -46,7 +46,7 @@ struct Seen {
 
 impl KnownIds {
     /// Remembers the project and cluster ids that result rows name, seen at `now`.
-    pub(super) fn learn(&mut self, rows: &[UsageRow], now: SystemTime) {
+    pub(in crate::refresher) fn learn(&mut self, rows: &[UsageRow], now: SystemTime) {
         for row in rows {
             let project = row.project_id.as_deref().and_then(AtlasId::parse);
             if let Some(p) = &project {
@@ -142,7 +142,7 @@ impl KnownIds {
     }
 
     /// Everything known, to keep in the org's state.
-    pub(super) fn kept(&self) -> KnownState {
+    pub(in crate::refresher) fn kept(&self) -> KnownState {
         let kept = |m: &BTreeMap<AtlasId, Seen>| -> Vec<Known> {
             m.iter()
                 .map(|(id, seen)| Known {
@@ -162,7 +162,7 @@ impl KnownIds {
 
     /// Takes back what a state file kept: ids not already known (a file's ids that are not
     /// Atlas ids are skipped). Returns how many were taken.
-    pub(super) fn restore(&mut self, kept: KnownState) -> usize {
+    pub(in crate::refresher) fn restore(&mut self, kept: KnownState) -> usize {
         let mut n = 0;
         let mut take = |m: &mut BTreeMap<AtlasId, Seen>, k: Known| {
             if let Some(id) = AtlasId::parse(&k.id)
@@ -203,31 +203,35 @@ impl Seen {
 
 /// What discovery found for one org during one refresh, with every id seen before.
 #[derive(Default)]
-pub(super) struct Discovery {
+pub(in crate::refresher) struct Discovery {
     /// Project ids to query, sorted.
-    pub(super) project_ids: Vec<String>,
+    pub(in crate::refresher) project_ids: Vec<String>,
     /// Cluster ids (regular and Flex) to query, sorted.
-    pub(super) cluster_ids: Vec<String>,
+    pub(in crate::refresher) cluster_ids: Vec<String>,
     /// Project id -> name.
-    pub(super) project_names: HashMap<String, String>,
+    pub(in crate::refresher) project_names: HashMap<String, String>,
     /// Cluster id -> (name, project id).
-    pub(super) cluster_info: HashMap<String, (String, Option<String>)>,
+    pub(in crate::refresher) cluster_info: HashMap<String, (String, Option<String>)>,
     /// Project id -> its tags (projects with an allowlisted tag only).
-    pub(super) project_tags: HashMap<String, TagValues>,
+    pub(in crate::refresher) project_tags: HashMap<String, TagValues>,
     /// Cluster id -> its own tags (clusters with an allowlisted tag only).
-    pub(super) cluster_tags: HashMap<String, TagValues>,
+    pub(in crate::refresher) cluster_tags: HashMap<String, TagValues>,
     /// Why the project ids are missing, when they are.
-    pub(super) projects_failed: Option<(Reason, String)>,
+    pub(in crate::refresher) projects_failed: Option<(Reason, String)>,
     /// Why some cluster ids are missing, when they are: fails the queries grouped by
     /// clusters only.
-    pub(super) clusters_failed: Option<(Reason, String)>,
+    pub(in crate::refresher) clusters_failed: Option<(Reason, String)>,
 }
 
 impl Discovery {
     /// The tags of a series of project `project` (and cluster `cluster`): the cluster's, or
     /// where it lacks a key, the project's. Last seen in a listing; none for an id no listing
     /// ever showed.
-    pub(super) fn tags_of(&self, project: Option<&str>, cluster: Option<&str>) -> TagValues {
+    pub(in crate::refresher) fn tags_of(
+        &self,
+        project: Option<&str>,
+        cluster: Option<&str>,
+    ) -> TagValues {
         let project = project.and_then(|p| self.project_tags.get(p));
         match cluster.and_then(|c| self.cluster_tags.get(c)) {
             Some(own) => cluster_over_project(own, project.map_or(&[], |p| &p[..])),
@@ -240,7 +244,7 @@ impl Discovery {
     ///
     /// # Errors
     /// Why discovery could not list the ids the query needs.
-    pub(super) fn ids_for(
+    pub(in crate::refresher) fn ids_for(
         &self,
         spec: &QuerySpec,
     ) -> Result<(Vec<String>, Vec<String>), (Reason, String)> {
@@ -261,7 +265,7 @@ impl Discovery {
 impl Refresher {
     /// Lists what the org's queries need: projects when one groups by discovered projects
     /// or clusters, clusters when one groups by discovered clusters.
-    pub(super) async fn discover_for_queries(&self, org: &OrgWorker) -> Discovery {
+    pub(in crate::refresher) async fn discover_for_queries(&self, org: &OrgWorker) -> Discovery {
         let queries = &org.config.queries;
         let needs_projects = queries.iter().any(QuerySpec::needs_discovery);
         let needs_clusters = queries

@@ -9,17 +9,17 @@ use tokio::time::Instant;
 use super::aggregate::{Uncontrolled, Window, aggregate, dimension_name, rows_missing_dimension};
 use super::discovery::Discovery;
 use super::month_cache::{QueryKey, sorted_ids};
-use super::{OrgWorker, Refresher};
 use crate::atlas::result::ParsedResult;
 use crate::atlas::{AtlasError, Endpoint, Reason, UsageQuery};
 use crate::config::{GroupBy, QuerySpec};
 use crate::exposition::{RenderedSeries, render_tagged};
 use crate::month::Month;
+use crate::refresher::{OrgWorker, Refresher};
 use crate::remainder::Rollup;
 
 /// One query of an org to refresh, with what the org's refresh knows.
 #[derive(Clone, Copy)]
-pub(super) struct QueryJob<'a> {
+pub(in crate::refresher) struct QueryJob<'a> {
     org: &'a OrgWorker,
     spec: &'a QuerySpec,
     /// Its key in the month cache.
@@ -32,19 +32,19 @@ pub(super) struct QueryJob<'a> {
 }
 
 /// A successful query refresh.
-pub(super) struct QueryData {
+pub(in crate::refresher) struct QueryData {
     /// The series, rendered, in exposition order.
-    pub(super) series: Vec<RenderedSeries>,
+    pub(in crate::refresher) series: Vec<RenderedSeries>,
     /// The series before the controls, when they run at publication.
-    pub(super) uncontrolled: Option<Uncontrolled>,
-    pub(super) rollup: Rollup,
-    pub(super) invalid_rows: u64,
+    pub(in crate::refresher) uncontrolled: Option<Uncontrolled>,
+    pub(in crate::refresher) rollup: Rollup,
+    pub(in crate::refresher) invalid_rows: u64,
     /// Series folded into `(other)` by the query's series limit.
-    pub(super) shed: u64,
+    pub(in crate::refresher) shed: u64,
 }
 
 impl Refresher {
-    pub(super) async fn refresh_org(
+    pub(in crate::refresher) async fn refresh_org(
         &self,
         org: &OrgWorker,
         now: SystemTime,
@@ -69,7 +69,7 @@ impl Refresher {
     /// request it started just before may run one request timeout past it; beyond that, this
     /// bounds the waits the client cannot see into (a long Retry-After, a server that never
     /// answers), so a refresh never hangs.
-    pub(super) async fn bounded<T>(
+    pub(in crate::refresher) async fn bounded<T>(
         &self,
         org: &OrgWorker,
         deadline: Instant,
@@ -278,7 +278,7 @@ fn check_dimension(
 }
 
 /// Whether `query` is new to `reported` (and now in it): for warnings logged once per query.
-pub(super) fn first_time(
+pub(in crate::refresher) fn first_time(
     reported: &std::sync::Mutex<std::collections::HashSet<String>>,
     query: &str,
 ) -> bool {

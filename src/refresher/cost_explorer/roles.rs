@@ -4,17 +4,17 @@
 use std::sync::Arc;
 
 use super::collect::first_time;
-use super::{OrgWorker, Slot};
 use crate::config::QuerySpec;
 use crate::exposition::{RenderedSeries, render_tagged};
 use crate::metrics::SelfMetrics;
 use crate::model::GroupBy;
+use crate::refresher::{OrgWorker, Slot};
 use crate::remainder::{clusters_remainder, projects_remainder};
 use crate::series::TagLabels;
 
 /// What a query contributes to the remainders.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Role {
+pub(in crate::refresher) enum Role {
     /// The org's total by service: ungrouped, unfiltered.
     Total,
     /// Grouped by discovered projects, unfiltered: gets a remainder.
@@ -27,7 +27,7 @@ pub(super) enum Role {
 
 impl Role {
     /// The role of `spec`.
-    pub(super) fn of(spec: &QuerySpec) -> Role {
+    pub(in crate::refresher) fn of(spec: &QuerySpec) -> Role {
         let unfiltered =
             spec.projects.is_empty() && spec.clusters.is_empty() && spec.services.is_empty();
         match spec.group_by {
@@ -44,7 +44,7 @@ impl Role {
 /// `projects` and `clusters` queries against the total (see [`crate::remainder`]). A query
 /// whose controls run at publication ([`super::aggregate::Uncontrolled`]) runs them here,
 /// over its series and its remainders together, and holds both in its series.
-pub(super) fn attach_remainders(
+pub(in crate::refresher) fn attach_remainders(
     org_id: &str,
     roles: &[Role],
     slots: &mut [Slot],
@@ -91,7 +91,12 @@ pub(super) fn attach_remainders(
 
 /// Records how many series the limit of `spec` folded at this publication of `org`; the
 /// first time it folds any, logs it.
-pub(super) fn report_shed(metrics: &SelfMetrics, org: &OrgWorker, spec: &QuerySpec, shed: u64) {
+pub(in crate::refresher) fn report_shed(
+    metrics: &SelfMetrics,
+    org: &OrgWorker,
+    spec: &QuerySpec,
+    shed: u64,
+) {
     metrics.set_series_shed(&spec.name, &org.config.id, shed);
     if shed > 0 && first_time(&org.shed_reported, &spec.name) {
         tracing::warn!(

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
-use super::super::Slot;
 use super::super::aggregate::{Window, aggregate};
 use super::super::discovery::Discovery;
 use super::super::month_cache::MonthSeries;
@@ -20,6 +19,7 @@ use crate::config::QuerySpec;
 use crate::controls::{Controls, FileControls};
 use crate::exposition::render_tagged;
 use crate::month::Month;
+use crate::refresher::Slot;
 use crate::series::{Label, TagLabels};
 use crate::snapshot::QueryStatus;
 
