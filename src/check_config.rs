@@ -2,9 +2,15 @@
 //! `promtool check config`. It validates the flags, the environment and the configuration
 //! file with [`Config::at_startup`], exactly as a start-up does, and describes what would run:
 //! the shard, each org of it with its credentials' kind and its queries, the budgets, the tag
-//! labels, the web configuration and the state directory. It sends nothing to Atlas and binds no port.
+//! labels, the web configuration and the state directory. It sends nothing to Atlas and binds no
+//! port.
 //!
-//! The binary prints the report and exits 0, or prints [`invalid_line`] (the start-up's own
+//! The state directory (`--storage.path`) is checked as a start-up opens it, and left as it
+//! was ([`crate::state::inspect`]); each org's kept file is read, never set aside, and the
+//! report says what a start-up would serve of it. A directory locked by a running exporter is
+//! reported, not refused.
+//!
+//! The binary prints the report and exits 0, or prints [`Refusal::line`] (the start-up's own
 //! error line) and exits 2.
 
 use std::fmt::Write as _;
@@ -12,17 +18,51 @@ use std::fmt::Write as _;
 use crate::cli::Flags;
 use crate::config::{Config, ConfigError, Credentials, Env, GroupBy, QuerySpec, ResultFormat};
 use crate::model::Shard;
+use crate::state::{ConfiguredOrg, KeptFile, StateError};
 
 /// The one line a start-up prints before it exits 2 on an invalid configuration.
 pub fn invalid_line(e: &ConfigError) -> String {
     format!("atlas-cost-exporter: invalid configuration: {e}")
 }
 
-/// Validates `flags` and `env` as a start-up would and describes what would run.
+/// The one line a start-up prints before it exits 2 because the state directory cannot be
+/// used.
+pub fn state_line(e: &StateError) -> String {
+    format!("atlas-cost-exporter: {e}")
+}
+
+/// Why a start-up with the same flags and environment would stop.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The flags, the environment or the YAML.
+    Config(ConfigError),
+    /// The state directory.
+    State(StateError),
+}
+
+impl Refusal {
+    /// The start-up's own line for it.
+    pub fn line(&self) -> String {
+        match self {
+            Refusal::Config(e) => invalid_line(e),
+            Refusal::State(e) => state_line(e),
+        }
+    }
+}
+
+impl From<ConfigError> for Refusal {
+    fn from(e: ConfigError) -> Refusal {
+        Refusal::Config(e)
+    }
+}
+
+/// Validates `flags` and `env` as a start-up would, checks the state directory as a start-up
+/// opens it (leaving it as it was), and describes what would run.
 ///
 /// # Errors
-/// The start-up's [`ConfigError`], naming the flag, variable or key that is wrong.
-pub fn check(flags: &Flags, env: &dyn Env) -> Result<String, ConfigError> {
+/// The start-up's [`ConfigError`], naming the flag, variable or key that is wrong, or its
+/// [`StateError`], naming the directory.
+pub fn check(flags: &Flags, env: &dyn Env) -> Result<String, Refusal> {
     let config = Config::at_startup(flags, env)?;
     let shard = crate::config::shard(flags)?;
     // The same validation over every shard, to say how many orgs the others hold.
@@ -31,7 +71,84 @@ pub fn check(flags: &Flags, env: &dyn Env) -> Result<String, ConfigError> {
     unsharded.shard_index = 0;
     unsharded.shard_pod_name = None;
     let total = Config::at_startup(&unsharded, env)?.orgs.len();
-    Ok(report(&config, flags, shard, total))
+    let mut out = report(&config, flags, shard, total);
+    match &config.storage_path {
+        Some(dir) => state_report(&mut out, dir, &config).map_err(Refusal::State)?,
+        None => out.push_str("state: none (in memory only)\n"),
+    }
+    Ok(out)
+}
+
+/// The state directory's lines: what it is, then each org's kept file.
+fn state_report(
+    out: &mut String,
+    dir: &std::path::Path,
+    config: &Config,
+) -> Result<(), StateError> {
+    let orgs: Vec<ConfiguredOrg<'_>> = config
+        .orgs
+        .iter()
+        .map(|o| ConfiguredOrg {
+            id: &o.id,
+            queries: &o.queries,
+        })
+        .collect();
+    let found = crate::state::inspect(dir, &orgs, &config.tag_labels)?;
+    let _ = writeln!(
+        out,
+        "state: {} ({}{})",
+        dir.display(),
+        if found.exists {
+            "exists, writable"
+        } else {
+            "missing: a start-up creates it"
+        },
+        if found.locked {
+            "; locked by a running exporter: a start-up beside it is refused"
+        } else {
+            ""
+        }
+    );
+    for kept in &found.orgs {
+        match kept {
+            KeptFile::Missing { org_id } => {
+                let _ = writeln!(out, "  org {org_id}: no kept state");
+            }
+            KeptFile::Good {
+                org_id,
+                bytes,
+                written_at,
+                served,
+                series,
+                changed,
+            } => {
+                let when = written_at.map_or_else(
+                    || "an unknown time".to_owned(),
+                    |t| humantime::format_rfc3339_seconds(t).to_string(),
+                );
+                let _ = write!(
+                    out,
+                    "  org {org_id}: kept state of {when}, {bytes} bytes: {served} {} served at \
+                     start-up ({series} series)",
+                    if *served == 1 { "query" } else { "queries" }
+                );
+                if *changed > 0 {
+                    let _ = write!(
+                        out,
+                        "; {changed} kept under a configuration that has changed, not served"
+                    );
+                }
+                out.push('\n');
+            }
+            KeptFile::Bad { org_id, reason } => {
+                let _ = writeln!(
+                    out,
+                    "  org {org_id}: kept state cannot be used, a start-up sets it aside: {reason}"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The report of a valid configuration: one line per fact, then one per org and budget.
@@ -121,12 +238,6 @@ fn report(config: &Config, flags: &Flags, shard: Shard, total_orgs: usize) -> St
         },
         config.telemetry_path
     );
-    match &config.storage_path {
-        Some(dir) => {
-            let _ = writeln!(out, "state: {}", dir.display());
-        }
-        None => out.push_str("state: none (in memory only)\n"),
-    }
     let _ = writeln!(
         out,
         "atlas: {}, refresh every {}, {} queries at once, {} requests a minute per org",
@@ -213,12 +324,6 @@ mod tests {
             report.contains("state: none (in memory only)\n"),
             "{report}"
         );
-        let with_state = check(
-            &flags(&["--atlas.org-id", ORG, "--storage.path", "/var/lib/x"]),
-            &sa_env(),
-        )
-        .expect("valid");
-        assert!(with_state.contains("state: /var/lib/x\n"), "{with_state}");
         assert!(!report.contains("s3cr3t"), "{report}");
     }
 
@@ -255,10 +360,193 @@ mod tests {
     fn invalid_configuration_is_the_startup_error() {
         let e = check(&flags(&["--atlas.org-id", "abc"]), &sa_env()).expect_err("refused");
         assert_eq!(
-            invalid_line(&e),
+            e.line(),
             "atlas-cost-exporter: invalid configuration: --atlas.org-id: \"abc\" is not an \
              Atlas org id (24 lowercase hex characters)"
         );
+    }
+
+    /// A fresh directory for one test (removed first if a previous run left it).
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ace-check-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn check_state(dir: &std::path::Path, orgs: &[&str]) -> Result<String, Refusal> {
+        let mut args = vec!["--storage.path", dir.to_str().expect("utf-8")];
+        for o in orgs {
+            args.extend(["--atlas.org-id", o]);
+        }
+        check(&flags(&args), &sa_env())
+    }
+
+    /// A missing state directory is reported as one a start-up creates, and is not left
+    /// behind: neither it nor the parents the check created.
+    #[test]
+    fn missing_state_directory_is_reported_and_not_created() {
+        let root = scratch("missing");
+        let dir = root.join("a").join("b");
+        let report = check_state(&dir, &[ORG]).expect("valid");
+        assert!(
+            report.contains(&format!(
+                "state: {} (missing: a start-up creates it)\n  org {ORG}: no kept state\n",
+                dir.display()
+            )),
+            "{report}"
+        );
+        assert!(!root.exists(), "the check created {}", root.display());
+    }
+
+    /// Each org's kept file is described as a start-up would use it: a good one with the
+    /// queries it serves and those kept under a changed configuration, a missing one, and a
+    /// bad one with its reason; the bad file stays where it is (a start-up sets it aside, the
+    /// check does not), and the directory holds exactly what it held.
+    #[test]
+    fn kept_files_are_described_and_never_set_aside() {
+        use crate::state::{KeptStatus, OrgState, QueryState, Store, query_fingerprint};
+        const GOOD: &str = "0123456789abcdef01234567";
+        const BAD: &str = "76543210fedcba9876543210";
+        let dir = scratch("kept");
+        let config = Config::at_startup(
+            &flags(&[
+                "--atlas.org-id",
+                GOOD,
+                "--atlas.org-id",
+                BAD,
+                "--atlas.org-id",
+                ORG,
+            ]),
+            &sa_env(),
+        )
+        .expect("valid");
+        let specs = &config.orgs[0].queries;
+        let written =
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000);
+        let kept = |i: usize, fingerprint: u64| QueryState {
+            name: specs[i].name.clone(),
+            fingerprint,
+            status: KeptStatus {
+                up: true,
+                last_success: Some(written),
+                last_attempt: Some(written),
+                last_error: None,
+                invalid_rows: 0,
+                shed: 0,
+            },
+            window: None,
+            series: std::sync::Arc::new(Vec::new()),
+            closed: Vec::new(),
+        };
+        let tags = crate::series::TagLabels::default();
+        {
+            let store = Store::open(&dir).expect("opens");
+            store
+                .write(&OrgState {
+                    org_id: GOOD.to_owned(),
+                    written_at: Some(written),
+                    queries: vec![
+                        kept(0, query_fingerprint(&specs[0], &tags)),
+                        kept(1, query_fingerprint(&specs[1], &tags) ^ 1),
+                    ],
+                    ..OrgState::default()
+                })
+                .expect("written");
+        }
+        let bad_file = dir.join(crate::state::file_name(BAD));
+        std::fs::write(&bad_file, b"not a state file").expect("written");
+        let listing = |d: &std::path::Path| {
+            let mut names: Vec<String> = std::fs::read_dir(d)
+                .expect("lists")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let before = listing(&dir);
+        let report = check_state(&dir, &[GOOD, BAD, ORG]).expect("valid");
+        let good_line = format!("  org {GOOD}: kept state of 2026-09-21T");
+        assert!(
+            report.contains(&format!("state: {} (exists, writable)\n", dir.display())),
+            "{report}"
+        );
+        let good = report
+            .lines()
+            .find(|l| l.starts_with(&good_line))
+            .unwrap_or_else(|| panic!("{report}"));
+        assert!(
+            good.ends_with(
+                ": 1 query served at start-up (0 series); 1 kept under a configuration that has \
+                 changed, not served"
+            ),
+            "{good}"
+        );
+        let bad = report
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "  org {BAD}: kept state cannot be used, a start-up sets it aside: "
+                ))
+            })
+            .unwrap_or_else(|| panic!("{report}"));
+        assert!(bad.len() > 80, "a reason: {bad}");
+        assert!(
+            report.contains(&format!("  org {ORG}: no kept state\n")),
+            "{report}"
+        );
+        assert_eq!(listing(&dir), before, "the check changed the directory");
+        assert_eq!(
+            std::fs::read(&bad_file).expect("still there"),
+            b"not a state file"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A directory locked by a running exporter is reported, and the configuration is still
+    /// valid; the running exporter keeps its lock.
+    #[test]
+    fn a_locked_directory_is_reported_not_refused() {
+        let dir = scratch("locked");
+        let running = crate::state::Store::open(&dir).expect("opens");
+        let report = check_state(&dir, &[ORG]).expect("valid");
+        assert!(
+            report.contains(&format!(
+                "state: {} (exists, writable; locked by a running exporter: a start-up beside \
+                 it is refused)\n",
+                dir.display()
+            )),
+            "{report}"
+        );
+        let second = crate::state::Store::open(&dir).expect_err("still locked");
+        assert!(matches!(second, StateError::Locked { .. }), "{second}");
+        drop(running);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A state path that a start-up cannot use is refused with the start-up's own line: a
+    /// file where the directory should be, and a directory under a file.
+    #[test]
+    fn unusable_state_path_is_refused_with_the_startup_line() {
+        let root = scratch("unusable");
+        std::fs::create_dir_all(&root).expect("created");
+        let file = root.join("file");
+        std::fs::write(&file, b"x").expect("written");
+        for path in [file.clone(), file.join("under")] {
+            let refused = check_state(&path, &[ORG]).expect_err("refused");
+            let startup = crate::state::Store::open(&path).expect_err("refused too");
+            assert!(matches!(refused, Refusal::State(_)), "{refused:?}");
+            assert_eq!(refused.line(), state_line(&startup));
+            assert!(
+                refused.line().starts_with(&format!(
+                    "atlas-cost-exporter: --storage.path {}: ",
+                    path.display()
+                )),
+                "{}",
+                refused.line()
+            );
+        }
+        assert_eq!(std::fs::read(&file).expect("untouched"), b"x");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// Amounts print as exact decimals.

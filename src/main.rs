@@ -115,7 +115,7 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("{}", check_config::invalid_line(&e));
+                eprintln!("{}", e.line());
                 ExitCode::from(2)
             }
         };
@@ -155,7 +155,7 @@ async fn main() -> ExitCode {
     let store = match atlas_cost_exporter::open_store(&config) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("atlas-cost-exporter: {e}");
+            eprintln!("{}", check_config::state_line(&e));
             return ExitCode::from(2);
         }
     };

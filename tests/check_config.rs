@@ -410,3 +410,41 @@ fn check_config_sends_nothing_to_atlas() {
         other => panic!("a connection reached the fake Atlas: {other:?}"),
     }
 }
+
+/// A `--storage.path` that is a file is refused with the start-up's own line; one that does
+/// not exist yet is valid, reported as created by a start-up, and still does not exist after
+/// the check.
+#[test]
+fn unusable_state_path_is_refused_like_a_startup() {
+    let d = dir("state-path");
+    let file = write(&d, "not-a-dir", "x");
+    let line = refused_like_startup(
+        &["--atlas.org-id", ORG_A, "--storage.path", &file],
+        &sa_env(),
+    );
+    assert_eq!(
+        line,
+        format!("atlas-cost-exporter: --storage.path {file}: not a directory\n")
+    );
+    let missing = d.join("state").join("org");
+    let missing = missing.to_str().unwrap();
+    let checked = run(
+        &[
+            "check-config",
+            "--atlas.org-id",
+            ORG_A,
+            "--storage.path",
+            missing,
+        ],
+        &sa_env(),
+    );
+    assert_eq!(checked.status.code(), Some(0), "{}", stderr(&checked));
+    assert!(
+        stdout(&checked).contains(&format!(
+            "state: {missing} (missing: a start-up creates it)\n  org {ORG_A}: no kept state\n"
+        )),
+        "{}",
+        stdout(&checked)
+    );
+    assert!(!d.join("state").exists(), "the check created the directory");
+}

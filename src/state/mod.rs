@@ -16,12 +16,15 @@
 //!   postcard-encoded data, with its strings and label sets in tables;
 //! - `store`: the directory: created 0700, locked as Prometheus locks its data directory,
 //!   files 0600 written atomically (temporary file, fsync, rename, fsync of the directory),
-//!   bad files set aside (renamed, never deleted).
+//!   bad files set aside (renamed, never deleted);
+//! - `inspect`: what `check-config` reports of the directory and the kept files, leaving
+//!   both as they were.
 //!
 //! The refresher writes an org's file after each publication of that org's refresh (never on
 //! the scrape path), and restores every configured org's file at start-up.
 
 mod codec;
+mod inspect;
 mod store;
 
 use std::hash::{Hash, Hasher};
@@ -29,6 +32,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use codec::{DecodeError, FORMAT_VERSION, decode, encode};
+pub use inspect::{ConfiguredOrg, Inspection, KeptFile, inspect};
 pub use store::{Loaded, StateError, Store, file_name};
 
 use crate::config::QuerySpec;

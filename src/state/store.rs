@@ -20,7 +20,7 @@ use crate::model::is_atlas_id;
 use crate::series::TagLabels;
 
 /// Name of the lock file in the directory.
-const LOCK: &str = "lock";
+pub(super) const LOCK: &str = "lock";
 /// Suffix of a file being written.
 const TMP: &str = ".tmp";
 
