@@ -14,7 +14,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::store::{LOCK, StateError};
+use super::store::{LOCK, StateError, open_lock};
 use super::{codec, file_name, query_fingerprint};
 use crate::config::QuerySpec;
 use crate::model::is_atlas_id;
@@ -144,17 +144,7 @@ fn create_undoably(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 fn check_lock_and_write(dir: &Path, shown: &str) -> Result<bool, StateError> {
     let lock_path = dir.join(LOCK);
     let lock_existed = lock_path.exists();
-    let lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|source| StateError::NotWritable {
-            dir: shown.to_owned(),
-            source,
-        })?;
+    let lock = open_lock(dir, shown)?;
     let locked = match lock.try_lock() {
         Ok(()) => {
             let _ = lock.unlock();

@@ -102,6 +102,24 @@ pub struct Loaded {
     pub sizes: Vec<(String, u64)>,
 }
 
+/// Opens (creating it 0600 when missing) the directory's lock file, unlocked.
+///
+/// # Errors
+/// [`StateError::NotWritable`]: the file cannot be created or opened.
+pub(super) fn open_lock(dir: &Path, shown: &str) -> Result<File, StateError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join(LOCK))
+        .map_err(|source| StateError::NotWritable {
+            dir: shown.to_owned(),
+            source,
+        })
+}
+
 /// The open, locked state directory.
 #[derive(Debug)]
 pub struct Store {
@@ -130,17 +148,7 @@ impl Store {
                 dir: shown.clone(),
                 source,
             })?;
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(dir.join(LOCK))
-            .map_err(|source| StateError::NotWritable {
-                dir: shown.clone(),
-                source,
-            })?;
+        let lock = open_lock(dir, &shown)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StateError::Locked { dir: shown }),
