@@ -288,9 +288,11 @@ pub async fn start_demo(
 }
 
 /// The sample budget `--demo` runs with when no `--config.file` is given, so the budget gauges,
-/// panels and alert have something to show from the first minutes. The demo's orgs together
-/// spend about 32,000 USD a month on `Clusters`, over this amount: `AtlasCostBudgetExceeded`
-/// fires. An explicit `--config.file`'s budgets replace it.
+/// panels and alerts have something to show from the first minutes. The demo's orgs together
+/// spend about 32,000 USD a month on `Clusters`, over this amount: the forecast is over it all
+/// month (`AtlasCostBudgetForecastExceeded` fires), and the month to date passes it in the last
+/// week (`AtlasCostBudgetExceeded` fires instead). An explicit `--config.file`'s budgets replace
+/// it.
 pub const DEMO_BUDGETS: &str = "\
 - name: demo-clusters
   amount_usd: 25000

@@ -235,7 +235,9 @@ impl Simulator {
         let current = config
             .current_month
             .unwrap_or_else(|| Month::containing(SystemTime::now()));
-        let base = Arc::new(Dataset::generate(&config, current));
+        let mut base = Dataset::generate(&config, current);
+        base.prorate(current, posted_days(&config, current, SystemTime::now()));
+        let base = Arc::new(base);
         Simulator {
             inner: Arc::new(Inner {
                 current,
@@ -291,16 +293,13 @@ impl Simulator {
     /// [`InvoiceVariants::today`], else the clock's day in the clock's month, else the day
     /// after the month's last (the whole month posted).
     pub fn today(&self) -> u32 {
-        let current = self.inner.current;
-        if let Some(day) = self.inner.config.invoices.today {
-            return day.clamp(1, current.days() + 1);
-        }
-        let now = SystemTime::now();
-        if Month::containing(now) == current {
-            crate::month::day_of_month(now)
-        } else {
-            current.days() + 1
-        }
+        today(&self.inner.config, self.inner.current, SystemTime::now())
+    }
+
+    /// The days of the current month whose charges are posted (through yesterday, at least
+    /// one): the current month's amounts and the pending invoice's items cover these.
+    pub fn posted_days(&self) -> u32 {
+        posted_days(&self.inner.config, self.inner.current, SystemTime::now())
     }
 
     /// Replaces the data with the generated data times `numerator / denominator` (rounded half
@@ -509,4 +508,26 @@ impl Simulator {
     pub fn set_ignore_envelope(&self, on: bool) {
         self.inner.ignore_envelope.store(on, Ordering::Relaxed);
     }
+}
+
+/// The day of `current` the data is posted up to (exclusive) at `now`: the invoice
+/// variants' `today`, else the clock's day when `now` is in `current`, else the day after
+/// its last (the whole month posted).
+fn today(config: &SimConfig, current: Month, now: SystemTime) -> u32 {
+    if let Some(day) = config.invoices.today {
+        return day.clamp(1, current.days() + 1);
+    }
+    if Month::containing(now) == current {
+        crate::month::day_of_month(now)
+    } else {
+        current.days() + 1
+    }
+}
+
+/// The days of `current` whose charges are posted at `now`: through yesterday, at least one
+/// (as the pending invoice's items; on the 1st the month shows one day).
+fn posted_days(config: &SimConfig, current: Month, now: SystemTime) -> u32 {
+    today(config, current, now)
+        .saturating_sub(1)
+        .clamp(1, current.days())
 }

@@ -157,7 +157,7 @@ fn pending_item(sim: &Simulator, data: &Dataset, month: Month, item: &SimItem) -
 /// The pending invoice of org `org`: the current month's items posted before today.
 fn pending_invoice(sim: &Simulator, data: &Dataset, org: usize) -> Value {
     let month = sim.current_month();
-    let posted = sim.today().saturating_sub(1).max(1);
+    let posted = sim.posted_days();
     let chunk = if sim.inner.config.invoices.multi_day {
         3
     } else {

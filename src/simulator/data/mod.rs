@@ -228,6 +228,30 @@ impl Dataset {
         }
     }
 
+    /// Cuts `month`'s records (the current month) to the `posted` days of it that Atlas has
+    /// billed so far (a day's charges are posted the next day): each amount times
+    /// `posted / days of the month`, rounded half away from zero, never to 0 (a record that
+    /// billed keeps a cent). The other months, closed, are whole.
+    pub fn prorate(&mut self, month: Month, posted: u32) {
+        let days = i64::from(month.days());
+        let posted = i64::from(posted.clamp(1, month.days()));
+        if posted == days {
+            return;
+        }
+        for r in self.usage.iter_mut().filter(|r| r.month == month) {
+            let n = i128::from(r.amount_cents) * i128::from(posted);
+            let d = i128::from(days);
+            let (mut q, rem) = (n / d, n % d);
+            if 2 * rem.abs() >= d {
+                q += n.signum();
+            }
+            if q == 0 {
+                q = n.signum();
+            }
+            r.amount_cents = i64::try_from(q).unwrap_or(r.amount_cents);
+        }
+    }
+
     /// A copy with every amount multiplied by `numerator / denominator`, rounded half away
     /// from zero. A zero denominator leaves the amounts unchanged.
     pub fn scaled(&self, numerator: i64, denominator: i64) -> Dataset {

@@ -222,3 +222,41 @@ fn extras_can_be_switched_off() {
             && p.clusters.len() == 3));
     }
 }
+
+/// The current month holds only the days posted so far, as Atlas's does: on the 6th (five
+/// days posted) each of its records is the generated amount times 5 / days of the month,
+/// rounded, never 0; every closed month is whole. A month that is over (not the clock's)
+/// is whole too.
+#[test]
+fn the_current_month_holds_only_the_posted_days() {
+    let month = current();
+    let whole = Dataset::generate(&config(), month);
+    let mut on_the_6th = config();
+    on_the_6th.current_month = Some(month);
+    on_the_6th.invoices.today = Some(6);
+    let sim = Simulator::new(on_the_6th);
+    assert_eq!(sim.posted_days(), 5);
+    let posted = sim.dataset();
+    assert_eq!(posted.usage.len(), whole.usage.len());
+    let days = i64::from(month.days());
+    let mut current_records = 0;
+    for (p, w) in posted.usage.iter().zip(&whole.usage) {
+        if w.month == month {
+            current_records += 1;
+            let want = (w.amount_cents * 5 + days / 2) / days;
+            assert_eq!(p.amount_cents, want.max(1), "{w:?}");
+        } else {
+            assert_eq!(p, w);
+        }
+    }
+    assert!(current_records > 10, "{current_records}");
+    // Before this month (a pinned month that is not the clock's), everything is posted.
+    let mut past = config();
+    past.current_month = Some(month.plus(-3));
+    let sim = Simulator::new(past);
+    assert_eq!(sim.posted_days(), month.plus(-3).days());
+    assert_eq!(
+        sim.dataset().usage,
+        Dataset::generate(&config(), month.plus(-3)).usage
+    );
+}
