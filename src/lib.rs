@@ -48,9 +48,10 @@
 //!   is published; the landing page's org summaries and their charts.
 //!
 //! **State** (`--storage.path`)
-//! - [`state`]: what a restart must not lose, one file per org: the kept types, the file
-//!   format (`codec`: magic, version, CRC-32, postcard) and the directory (`store`: 0700,
-//!   locked, atomic writes, bad files set aside).
+//! - [`state`]: what a restart must not lose, one file per org (the Cost Explorer queries and
+//!   the invoice source): the kept types, the file format (`codec`: magic, version, CRC-32,
+//!   postcard, an invoice section of its own) and the directory (`store`: 0700, locked,
+//!   atomic writes, bad files set aside).
 //!
 //! **Refresher**
 //! - [`refresher`]: runs each org's sources on an interval and publishes each refresh whole;
@@ -194,6 +195,8 @@ pub async fn run_with_store(
             queries = restored.queries,
             series = restored.series,
             closed_months = restored.closed_months,
+            invoice_orgs = restored.invoice_orgs,
+            sku_series = restored.sku_series,
             "state directory open"
         );
         refresher = refresher.with_store(store);

@@ -256,7 +256,7 @@ impl SelfMetrics {
         );
         self.registry.register(
             "atlas_cost_state_files_set_aside",
-            "State files that could not be used at start-up (truncated, garbled, unknown or newer format) and were renamed aside",
+            "State files that could not be used at start-up (truncated, garbled, unknown or newer format) and were renamed aside, or whose invoice part alone could not be used and were copied aside",
             families.set_aside.clone(),
         );
         self.state = Some(families);

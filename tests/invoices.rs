@@ -286,6 +286,77 @@ async fn the_last_day_is_right_across_a_month_boundary() {
     }
 }
 
+/// With `--storage.path`, a restart on the 1st does not read the closed invoice again: the
+/// restarted process serves the SKU series of before at once (the last day from the closed
+/// invoice among them), and its own refresh asks only for the pending invoices, with the same
+/// last-day figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_closed_invoice_is_not_read_again_after_a_restart_on_the_1st() {
+    let sim = start_sim(sim_config(InvoiceVariants::default(), 1)).await;
+    let mut config = exporter_config(&sim, 1, SkuControls::default(), Some(0));
+    let dir = common::temp_dir().join("state");
+    config.storage_path = Some(dir.clone());
+    let org = config.orgs[0].id.clone();
+    let up = |s: &Samples| {
+        s.value(
+            "atlas_cost_source_up",
+            &[("source", "invoices"), ("org_id", org.as_str())],
+        ) == Some(1.0)
+    };
+    let written = |s: &Samples| s.value("atlas_cost_state_writes_total", &[]).unwrap_or(0.0) >= 1.0;
+    let last_day = |s: &Samples| -> BTreeMap<BTreeMap<String, String>, Option<f64>> {
+        s.named(LAST_DAY)
+            .map(|x| (x.labels.clone(), x.value))
+            .collect()
+    };
+    let first = Exporter::start(config.clone()).await;
+    let before = first
+        .wait_for("the invoice source up and its state written", |s| {
+            up(s) && written(s)
+        })
+        .await;
+    first.stop().await;
+    let kept = last_day(&before);
+    assert!(kept.len() > 10, "{} last-day series", kept.len());
+    let file = std::fs::read(dir.join(atlas_cost_exporter::state::file_name(&org))).unwrap();
+    let state = atlas_cost_exporter::state::decode(&file, &config.tag_labels).unwrap();
+    let invoices = state.invoices.expect("the invoice part");
+    let (closed, items) = invoices.closed.expect("the closed items, on the 1st");
+    assert_eq!(closed, month().plus(-1));
+    eprintln!(
+        "state file on the 1st: {} bytes, {} SKU series, {} closed items",
+        file.len(),
+        invoices.data.map_or(0, |d| d.skus.len()),
+        items.len()
+    );
+    let count = |e: SimEndpoint| sim.sim.requests(e);
+    let read = (
+        count(SimEndpoint::Invoices),
+        count(SimEndpoint::LineItems),
+        count(SimEndpoint::PendingInvoices),
+    );
+    assert!(
+        read.0 >= 1 && read.1 >= 1,
+        "read before the restart: {read:?}"
+    );
+
+    let second = Exporter::start(config).await;
+    assert_eq!(last_day(&second.samples().await), kept, "served at once");
+    let refreshed = second
+        .wait_for("the restarted process's own refresh written", |s| {
+            up(s) && written(s)
+        })
+        .await;
+    second.stop().await;
+    assert!(count(SimEndpoint::PendingInvoices) > read.2, "it refreshed");
+    assert_eq!(
+        (count(SimEndpoint::Invoices), count(SimEndpoint::LineItems)),
+        (read.0, read.1),
+        "the closed invoice is not read again"
+    );
+    assert_eq!(last_day(&refreshed), kept, "the same last day");
+}
+
 /// On the 1st, whatever a closed item's `description` says (exactly the SKU, the SKU then
 /// details, or a name without the SKU code), the previous month's last day sums per
 /// project and cluster and per org equal the simulator's to the cent. With exactly the SKU

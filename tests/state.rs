@@ -1,6 +1,6 @@
 //! A restart loses nothing (issue 21): the real binary, restarted against the simulator with
-//! `--storage.path`, serves its kept series at once with their old timestamps while Atlas
-//! fails, keeps a deleted cluster's history and tags, reads no closed month again, survives
+//! `--storage.path`, serves its kept series (the invoice source's too) at once with their old
+//! timestamps while Atlas fails, keeps a deleted cluster's history and tags, reads no closed month again, survives
 //! `kill -9` at any moment, sets bad state files aside, refuses a second process on its
 //! directory, keeps nothing secret, and serves only what is configured now.
 
@@ -33,13 +33,16 @@ const COST_FAMILIES: [&str; 4] = [
     "atlas_cost_previous_month_usd",
 ];
 
-const ENDPOINTS: [SimEndpoint; 6] = [
+const ENDPOINTS: [SimEndpoint; 9] = [
     SimEndpoint::Token,
     SimEndpoint::Create,
     SimEndpoint::Poll,
     SimEndpoint::Projects,
     SimEndpoint::Clusters,
     SimEndpoint::FlexClusters,
+    SimEndpoint::PendingInvoices,
+    SimEndpoint::Invoices,
+    SimEndpoint::LineItems,
 ];
 
 /// Every Atlas endpoint answers 503 from now on: no Atlas request completes.
@@ -330,6 +333,186 @@ async fn kept_series_are_served_at_once_with_their_old_timestamps_while_atlas_fa
     let still = e.samples().await;
     assert_eq!(costs(&still), kept, "the kept data stays while Atlas fails");
     second.kill9();
+}
+
+/// The invoice source's families: what a restart must serve again exactly, beside the cost
+/// families.
+fn invoice_samples(s: &Samples) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    s.0.iter()
+        .filter(|x| {
+            x.name.starts_with("atlas_cost_sku_")
+                || x.name.starts_with("atlas_cost_reconciliation_")
+        })
+        .map(|x| ((x.name.clone(), x.labels.clone()), x.value.unwrap()))
+        .collect()
+}
+
+fn source_value(s: &Samples, family: &str, source: &str, org: &str) -> Option<f64> {
+    s.value(family, &[("source", source), ("org_id", org)])
+}
+
+/// A first run with the invoice source until its state is written with both sources up;
+/// killed with `kill -9`. Returns the scrape that was kept.
+async fn run_with_invoices_until_kept(sim: &Sim, org: &str, dir: &Path) -> Samples {
+    let first = Proc::start(&args(sim, &[org], Some(dir), &["--invoices.enabled"]));
+    let e = first.exporter();
+    e.wait_ready().await;
+    let before = wait_writes(&e, 1.0).await;
+    for source in ["cost_explorer", "invoices"] {
+        assert_eq!(
+            source_value(&before, "atlas_cost_source_up", source, org),
+            Some(1.0),
+            "{source}"
+        );
+    }
+    first.kill9();
+    before
+}
+
+/// The invoice source is kept too: restarted with `--invoices.enabled` while every Atlas
+/// endpoint answers 503, the first scrape serves every `atlas_cost_sku_*` and reconciliation
+/// series of before with its value, and the invoice source's old last success timestamp and
+/// `up`; once its own refresh has failed, `up` goes to 0, the old success time and the kept
+/// series stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_invoice_series_are_served_at_once_with_their_old_timestamp_while_atlas_fails() {
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let dir = state_dir();
+    let before = run_with_invoices_until_kept(&sim, &org, &dir).await;
+    let kept = invoice_samples(&before);
+    let month_to_date = kept
+        .keys()
+        .filter(|(f, _)| f == "atlas_cost_sku_month_to_date_usd")
+        .count();
+    assert!(month_to_date > 10, "{month_to_date} SKU series");
+    let last = "atlas_cost_source_last_success_timestamp_seconds";
+    let old = source_value(&before, last, "invoices", &org).unwrap();
+
+    fail_everything(&sim);
+    let started = Instant::now();
+    let second = Proc::start(&args(&sim, &[&org], Some(&dir), &["--invoices.enabled"]));
+    let e = second.exporter();
+    let s = e.samples().await;
+    eprintln!(
+        "first scrape {:?} after the restart's spawn",
+        started.elapsed()
+    );
+    assert_eq!(
+        invoice_samples(&s),
+        kept,
+        "every invoice series, with its value"
+    );
+    assert_eq!(costs(&s), costs(&before), "and every cost series");
+    assert_eq!(
+        source_value(&s, last, "invoices", &org),
+        Some(old),
+        "the invoice source's old success time"
+    );
+    assert_eq!(
+        source_value(&s, "atlas_cost_source_up", "invoices", &org),
+        Some(1.0),
+        "up as the last refresh kept it"
+    );
+
+    let failing = e
+        .wait_for("the invoice source's own refresh failing", |s| {
+            s.value(
+                "atlas_cost_source_errors_total",
+                &[
+                    ("source", "invoices"),
+                    ("org_id", &org),
+                    ("reason", "server_error"),
+                ],
+            )
+            .unwrap_or(0.0)
+                >= 1.0
+        })
+        .await;
+    assert_eq!(
+        source_value(&failing, "atlas_cost_source_up", "invoices", &org),
+        Some(0.0)
+    );
+    assert_eq!(source_value(&failing, last, "invoices", &org), Some(old));
+    assert_eq!(invoice_samples(&failing), kept, "the kept data stays");
+    second.kill9();
+}
+
+/// A state file whose invoice part is garbled, or kept under another invoice configuration
+/// (a SKU control added), loses only the invoice part: restarted while Atlas fails, every
+/// Cost Explorer series is served as before, no stale SKU series is, the exporter keeps
+/// running; the garbled file's copy is set aside (counted, logged once with the reason) and
+/// the file stays in place for the next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_or_changed_invoice_part_loses_only_the_invoice_series() {
+    let sim = start_sim(with_orgs(1)).await;
+    let org = sim.org(0);
+    let dir = state_dir();
+    let before = run_with_invoices_until_kept(&sim, &org, &dir).await;
+    let file = state_file(&dir, &org);
+    let good = std::fs::read(&file).unwrap();
+    fail_everything(&sim);
+
+    let mut garbled = good.clone();
+    // The invoice part is at the end of the file.
+    let last = garbled.len() - 1;
+    garbled[last] ^= 0x5a;
+    let variants: Vec<(&str, Vec<u8>, Vec<&str>, f64)> = vec![
+        ("garbled", garbled, vec!["--invoices.enabled"], 1.0),
+        (
+            "another SKU control",
+            good.clone(),
+            vec!["--invoices.enabled", "--invoices.sku-top", "1"],
+            0.0,
+        ),
+    ];
+    for (what, bytes, flags, set_aside) in variants {
+        std::fs::write(&file, &bytes).unwrap();
+        let mut p = Proc::start(&args(&sim, &[&org], Some(&dir), &flags));
+        let e = p.exporter();
+        let s = e.samples().await;
+        assert_eq!(costs(&s), costs(&before), "{what}: the Cost Explorer part");
+        assert!(invoice_samples(&s).is_empty(), "{what}: no invoice series");
+        assert_eq!(
+            source_value(
+                &s,
+                "atlas_cost_source_last_success_timestamp_seconds",
+                "invoices",
+                &org
+            ),
+            None,
+            "{what}"
+        );
+        assert_eq!(
+            s.value("atlas_cost_state_files_set_aside_total", &[]),
+            Some(set_aside),
+            "{what}"
+        );
+        e.wait_for_errors("services", &org, "server_error", 1.0)
+            .await;
+        assert!(p.running(), "{what}: still running");
+        let log = p.kill9();
+        let aside: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains(".state.bad-"))
+            .collect();
+        if set_aside > 0.0 {
+            let lines: Vec<&str> = log.lines().filter(|l| l.contains("invoice part")).collect();
+            assert_eq!(lines.len(), 1, "{what}: logged once:\n{log}");
+            assert!(lines[0].contains("garbled"), "{}", lines[0]);
+            assert_eq!(aside.len(), 1, "{what}: {aside:?}");
+            assert_eq!(std::fs::read(&aside[0]).unwrap(), bytes, "{what}: a copy");
+            std::fs::remove_file(&aside[0]).unwrap();
+        } else {
+            assert!(aside.is_empty(), "{what}: {aside:?}");
+            assert!(
+                log.contains("invoice configuration changed"),
+                "{what}:\n{log}"
+            );
+        }
+    }
 }
 
 /// Queries whose controls fold their remainders (`max_series` on `clusters`, `top` on

@@ -40,6 +40,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use self::cost_explorer::{KnownIds, MonthCache, QueryKey, Role};
+use self::persist::kept_invoices;
 use self::slot::Slot;
 use self::source::{Context, Refreshed, Source};
 use crate::atlas::{AtlasClient, AtlasError, ClientSettings};
@@ -65,6 +66,9 @@ struct OrgWorker {
     sources: Vec<Source>,
     /// The closed invoice's items of the previous month, once read.
     closed: std::sync::Mutex<invoices::ClosedItems>,
+    /// [`crate::state::invoice_fingerprint`] of the org's invoice configuration: the invoice
+    /// state kept under another one is not used.
+    invoice_fingerprint: u64,
     /// This org's queries in [`Published::slots`].
     slots: std::ops::Range<usize>,
     client: AtlasClient,
@@ -158,6 +162,7 @@ impl Refresher {
         metrics.init_endpoints();
         let mut tokens = crate::fleet::TokenCaches::default();
         let mut org_published = Vec::with_capacity(config.orgs.len());
+        let configured_orgs: BTreeSet<String> = config.orgs.iter().map(|o| o.id.clone()).collect();
         if config.orgs.iter().any(|o| o.invoices) {
             metrics.init_invoice_endpoints();
         }
@@ -203,6 +208,11 @@ impl Refresher {
                 index,
                 sources,
                 closed: std::sync::Mutex::default(),
+                invoice_fingerprint: crate::state::invoice_fingerprint(
+                    &org.id,
+                    &config.sku_controls,
+                    &configured_orgs,
+                ),
                 slots: first_slot..slots.len(),
                 client,
                 forbidden_reported: AtomicBool::new(false),
@@ -238,7 +248,7 @@ impl Refresher {
             budgets: config.budgets.clone(),
             tag_labels: config.tag_labels.clone(),
             store: None,
-            configured_orgs: config.orgs.iter().map(|o| o.id.clone()).collect(),
+            configured_orgs,
             sku_controls: config.sku_controls.clone(),
         };
         refresher.publish(
@@ -382,10 +392,12 @@ impl Refresher {
             published.generation += 1;
             self.publish(&mut published);
             // Arcs of what was just published, taken under the lock; encoded and written after.
-            let kept = self
-                .store
-                .is_some()
-                .then(|| self.kept_queries(org, &published.slots[org.slots.clone()], finished));
+            let kept = self.store.is_some().then(|| {
+                (
+                    self.kept_queries(org, &published.slots[org.slots.clone()], finished),
+                    kept_invoices(org, published.orgs[org.index].invoices.as_ref(), finished),
+                )
+            });
             (up, kept)
         };
         tracing::info!(
@@ -395,8 +407,8 @@ impl Refresher {
             queries = org.slots.len(),
             "refresh published"
         );
-        if let Some(queries) = kept {
-            self.persist(org, queries, finished).await;
+        if let Some((queries, invoices)) = kept {
+            self.persist(org, queries, invoices, finished).await;
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The refresher's side of `--storage.path`: after each publication of an org's refresh, its
-//! state (every id seen, each query's last good data, status and closed months) is written
-//! to its file; at start-up, each configured org's kept state is served at once.
+//! state (every id seen, each query's last good data, status and closed months, the invoice
+//! source's last good data, status and closed invoice items) is written to its file; at
+//! start-up, each configured org's kept state is served at once.
 //!
 //! Only what is configured now is taken back: an org missing from the configuration (or from
 //! this shard) is never read, a query whose configuration changed (its fingerprint) gets
-//! neither its kept data nor its closed months.
+//! neither its kept data nor its closed months, and the invoice source gets nothing back
+//! when it is off now or its configuration changed ([`crate::state::invoice_fingerprint`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,9 +14,12 @@ use std::time::SystemTime;
 
 use super::cost_explorer::{Role, attach_remainders};
 use super::slot::Slot;
-use super::{OrgWorker, Refresher};
+use super::{InvoiceSlot, OrgWorker, Refresher};
+use crate::invoice::{day_of, month_of_day};
 use crate::remainder::Rollup;
-use crate::state::{KeptStatus, Loaded, OrgState, QueryState, Store};
+use crate::state::{
+    InvoiceState, KeptSourceStatus, KeptStatus, Loaded, OrgState, QueryState, Store,
+};
 
 /// What [`Refresher::restore`] served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,6 +32,10 @@ pub struct Restored {
     pub series: usize,
     /// Closed months taken back into the month cache.
     pub closed_months: usize,
+    /// Orgs whose invoice source's kept data is served.
+    pub invoice_orgs: usize,
+    /// Its SKU series.
+    pub sku_series: usize,
 }
 
 impl Refresher {
@@ -39,8 +48,10 @@ impl Refresher {
 
     /// Serves the state read at start-up ([`Store::load`]): for each configured org, the ids
     /// it had seen, and for each of its queries whose configuration is unchanged, its last
-    /// good data with its status (last success, last error, up) and its closed months. The
-    /// kept series are published at once, with their remainders and budgets.
+    /// good data with its status (last success, last error, up) and its closed months; and
+    /// when the org's invoice source runs under the same invoice configuration, its last good
+    /// data with its status (up, last success, duration) and its closed invoice's items. The
+    /// kept series are published at once, with their remainders, budgets and SKU series.
     pub fn restore(&self, loaded: Loaded) -> Restored {
         let now = (self.clock)();
         let mut restored = Restored::default();
@@ -96,11 +107,17 @@ impl Refresher {
                     slot.status.series = slot.series.len() + slot.remainder.len();
                 }
             }
+            let skus = take_back_invoices(
+                org,
+                published.orgs[org.index].invoices.as_mut(),
+                kept.invoices,
+            );
             tracing::info!(
                 org_id = %org.config.id,
                 queries = served,
                 series,
                 closed_months = months,
+                sku_series = skus.unwrap_or(0),
                 known_ids = known,
                 written_at = %kept.written_at.map_or_else(
                     || "unknown".to_owned(),
@@ -112,6 +129,8 @@ impl Refresher {
             restored.queries += served;
             restored.series += series;
             restored.closed_months += months;
+            restored.invoice_orgs += usize::from(skus.is_some());
+            restored.sku_series += skus.unwrap_or(0);
         }
         for org in &self.orgs {
             let bytes = loaded
@@ -196,9 +215,15 @@ impl Refresher {
             .collect()
     }
 
-    /// Writes `org`'s state with `queries`, off the async threads; a failure is logged and
-    /// counted, and changes nothing else (the previous file stays).
-    pub(super) async fn persist(&self, org: &OrgWorker, queries: Vec<QueryState>, now: SystemTime) {
+    /// Writes `org`'s state with `queries` and `invoices`, off the async threads; a failure is
+    /// logged and counted, and changes nothing else (the previous file stays).
+    pub(super) async fn persist(
+        &self,
+        org: &OrgWorker,
+        queries: Vec<QueryState>,
+        invoices: Option<InvoiceState>,
+        now: SystemTime,
+    ) {
         let Some(store) = self.store.clone() else {
             return;
         };
@@ -212,6 +237,8 @@ impl Refresher {
             written_at: Some(now),
             known,
             queries,
+            invoices,
+            invoices_error: None,
         };
         let started = std::time::Instant::now();
         let written = tokio::task::spawn_blocking(move || store.write(&state))
@@ -247,6 +274,76 @@ impl Refresher {
             }
         }
     }
+}
+
+/// Takes the kept invoice state into the org's invoice slot (`None` when the source is off
+/// now) and its closed items into the org; the SKU series it serves, or `None` when nothing
+/// was taken back. (A bad invoice part was logged, and set aside, by [`Store::load`].)
+fn take_back_invoices(
+    org: &OrgWorker,
+    slot: Option<&mut InvoiceSlot>,
+    kept: Option<InvoiceState>,
+) -> Option<usize> {
+    let kept = kept?;
+    let Some(slot) = slot else {
+        tracing::info!(
+            org_id = %org.config.id,
+            "the invoice source is off: its kept state is not used"
+        );
+        return None;
+    };
+    if kept.fingerprint != org.invoice_fingerprint {
+        tracing::info!(
+            org_id = %org.config.id,
+            "the invoice configuration changed since its state was kept (SKU controls, or the \
+             orgs configured beside it): its kept data and closed invoice items are not used"
+        );
+        return None;
+    }
+    slot.status.up = kept.status.up;
+    slot.status.last_success = kept.status.last_success;
+    slot.status.duration = kept.status.duration;
+    // Encoded at the publication that follows, with the org's kept Cost Explorer data.
+    slot.text = None;
+    let skus = kept.data.as_ref().map_or(0, |d| d.skus.len());
+    if kept.status.last_success.is_some() {
+        slot.data = kept.data;
+    }
+    if kept.closed.is_some() {
+        *org.closed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = kept.closed;
+    }
+    slot.data.as_ref().map(|_| skus)
+}
+
+/// What is kept of `org`'s invoice source as just published (Arcs, no copy), when it runs:
+/// its status and last good data, and its closed invoice's items while they can be used (on
+/// the 1st, when the last complete day is in their month).
+pub(super) fn kept_invoices(
+    org: &OrgWorker,
+    slot: Option<&InvoiceSlot>,
+    now: SystemTime,
+) -> Option<InvoiceState> {
+    let slot = slot?;
+    let today = day_of(now);
+    let last_month = month_of_day(today - 1);
+    let closed = org
+        .closed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .filter(|(m, _)| *m == last_month && last_month != month_of_day(today));
+    Some(InvoiceState {
+        fingerprint: org.invoice_fingerprint,
+        status: KeptSourceStatus {
+            up: slot.status.up,
+            last_success: slot.status.last_success,
+            duration: slot.status.duration,
+        },
+        data: slot.data.clone(),
+        closed,
+    })
 }
 
 #[cfg(test)]
@@ -322,6 +419,7 @@ mod tests {
                 kept(1, fingerprint(1) ^ 1, Some(success)),
                 kept(2, fingerprint(2), None),
             ],
+            ..OrgState::default()
         };
         let restored = refresher.restore(Loaded {
             orgs: vec![state],
@@ -350,6 +448,173 @@ mod tests {
                 "atlas_cost_usage_usd{{query=\"services\",org_id=\"{ORG}\",atlas_service=\"Clusters\",month=\"2026-11\"}} 12.5"
             )),
             "{text}"
+        );
+    }
+
+    fn sku_data() -> crate::invoice::InvoiceData {
+        use crate::invoice::{SkuKey, SkuSeries};
+        crate::invoice::InvoiceData {
+            skus: vec![SkuSeries {
+                key: SkuKey {
+                    org_id: ORG.to_owned(),
+                    project_id: None,
+                    project_name: None,
+                    cluster_name: None,
+                    sku: "ATLAS_SUPPORT".to_owned(),
+                    unit: None,
+                    cloud_provider: None,
+                    tags: Vec::new(),
+                },
+                month_to_date_micros: 49_000_000,
+                quantity_nanos: 1_000_000_000,
+                last_day_micros: 0,
+            }],
+            last_day_start: 1_793_836_800,
+            org_month_to_date_micros: [(ORG.to_owned(), 49_000_000)].into_iter().collect(),
+            items: 1,
+            ..crate::invoice::InvoiceData::default()
+        }
+    }
+
+    /// A refresher of one org with the invoice source on or off, on the clock `now`.
+    fn invoice_refresher(
+        on: bool,
+        controls: crate::invoice::SkuControls,
+        now: SystemTime,
+    ) -> (Refresher, Arc<SnapshotCell>) {
+        let credentials = Credentials::ServiceAccount {
+            client_id: "id".to_owned(),
+            client_secret: Secret::new("secret"),
+        };
+        let mut config = Config::builder("http://127.0.0.1:9")
+            .org(ORG, credentials)
+            .invoices(on)
+            .sku_controls(controls)
+            .build();
+        config.clock = Arc::new(move || now);
+        let cell = Arc::new(SnapshotCell::default());
+        let refresher = Refresher::new(&config, Arc::new(SelfMetrics::new("1h")), cell.clone())
+            .expect("builds");
+        (refresher, cell)
+    }
+
+    /// The kept invoice state comes back under the same invoice configuration: its SKU lines
+    /// are published at once, the source's status with its old last success, and its closed
+    /// items are taken back (the next refresh does not read them again); under other SKU
+    /// controls, or with the source off now, nothing of it comes back.
+    #[tokio::test]
+    async fn the_invoice_state_comes_back_only_under_the_same_invoice_configuration() {
+        let success = SystemTime::UNIX_EPOCH + Duration::from_secs(1_793_900_000);
+        let october = Month::new(2026, 10).expect("valid");
+        let closed: Arc<Vec<crate::invoice::LineItem>> = Arc::new(Vec::new());
+        let kept = |fingerprint: u64| OrgState {
+            org_id: ORG.to_owned(),
+            invoices: Some(InvoiceState {
+                fingerprint,
+                status: KeptSourceStatus {
+                    up: true,
+                    last_success: Some(success),
+                    duration: Some(Duration::from_millis(420)),
+                },
+                data: Some(Arc::new(sku_data())),
+                closed: Some((october, closed.clone())),
+            }),
+            ..OrgState::default()
+        };
+        let line = format!(
+            "atlas_cost_sku_month_to_date_usd{{org_id=\"{ORG}\",sku=\"ATLAS_SUPPORT\"}} 49\n"
+        );
+        let none = crate::invoice::SkuControls::default();
+        let (refresher, cell) = invoice_refresher(true, none.clone(), success);
+        let fingerprint = refresher.orgs[0].invoice_fingerprint;
+        let restored = refresher.restore(Loaded {
+            orgs: vec![kept(fingerprint)],
+            ..Loaded::default()
+        });
+        assert_eq!((restored.invoice_orgs, restored.sku_series), (1, 1));
+        let snapshot = cell.load();
+        let text = String::from_utf8(snapshot.costs.text()).expect("utf-8");
+        assert!(text.contains(&line), "{text}");
+        let source = snapshot
+            .sources
+            .iter()
+            .find(|s| s.source == "invoices")
+            .expect("the invoice source");
+        assert!(source.up);
+        assert_eq!(source.last_success, Some(success));
+        assert_eq!(source.duration, Some(Duration::from_millis(420)));
+        let taken = refresher.orgs[0]
+            .closed
+            .lock()
+            .expect("not poisoned")
+            .clone();
+        assert!(taken.is_some_and(|(m, items)| m == october && Arc::ptr_eq(&items, &closed)));
+
+        let top = crate::invoice::SkuControls {
+            top: Some(1),
+            ..none.clone()
+        };
+        for (what, on, controls) in [("other controls", true, top), ("off", false, none)] {
+            let (refresher, cell) = invoice_refresher(on, controls, success);
+            let restored = refresher.restore(Loaded {
+                orgs: vec![kept(fingerprint)],
+                ..Loaded::default()
+            });
+            assert_eq!(
+                (restored.invoice_orgs, restored.sku_series),
+                (0, 0),
+                "{what}"
+            );
+            let snapshot = cell.load();
+            let text = String::from_utf8(snapshot.costs.text()).expect("utf-8");
+            assert!(!text.contains("atlas_cost_sku_"), "{what}: {text}");
+            assert!(
+                snapshot.sources.iter().all(|s| s.last_success.is_none()),
+                "{what}"
+            );
+            assert!(
+                refresher.orgs[0]
+                    .closed
+                    .lock()
+                    .expect("not poisoned")
+                    .is_none()
+            );
+        }
+    }
+
+    /// What is kept of the invoice source: its status and data as published, and the closed
+    /// items only on the 1st of the month after theirs (the one day they are used); nothing
+    /// when the source is off.
+    #[test]
+    fn closed_items_are_kept_only_on_the_day_they_are_used() {
+        let day = |d: u64| {
+            // 2026-11-01T12:00:00Z, plus days.
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_793_534_400 + (d - 1) * 86_400)
+        };
+        let october = Month::new(2026, 10).expect("valid");
+        let (refresher, _) =
+            invoice_refresher(true, crate::invoice::SkuControls::default(), day(1));
+        let org = &refresher.orgs[0];
+        *org.closed.lock().expect("not poisoned") = Some((october, Arc::new(Vec::new())));
+        let slot = InvoiceSlot {
+            status: crate::snapshot::SourceStatus {
+                up: true,
+                last_success: Some(day(1)),
+                ..crate::snapshot::SourceStatus::pending("invoices", ORG)
+            },
+            data: Some(Arc::new(sku_data())),
+            text: None,
+        };
+        let on_the_1st = kept_invoices(org, Some(&slot), day(1)).expect("kept");
+        assert_eq!(on_the_1st.fingerprint, org.invoice_fingerprint);
+        assert_eq!(on_the_1st.status.last_success, Some(day(1)));
+        assert_eq!(on_the_1st.data.as_deref(), Some(&sku_data()));
+        assert!(on_the_1st.closed.is_some_and(|(m, _)| m == october));
+        let on_the_2nd = kept_invoices(org, Some(&slot), day(2)).expect("kept");
+        assert!(on_the_2nd.closed.is_none() && on_the_2nd.data.is_some());
+        assert!(
+            kept_invoices(org, None, day(1)).is_none(),
+            "the source is off"
         );
     }
 }

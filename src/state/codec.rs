@@ -4,15 +4,21 @@
 //! offset  size  what
 //!      0     8  magic "ACESTATE"
 //!      8     4  format version, little-endian (FORMAT_VERSION)
-//!     12     8  length of the data that follows, little-endian
+//!     12     8  length n of the main data that follows, little-endian
 //!     20     4  CRC-32 (IEEE) of that data, little-endian
-//!     24     n  the data: postcard (serde, varints) of `Wire`
+//!     24     n  the main data: postcard (serde, varints) of `Wire`
+//!   24+n     m  format 2 on, when the org runs the invoice source: the invoice section
+//!               (`invoices`: its own length, CRC-32 and data)
 //! ```
 //!
 //! Every string is stored once, in a table, and referred to by its index; so is every label
 //! set, which a series refers to by index with its month and amount (a label set shared by
-//! 18 months is written once). A file whose header, length, checksum or content is wrong is
-//! refused with a [`DecodeError`] that says which; nothing in it is used.
+//! 18 months is written once). A file whose header, length, checksum or main data is wrong
+//! is refused with a [`DecodeError`] that says which; nothing in it is used. A bad invoice
+//! section loses only the invoice part ([`OrgState::invoices_error`] says why).
+//!
+//! Format 1 (the first release with `--storage.path`) is format 2 without the invoice
+//! section: its files are read as they are, with no invoice part.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -22,6 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod invoices;
+
 use super::{ClosedMonth, KeptStatus, Known, KnownState, OrgState, QueryState};
 use crate::exposition::render_tagged;
 use crate::month::Month;
@@ -30,9 +38,12 @@ use crate::series::{CostSeries, Label, SeriesKey, TagLabels, TagValues};
 /// The first bytes of every state file.
 const MAGIC: [u8; 8] = *b"ACESTATE";
 
-/// The format this release writes and reads. A file of a higher version was written by a
-/// newer release; it is set aside, never guessed at.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this release writes. A file of a higher version was written by a newer
+/// release; it is set aside, never guessed at.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format this release reads: 1, the same without the invoice section.
+const OLDEST_FORMAT: u32 = 1;
 
 /// Magic, version, length, checksum.
 const HEADER_LEN: usize = 24;
@@ -346,10 +357,14 @@ pub fn encode(state: &OrgState) -> Result<Vec<u8>, String> {
         queries,
     };
     let out = postcard::to_extend(&wire, vec![0u8; HEADER_LEN]).map_err(|e| e.to_string())?;
-    Ok(seal(out))
+    let out = seal(out);
+    match &state.invoices {
+        Some(kept) => invoices::encode(kept, out),
+        None => Ok(out),
+    }
 }
 
-/// Fills in the header of `out`, whose data follows its first [`HEADER_LEN`] bytes.
+/// Fills in the header of `out`, whose main data follows its first [`HEADER_LEN`] bytes.
 fn seal(mut out: Vec<u8>) -> Vec<u8> {
     let data_len = (out.len() - HEADER_LEN) as u64;
     let crc = crc32fast::hash(&out[HEADER_LEN..]);
@@ -372,8 +387,9 @@ fn le_u64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// The data of `bytes` once its header, length and checksum are right.
-fn checked(bytes: &[u8]) -> Result<&[u8], DecodeError> {
+/// The main data of `bytes` once its header, length and checksum are right, and what
+/// follows it (the invoice section, format 2 on).
+fn checked(bytes: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
     // What there is of the magic must match: a short file of something else is not ours.
     let n = bytes.len().min(MAGIC.len());
     if bytes[..n] != MAGIC[..n] {
@@ -386,7 +402,7 @@ fn checked(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     if version > FORMAT_VERSION {
         return Err(DecodeError::Newer { found: version });
     }
-    if version != FORMAT_VERSION {
+    if version < OLDEST_FORMAT {
         return Err(DecodeError::Unknown { found: version });
     }
     let want = le_u64(&bytes[12..20]);
@@ -394,16 +410,18 @@ fn checked(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     if have < want {
         return Err(DecodeError::Truncated { want, have });
     }
-    if have > want {
+    if have > want && version == 1 {
         return Err(DecodeError::Trailing { extra: have - want });
     }
-    let data = &bytes[HEADER_LEN..];
+    // At most the file's length (checked above).
+    let end = HEADER_LEN + usize::try_from(want).unwrap_or(usize::MAX);
+    let data = &bytes[HEADER_LEN..end];
     let want = le_u32(&bytes[20..24]);
     let found = crc32fast::hash(data);
     if found != want {
         return Err(DecodeError::Checksum { want, found });
     }
-    Ok(data)
+    Ok((data, &bytes[end..]))
 }
 
 /// Reads the decoded tables back into shared values.
@@ -491,12 +509,15 @@ fn lookup<T: Clone>(table: &[T], i: u32, what: &str) -> Result<T, DecodeError> {
 /// The state in `bytes`; the series rendered with `tags`, the tag labels they were kept
 /// with (the fingerprint of a grouped query includes them).
 ///
+/// A bad invoice section is no error: the state comes without its invoice part, and
+/// [`OrgState::invoices_error`] says what was wrong with it.
+///
 /// # Errors
 /// A [`DecodeError`] naming what is wrong: a short, truncated or overlong file, another
 /// file, a format of a newer or unknown release, a checksum that does not match, or data
 /// that does not decode or refers to what it does not hold.
 pub fn decode(bytes: &[u8], tags: &TagLabels) -> Result<OrgState, DecodeError> {
-    let data = checked(bytes)?;
+    let (data, section) = checked(bytes)?;
     let (wire, rest): (Wire<'_>, &[u8]) =
         postcard::take_from_bytes(data).map_err(|e| DecodeError::Payload(e.to_string()))?;
     if !rest.is_empty() {
@@ -591,11 +612,20 @@ pub fn decode(bytes: &[u8], tags: &TagLabels) -> Result<OrgState, DecodeError> {
             closed,
         });
     }
+    let (invoices, invoices_error) = match section {
+        [] => (None, None),
+        section => match invoices::decode(section) {
+            Ok(kept) => (Some(kept), None),
+            Err(e) => (None, Some(e)),
+        },
+    };
     Ok(OrgState {
         org_id: wire.org_id.to_string(),
         written_at: (wire.written_at_ns > 0).then(|| time(wire.written_at_ns)),
         known,
         queries,
+        invoices,
+        invoices_error,
     })
 }
 
@@ -603,6 +633,8 @@ pub fn decode(bytes: &[u8], tags: &TagLabels) -> Result<OrgState, DecodeError> {
 mod tests {
     use super::*;
     use crate::exposition::RenderedSeries;
+    use crate::invoice::{InvoiceData, LineItem, SkuKey, SkuSeries, UnitPrice};
+    use crate::state::{InvoiceState, KeptSourceStatus};
 
     const ORG: &str = "5f1b2c3d4e5f6a7b8c9d0e1f";
 
@@ -682,7 +714,129 @@ mod tests {
                     series: Arc::new(vec![(key, 42), (other, 0)]),
                 }],
             }],
+            invoices: None,
+            invoices_error: None,
         }
+    }
+
+    /// An invoice source's state: tagged SKU series of the org and of a linked org (one
+    /// without project or cluster), unit prices with and without a unit, a failing status
+    /// after a success, and the closed invoice's items of October.
+    fn invoice_sample() -> InvoiceState {
+        let key = |org: &str, sku: &str| SkuKey {
+            org_id: org.to_owned(),
+            project_id: Some("111111111111111111111111".to_owned()),
+            project_name: Some("Pay \"PCI\"".to_owned()),
+            cluster_name: Some("prod".to_owned()),
+            sku: sku.to_owned(),
+            unit: Some("HOURS".to_owned()),
+            cloud_provider: Some("AWS".to_owned()),
+            tags: vec![
+                ("env".to_owned(), "prod".to_owned()),
+                ("team".to_owned(), "é".to_owned()),
+            ],
+        };
+        let linked = "6a7b8c9d0e1f5f1b2c3d4e5f";
+        let support = SkuKey {
+            project_id: None,
+            project_name: None,
+            cluster_name: None,
+            unit: None,
+            cloud_provider: None,
+            tags: Vec::new(),
+            ..key(linked, "ATLAS_SUPPORT")
+        };
+        let data = InvoiceData {
+            skus: vec![
+                SkuSeries {
+                    key: key(ORG, "ATLAS_AWS_INSTANCE_M30"),
+                    month_to_date_micros: 123_450_000,
+                    quantity_nanos: 120_500_000_000,
+                    last_day_micros: 24_690_000,
+                },
+                SkuSeries {
+                    key: key(ORG, "CREDIT"),
+                    month_to_date_micros: -5_000_000,
+                    quantity_nanos: 0,
+                    last_day_micros: 0,
+                },
+                SkuSeries {
+                    key: support,
+                    month_to_date_micros: 49_000_000,
+                    quantity_nanos: 1_000_000_000,
+                    last_day_micros: -1,
+                },
+            ],
+            prices: vec![
+                UnitPrice {
+                    org_id: ORG.to_owned(),
+                    sku: "ATLAS_AWS_INSTANCE_M30".to_owned(),
+                    unit: Some("HOURS".to_owned()),
+                    micros: 1_020_000,
+                },
+                UnitPrice {
+                    org_id: linked.to_owned(),
+                    sku: "ATLAS_SUPPORT".to_owned(),
+                    unit: None,
+                    micros: 49_000_000,
+                },
+            ],
+            last_day_start: 1_793_836_800,
+            org_month_to_date_micros: [
+                (ORG.to_owned(), 118_450_000),
+                (linked.to_owned(), 49_000_000),
+            ]
+            .into_iter()
+            .collect(),
+            items: 412,
+        };
+        let item = LineItem {
+            sku: "ATLAS_AWS_INSTANCE_M30".to_owned(),
+            start: 1_793_750_400,
+            end: Some(1_793_836_800),
+            quantity_nanos: 24_000_000_000,
+            unit: Some("HOURS".to_owned()),
+            unit_price_micros: Some(1_020_000),
+            total_cents: 2_448,
+            discount_cents: 0,
+            tier_lower_nanos: Some(0),
+            project_id: Some("111111111111111111111111".to_owned()),
+            project_name: None,
+            cluster_name: Some("prod".to_owned()),
+            cloud_provider: None,
+            tags: vec![("team".to_owned(), "search".to_owned())],
+        };
+        let described = LineItem {
+            sku: "AWS Data Transfer Same Region".to_owned(),
+            end: None,
+            unit: None,
+            unit_price_micros: None,
+            total_cents: -3,
+            discount_cents: 7,
+            tier_lower_nanos: None,
+            project_id: None,
+            cluster_name: None,
+            tags: Vec::new(),
+            ..item.clone()
+        };
+        let t = |s: u64| UNIX_EPOCH + Duration::from_secs(s) + Duration::from_nanos(987_654);
+        InvoiceState {
+            fingerprint: 0x0123_4567_89ab_cdef,
+            status: KeptSourceStatus {
+                up: false,
+                last_success: Some(t(1_793_900_000)),
+                duration: Some(Duration::from_micros(1_234_567)),
+            },
+            data: Some(Arc::new(data)),
+            closed: Some((m(10), Arc::new(vec![item, described]))),
+        }
+    }
+
+    /// The state with its invoice part, encoded.
+    fn with_invoices(tags: &TagLabels) -> Vec<u8> {
+        let mut state = sample(tags);
+        state.invoices = Some(invoice_sample());
+        encode(&state).expect("encodes")
     }
 
     fn series_of(q: &QueryState) -> Vec<RenderedSeries> {
@@ -742,8 +896,8 @@ mod tests {
             DecodeError::Short { len: 0 }
         );
         assert_eq!(
-            with(&|b| b[8..12].copy_from_slice(&2u32.to_le_bytes())),
-            DecodeError::Newer { found: 2 }
+            with(&|b| b[8..12].copy_from_slice(&3u32.to_le_bytes())),
+            DecodeError::Newer { found: 3 }
         );
         assert_eq!(
             with(&|b| b[8..12].copy_from_slice(&0u32.to_le_bytes())),
@@ -756,8 +910,12 @@ mod tests {
                 have: data - 5
             }
         );
+        // Format 1 had nothing after its data.
         assert_eq!(
-            with(&|b| b.extend_from_slice(b"xyz")),
+            with(&|b| {
+                b[8..12].copy_from_slice(&1u32.to_le_bytes());
+                b.extend_from_slice(b"xyz");
+            }),
             DecodeError::Trailing { extra: 3 }
         );
         let garbled = with(&|b| {
@@ -767,10 +925,134 @@ mod tests {
         assert!(matches!(garbled, DecodeError::Checksum { .. }), "{garbled}");
         assert!(garbled.to_string().starts_with("garbled: "), "{garbled}");
         assert!(
-            DecodeError::Newer { found: 2 }
+            DecodeError::Newer { found: 3 }
                 .to_string()
                 .contains("newer release")
         );
+    }
+
+    /// The invoice part decodes to what was encoded: the SKU series with every label and tag,
+    /// unit prices, the last day, each org's month to date, the item count, the source's
+    /// status to the nanosecond, and the closed invoice's items with their month; and the
+    /// queries beside it are untouched.
+    #[test]
+    fn an_invoice_part_decodes_to_what_was_encoded() {
+        let tags = TagLabels::new("t", ["team", "env"]).expect("valid");
+        let back = decode(&with_invoices(&tags), &tags).expect("decodes");
+        assert_eq!(back.invoices_error, None);
+        assert_eq!(back.invoices, Some(invoice_sample()));
+        let want = sample(&tags);
+        assert_eq!(series_of(&back.queries[0]), series_of(&want.queries[0]));
+        assert_eq!(back.known, want.known);
+        let none = InvoiceState {
+            data: None,
+            closed: None,
+            status: KeptSourceStatus::default(),
+            ..invoice_sample()
+        };
+        let mut state = sample(&tags);
+        state.invoices = Some(none.clone());
+        let back = decode(&encode(&state).expect("encodes"), &tags).expect("decodes");
+        assert_eq!(back.invoices, Some(none), "a source that never succeeded");
+    }
+
+    /// A file written by the first release with `--storage.path` (format 1, committed as it
+    /// was written: the demo's first org, two months) is read, not set aside: its ids and
+    /// every query with its status and series, and no invoice part. Written again, it is
+    /// format 2 and reads back the same.
+    #[test]
+    fn a_format_1_file_is_read_with_its_queries_and_no_invoice_part() {
+        let v1 = include_bytes!("testdata/org-v1.state");
+        assert_eq!(le_u32(&v1[8..12]), 1, "the fixture is format 1");
+        let tags = TagLabels::default();
+        let state = decode(v1, &tags).expect("format 1 is read");
+        assert_eq!(state.org_id, "669f604a963f760000000019");
+        assert!(state.written_at.is_some());
+        assert!(!state.known.projects.is_empty() && !state.known.clusters.is_empty());
+        assert_eq!(
+            state
+                .queries
+                .iter()
+                .map(|q| q.name.as_str())
+                .collect::<Vec<_>>(),
+            ["services", "projects", "clusters"]
+        );
+        for q in &state.queries {
+            assert!(q.status.up && q.status.last_success.is_some(), "{}", q.name);
+            assert!(!q.series.is_empty() && q.window.is_some(), "{}", q.name);
+        }
+        assert_eq!(
+            (state.invoices.as_ref(), state.invoices_error.as_ref()),
+            (None, None)
+        );
+        let again = encode(&state).expect("encodes");
+        assert_eq!(le_u32(&again[8..12]), FORMAT_VERSION);
+        let back = decode(&again, &tags).expect("decodes");
+        for (a, b) in back.queries.iter().zip(&state.queries) {
+            assert_eq!(
+                (&a.name, &a.status, a.window),
+                (&b.name, &b.status, b.window)
+            );
+            assert_eq!(series_of(a), series_of(b));
+        }
+        assert_eq!(back.known, state.known);
+    }
+
+    /// A bad invoice section (garbled, truncated, overlong, or with a right checksum over
+    /// data that refers to a string it does not hold) loses only the invoice part: the file
+    /// decodes with every query, and says why the invoice part was not read.
+    #[test]
+    fn a_bad_invoice_section_loses_only_the_invoice_part() {
+        let tags = TagLabels::new("t", ["team", "env"]).expect("valid");
+        let good = with_invoices(&tags);
+        let main = HEADER_LEN + usize::try_from(le_u64(&good[12..20])).expect("fits");
+        let want = sample(&tags);
+        let read = |b: &[u8]| {
+            let state = decode(b, &tags).expect("the main data decodes");
+            assert_eq!(state.queries.len(), 1);
+            assert_eq!(series_of(&state.queries[0]), series_of(&want.queries[0]));
+            assert_eq!(state.known, want.known);
+            assert!(state.invoices.is_none());
+            state.invoices_error.expect("says why")
+        };
+        let mut garbled = good.clone();
+        let last = garbled.len() - 1;
+        garbled[last] ^= 0x40;
+        assert!(matches!(read(&garbled), DecodeError::Checksum { .. }));
+        let section = (good.len() - main - 12) as u64;
+        assert_eq!(
+            read(&good[..good.len() - 4]),
+            DecodeError::Truncated {
+                want: section,
+                have: section - 4
+            }
+        );
+        assert_eq!(
+            read(&good[..main + 5]),
+            DecodeError::Truncated { want: 12, have: 5 }
+        );
+        assert_eq!(
+            read(&[&good[..], b"xy"].concat()),
+            DecodeError::Trailing { extra: 2 }
+        );
+        // A section whose checksum is right, over a SKU naming string 99 of none.
+        let wire = invoices::tests::dangling();
+        let mut b = good[..main].to_vec();
+        b.extend_from_slice(&(wire.len() as u64).to_le_bytes());
+        b.extend_from_slice(&crc32fast::hash(&wire).to_le_bytes());
+        b.extend_from_slice(&wire);
+        assert!(
+            matches!(read(&b), DecodeError::Invalid(ref m) if m.contains("string 99")),
+            "{:?}",
+            decode(&b, &tags).map(|s| s.invoices_error)
+        );
+        // The main data garbled is still the whole file's loss.
+        let mut b = good.clone();
+        b[HEADER_LEN + 3] ^= 0x40;
+        assert!(matches!(
+            decode(&b, &tags),
+            Err(DecodeError::Checksum { .. })
+        ));
     }
 
     /// Data whose checksum is right but which does not decode, or refers to a string it does

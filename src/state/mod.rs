@@ -6,14 +6,18 @@
 //! - per query ([`QueryState`]), keyed on its configuration ([`query_fingerprint`]): its last
 //!   good data (the series served, and the months they cover), its status (last success,
 //!   last attempt, last error) and its closed months with the ids they covered (what the
-//!   month cache holds).
+//!   month cache holds);
+//! - its invoice source's state ([`InvoiceState`]), when the source runs for the org, keyed on
+//!   the invoice configuration ([`invoice_fingerprint`]): its last good data, its status, and
+//!   on the 1st of a month the previous month's closed invoice's items.
 //!
 //! Never kept: credentials, OAuth tokens, Digest nonces, anything of `--web.config.file`. The
 //! types here have no field that could hold one.
 //!
 //! Two parts:
-//! - `codec`: the bytes of a file: a header (magic, format version, length, CRC-32) and the
-//!   postcard-encoded data, with its strings and label sets in tables;
+//! - `codec`: the bytes of a file: a header (magic, format version, length, CRC-32), the
+//!   postcard-encoded data, with its strings and label sets in tables, and an invoice section
+//!   with a length and checksum of its own (a bad one loses only the invoice part);
 //! - `store`: the directory: created 0700, locked as Prometheus locks its data directory,
 //!   files 0600 written atomically (temporary file, fsync, rename, fsync of the directory),
 //!   bad files set aside (renamed, never deleted);
@@ -27,9 +31,10 @@ mod codec;
 mod inspect;
 mod store;
 
+use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use codec::{DecodeError, FORMAT_VERSION, decode, encode};
 pub use inspect::{ConfiguredOrg, Inspection, KeptFile, inspect};
@@ -37,6 +42,7 @@ pub use store::{Loaded, StateError, Store, file_name};
 
 use crate::config::QuerySpec;
 use crate::exposition::RenderedSeries;
+use crate::invoice::{InvoiceData, LineItem, SkuControls};
 use crate::model::GroupBy;
 use crate::month::Month;
 use crate::series::{SeriesKey, TagLabels};
@@ -52,6 +58,10 @@ pub struct OrgState {
     pub known: KnownState,
     /// The org's queries, as configured when the state was written.
     pub queries: Vec<QueryState>,
+    /// Its invoice source, when the source ran for the org.
+    pub invoices: Option<InvoiceState>,
+    /// Why the file's invoice part was not read (its other parts were), when it was bad.
+    pub invoices_error: Option<DecodeError>,
 }
 
 /// Every project and cluster (dedicated or Flex) id an org's refreshes have seen.
@@ -126,6 +136,70 @@ pub struct ClosedMonth {
     pub series: Arc<Vec<(SeriesKey, i64)>>,
 }
 
+/// What is kept of an org's invoice source (issue 22), when it runs for the org.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceState {
+    /// [`invoice_fingerprint`] of the invoice configuration when it was kept: another one is
+    /// not used.
+    pub fingerprint: u64,
+    /// The source's status, as [`crate::snapshot::SourceStatus`] holds it.
+    pub status: KeptSourceStatus,
+    /// Its last good data (the SKU series, unit prices, last day, org month to date, item
+    /// count), as published; `None` when it never succeeded.
+    pub data: Option<Arc<InvoiceData>>,
+    /// The previous month's closed invoice's items, as read (SKUs mapped, labels filled), when
+    /// they can still be used: only on the 1st of a month, the one day the source reads them.
+    pub closed: Option<(Month, Arc<Vec<LineItem>>)>,
+}
+
+/// A source's status when it was kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeptSourceStatus {
+    /// Whether its last refresh succeeded.
+    pub up: bool,
+    /// When its last successful refresh finished: the kept data is from then.
+    pub last_success: Option<SystemTime>,
+    /// How long its last refresh took.
+    pub duration: Option<Duration>,
+}
+
+/// The fingerprint of what the invoice source of org `org_id` would serve: its SKU controls
+/// (`--invoices.sku-*`, `--invoices.max-series`) and the other orgs configured in this
+/// process (a paying org's source leaves out the linked invoices of configured orgs, so adding
+/// or removing one changes what it reports). The tag labels are not in it: the kept series
+/// hold every tag of their items and are rendered with the labels configured now.
+///
+/// FNV-1a, as [`query_fingerprint`], over a version of the source's arithmetic: a release that
+/// changes what the same invoices come to changes `INVOICE_SHAPE` and reads them again.
+pub fn invoice_fingerprint(
+    org_id: &str,
+    controls: &SkuControls,
+    configured_orgs: &BTreeSet<String>,
+) -> u64 {
+    const INVOICE_SHAPE: u32 = 1;
+    let mut h = Fnv::default();
+    INVOICE_SHAPE.hash(&mut h);
+    controls
+        .allow
+        .as_ref()
+        .map(regex::Regex::as_str)
+        .hash(&mut h);
+    controls
+        .deny
+        .as_ref()
+        .map(regex::Regex::as_str)
+        .hash(&mut h);
+    controls.min_micros.hash(&mut h);
+    controls.top.hash(&mut h);
+    controls.max_series.hash(&mut h);
+    configured_orgs
+        .iter()
+        .filter(|o| *o != org_id)
+        .collect::<Vec<_>>()
+        .hash(&mut h);
+    h.finish()
+}
+
 /// FNV-1a, 64 bits, as a [`Hasher`]: a fingerprint that stays the same across processes and
 /// builds (std's `DefaultHasher` promises neither).
 #[derive(Clone, Copy, Debug)]
@@ -197,5 +271,58 @@ mod tests {
         assert_ne!(query_fingerprint(&longer, &none), base[2]);
         assert_ne!(query_fingerprint(&specs[2], &team), base[2], "grouped");
         assert_eq!(query_fingerprint(&specs[0], &team), base[0], "ungrouped");
+    }
+
+    /// The invoice fingerprint follows what changes the served SKU series (each SKU control,
+    /// the other orgs configured beside the org), and not the tag labels or the org's own
+    /// place in the list.
+    #[test]
+    fn the_invoice_fingerprint_follows_the_sku_controls_and_the_configured_orgs() {
+        let org = "5f1b2c3d4e5f6a7b8c9d0e1f";
+        let other = "6a7b8c9d0e1f5f1b2c3d4e5f";
+        let alone: BTreeSet<String> = [org.to_owned()].into();
+        let both: BTreeSet<String> = [org.to_owned(), other.to_owned()].into();
+        let none = SkuControls::default();
+        let base = invoice_fingerprint(org, &none, &alone);
+        assert_eq!(base, invoice_fingerprint(org, &none, &alone), "stable");
+        assert_eq!(
+            base,
+            invoice_fingerprint(org, &none, &BTreeSet::new()),
+            "own org"
+        );
+        assert_ne!(
+            base,
+            invoice_fingerprint(org, &none, &both),
+            "a linked org configured"
+        );
+        let regex = |r: &str| Some(regex::Regex::new(r).expect("valid"));
+        let changed = [
+            SkuControls {
+                allow: regex("ATLAS_.*"),
+                ..SkuControls::default()
+            },
+            SkuControls {
+                deny: regex("ATLAS_.*"),
+                ..SkuControls::default()
+            },
+            SkuControls {
+                min_micros: Some(1_000_000),
+                ..SkuControls::default()
+            },
+            SkuControls {
+                top: Some(3),
+                ..SkuControls::default()
+            },
+            SkuControls {
+                max_series: Some(3),
+                ..SkuControls::default()
+            },
+        ];
+        let prints: BTreeSet<u64> = changed
+            .iter()
+            .map(|c| invoice_fingerprint(org, c, &alone))
+            .chain([base])
+            .collect();
+        assert_eq!(prints.len(), changed.len() + 1, "each control changes it");
     }
 }

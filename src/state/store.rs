@@ -8,6 +8,8 @@
 //!   directory is fsynced: a crash at any moment leaves the last complete file.
 //! - A file that cannot be used is set aside, renamed `org-<id>.state.bad-<unix seconds>`
 //!   (never deleted), and logged once with the reason; the org starts without it.
+//! - A file whose invoice part alone is bad is used without it: a copy is set aside under the
+//!   same name (the file itself is replaced at the org's next write), logged once.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write as _};
@@ -209,6 +211,10 @@ impl Store {
             let state = codec::decode(&bytes, tags).map_err(|e| e.to_string());
             match state {
                 Ok(state) if state.org_id == *org_id => {
+                    if let Some(error) = &state.invoices_error {
+                        self.copy_aside(&path, &error.to_string());
+                        loaded.set_aside += 1;
+                    }
                     loaded.bytes += bytes.len() as u64;
                     loaded.sizes.push((org_id.clone(), bytes.len() as u64));
                     loaded.orgs.push(state);
@@ -251,8 +257,8 @@ impl Store {
         }
     }
 
-    /// Renames a file that cannot be used out of the way, and logs why.
-    fn set_aside(&self, path: &Path, reason: &str) {
+    /// A free name to set `path` aside under: `<path>.bad-<unix seconds>[-<n>]`.
+    fn aside_name(path: &Path) -> PathBuf {
         let secs = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -262,6 +268,34 @@ impl Store {
             aside = PathBuf::from(format!("{}.bad-{secs}-{n}", path.display()));
             n += 1;
         }
+        aside
+    }
+
+    /// Copies a file whose invoice part cannot be used out of the way (its other parts are
+    /// used, and the file is replaced at the next write), and logs why.
+    fn copy_aside(&self, path: &Path, reason: &str) {
+        let aside = Self::aside_name(path);
+        match fs::copy(path, &aside) {
+            Ok(_) => tracing::warn!(
+                file = %path.display(),
+                copied_to = %aside.display(),
+                reason,
+                "the kept state's invoice part is unusable: a copy set aside; the rest of the \
+                 state is served, the invoice source starts without its kept data"
+            ),
+            Err(e) => tracing::warn!(
+                file = %path.display(),
+                reason,
+                error = %e,
+                "the kept state's invoice part is unusable, and a copy could not be set aside; \
+                 the rest of the state is served, the invoice source starts without its kept data"
+            ),
+        }
+    }
+
+    /// Renames a file that cannot be used out of the way, and logs why.
+    fn set_aside(&self, path: &Path, reason: &str) {
+        let aside = Self::aside_name(path);
         match fs::rename(path, &aside) {
             Ok(()) => tracing::warn!(
                 file = %path.display(),
@@ -457,6 +491,45 @@ mod tests {
                 0
             );
         }
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// A file whose invoice part alone is bad is used without it: the org loads its other
+    /// parts, a copy of the file is set aside (counted) and the file stays in place.
+    #[test]
+    fn a_file_with_a_bad_invoice_part_is_used_and_a_copy_set_aside() {
+        let dir = temp("bad-invoices");
+        let store = Store::open(&dir).expect("opens");
+        let mut kept = state();
+        kept.invoices = Some(super::super::InvoiceState {
+            fingerprint: 7,
+            status: super::super::KeptSourceStatus::default(),
+            data: None,
+            closed: None,
+        });
+        store.write(&kept).expect("writes");
+        let file = dir.join(file_name(ORG));
+        let mut bytes = fs::read(&file).expect("reads");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        fs::write(&file, &bytes).expect("writes");
+        let loaded = store.load(&[ORG.to_owned()], &TagLabels::default());
+        assert_eq!((loaded.orgs.len(), loaded.set_aside), (1, 1));
+        assert!(loaded.orgs[0].invoices.is_none());
+        assert!(matches!(
+            loaded.orgs[0].invoices_error,
+            Some(codec::DecodeError::Checksum { .. })
+        ));
+        assert_eq!(fs::read(&file).expect("still in place"), bytes);
+        let aside: Vec<PathBuf> = fs::read_dir(&dir)
+            .expect("lists")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().contains(".state.bad-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(fs::read(&aside[0]).expect("reads"), bytes);
+        assert_eq!(mode(&aside[0]), 0o600);
         let _ = fs::remove_dir_all(dir);
     }
 }
