@@ -290,6 +290,13 @@ async fn kept_series_are_served_at_once_with_their_old_timestamps_while_atlas_fa
         "first scrape {:?} after the restart's spawn",
         started.elapsed()
     );
+    // The Cost Explorer source's last full success comes back too, from its queries'.
+    let old_cost_explorer = source_value(&before, last, "cost_explorer", &org);
+    assert!(old_cost_explorer.is_some());
+    assert_eq!(
+        source_value(&s, last, "cost_explorer", &org),
+        old_cost_explorer
+    );
     assert_eq!(ready, 200, "ready at once with kept data");
     assert_eq!(costs(&s), kept, "every cost series, with its value");
     for q in queries() {

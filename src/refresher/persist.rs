@@ -107,6 +107,11 @@ impl Refresher {
                     slot.status.series = slot.series.len() + slot.remainder.len();
                 }
             }
+            if let Some(t) = last_full_success(&published.slots[org.slots.clone()]) {
+                let source = &mut published.orgs[org.index].cost_explorer;
+                source.up = true;
+                source.last_success = Some(t);
+            }
             let skus = take_back_invoices(
                 org,
                 published.orgs[org.index].invoices.as_mut(),
@@ -346,6 +351,21 @@ pub(super) fn kept_invoices(
     })
 }
 
+/// The Cost Explorer source's status from its queries' kept ones, which is all a state file
+/// keeps of it: when every query of the org came back up with the same last success, that
+/// was a refresh in which all of them succeeded, so the source was up then, and that is its
+/// last success. Otherwise (a query failed in the last refresh, or did not come back) the
+/// source's last full success is not known, and none is claimed.
+fn last_full_success(slots: &[Slot]) -> Option<SystemTime> {
+    let mut times = slots.iter().map(|s| {
+        (s.status.restored && s.status.up)
+            .then_some(s.status.last_success)
+            .flatten()
+    });
+    let first = times.next()??;
+    times.all(|t| t == Some(first)).then_some(first)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -361,11 +381,18 @@ mod tests {
 
     const ORG: &str = "5f1b2c3d4e5f6a7b8c9d0e1f";
 
-    /// A kept query comes back only under its unchanged configuration, with its status and
-    /// data; one whose configuration changed comes back with nothing; one that never
-    /// succeeded brings back its last error but no data, and holds readiness back.
-    #[tokio::test]
-    async fn only_unchanged_queries_come_back_and_only_with_data() {
+    /// The time the kept queries of these tests last succeeded.
+    fn success() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000)
+    }
+
+    /// Restores one org whose three default queries were kept with these last successes
+    /// (`None`: it never succeeded; its last error is a 503), a query marked `changed` under
+    /// another configuration.
+    fn restore_three(
+        last_success: [Option<SystemTime>; 3],
+        changed: [bool; 3],
+    ) -> (Arc<SnapshotCell>, Restored) {
         let credentials = Credentials::ServiceAccount {
             client_id: "id".to_owned(),
             client_secret: Secret::new("secret"),
@@ -378,7 +405,6 @@ mod tests {
             .expect("builds");
         let specs = &config.orgs[0].queries;
         let month = Month::new(2026, 11).expect("valid");
-        let success = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
         let mut key = SeriesKey::default();
         key.set(Label::OrgId, Some(ORG));
         key.set(Label::AtlasService, Some("Clusters"));
@@ -388,47 +414,58 @@ mod tests {
             month,
             micros: 12_500_000,
         }]));
-        let kept = |i: usize, fingerprint: u64, last_success: Option<SystemTime>| QueryState {
+        let kept = |i: usize| QueryState {
             name: specs[i].name.clone(),
-            fingerprint,
+            fingerprint: query_fingerprint(&specs[i], &TagLabels::default())
+                ^ u64::from(changed[i]),
             status: KeptStatus {
-                up: last_success.is_some(),
-                last_success,
-                last_attempt: Some(success),
-                last_error: last_success
+                up: last_success[i].is_some(),
+                last_success: last_success[i],
+                last_attempt: Some(success()),
+                last_error: last_success[i]
                     .is_none()
                     .then(|| "Atlas answered 503".to_owned()),
                 invalid_rows: 0,
                 shed: 0,
             },
             window: Some((month, month)),
-            series: if last_success.is_some() {
+            series: if last_success[i].is_some() {
                 series.clone()
             } else {
                 Arc::new(Vec::new())
             },
             closed: Vec::new(),
         };
-        let fingerprint = |i: usize| query_fingerprint(&specs[i], &TagLabels::default());
         let state = OrgState {
             org_id: ORG.to_owned(),
-            written_at: Some(success),
+            written_at: Some(success()),
             known: crate::state::KnownState::default(),
-            queries: vec![
-                kept(0, fingerprint(0), Some(success)),
-                kept(1, fingerprint(1) ^ 1, Some(success)),
-                kept(2, fingerprint(2), None),
-            ],
+            queries: (0..3).map(kept).collect(),
             ..OrgState::default()
         };
         let restored = refresher.restore(Loaded {
             orgs: vec![state],
             ..Loaded::default()
         });
+        (cell, restored)
+    }
+
+    /// A kept query comes back only under its unchanged configuration, with its status and
+    /// data; one whose configuration changed comes back with nothing; one that never
+    /// succeeded brings back its last error but no data, and holds readiness back. The
+    /// source's last full success is then unknown: none is claimed.
+    #[tokio::test]
+    async fn only_unchanged_queries_come_back_and_only_with_data() {
+        let success = success();
+        let (cell, restored) =
+            restore_three([Some(success), Some(success), None], [false, true, false]);
         assert_eq!(
             (restored.orgs, restored.queries, restored.series),
             (1, 1, 1)
         );
+        let source = &cell.load().sources[0];
+        assert_eq!(source.source, "cost_explorer");
+        assert!(!source.up && source.last_success.is_none(), "{source:?}");
         let snapshot = cell.load();
         let [services, projects, clusters] = &snapshot.statuses[..] else {
             panic!("three queries");
@@ -449,6 +486,25 @@ mod tests {
             )),
             "{text}"
         );
+    }
+
+    /// Queries kept up with one and the same last success were one refresh in which all of
+    /// them succeeded: the Cost Explorer source comes back up with that last success, so
+    /// `atlas_cost_source_last_success_timestamp_seconds` is served at once after a restart.
+    /// Different last successes (a query failed since) claim none.
+    #[tokio::test]
+    async fn the_cost_explorer_source_comes_back_with_its_last_full_success() {
+        let success = success();
+        let (cell, _) = restore_three([Some(success); 3], [false; 3]);
+        let snapshot = cell.load();
+        let source = &snapshot.sources[0];
+        assert_eq!(source.source, "cost_explorer");
+        assert!(source.up, "{source:?}");
+        assert_eq!(source.last_success, Some(success));
+        let earlier = success - Duration::from_secs(3600);
+        let (cell, _) = restore_three([Some(success), Some(earlier), Some(success)], [false; 3]);
+        let source = &cell.load().sources[0];
+        assert!(!source.up && source.last_success.is_none(), "{source:?}");
     }
 
     fn sku_data() -> crate::invoice::InvoiceData {
