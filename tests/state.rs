@@ -261,8 +261,9 @@ fn unix(t: SystemTime) -> f64 {
 /// Restarted while every Atlas endpoint answers 503, the exporter's very first scrape
 /// serves every cost series of before with its value, each query's old
 /// `last_success_timestamp`, a data age counted from it, `up` as the last refresh kept it
-/// and `restored` 1, and `/readyz` says ready; no Atlas request completed meanwhile. Once
-/// its own refreshes fail, `up` goes to 0 and the kept data stays.
+/// and `restored` 1, the Cost Explorer source's old last success, and `/readyz` says ready;
+/// no Atlas request completed meanwhile. Once its own refreshes fail, `up` goes to 0 and the
+/// kept data stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_series_are_served_at_once_with_their_old_timestamps_while_atlas_fails() {
     let sim = start_sim(with_orgs(1)).await;
@@ -291,6 +292,7 @@ async fn kept_series_are_served_at_once_with_their_old_timestamps_while_atlas_fa
         started.elapsed()
     );
     // The Cost Explorer source's last full success comes back too, from its queries'.
+    let last = "atlas_cost_source_last_success_timestamp_seconds";
     let old_cost_explorer = source_value(&before, last, "cost_explorer", &org);
     assert!(old_cost_explorer.is_some());
     assert_eq!(
