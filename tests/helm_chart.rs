@@ -72,6 +72,31 @@ fn helper(args: &[&str], stdin: Option<&str>) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// Validates the Prometheus Operator's kinds among `docs` (as [`render`] returns them)
+/// against the operator's CRD schemas (`tests/operator-schemas/validate.mjs`, Node.js with the
+/// pinned `@kubernetes-models/prometheus-operator`; `.ci/run` installs it with `npm ci`).
+/// Returns its report: `errors`, `validated` (`Kind/name`) and `other` (kinds it has no
+/// schema for).
+fn operator_validate(docs: &[Value]) -> Value {
+    let mut child = Command::new("node")
+        .arg(root("tests/operator-schemas/validate.mjs"))
+        .current_dir(root("tests/operator-schemas"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs (npm ci --prefix tests/operator-schemas; .ci/run does)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(docs).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "validate.mjs: {}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The values files under ci/, by name.
 fn ci_values() -> Vec<(String, PathBuf)> {
     let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(chart().join("ci"))
@@ -220,14 +245,19 @@ fn bad_values_fail_the_rendering_naming_the_value() {
 
 /// Every manifest rendered from every ci/ values file validates (`--strict`: no unknown
 /// field) against the API schemas of the oldest and the newest Kubernetes the chart claims,
-/// each rendered for that version; only the Prometheus Operator's kinds have no schema there
-/// (their content is checked by `prometheus_rule_is_deploy_alerts_and_passes_promtool` and
-/// `service_monitor_scrapes_the_metrics_port_as_the_web_configuration_says`). A manifest with
-/// an unknown field fails, so the check can fail.
+/// each rendered for that version; the Prometheus Operator's kinds, which have no schema there,
+/// validate against the operator's own CRD schemas (`tests/operator-schemas`: types,
+/// patterns, enums, required fields; unknown fields are not checked there, as the API server
+/// prunes them), and their content is checked by
+/// `prometheus_rule_is_deploy_alerts_and_passes_promtool` and
+/// `service_monitor_scrapes_the_metrics_port_as_the_web_configuration_says`. A manifest with
+/// an unknown field fails, and so do a ServiceMonitor with a bad interval and a
+/// PrometheusRule without `expr`, so the checks can fail.
 #[test]
 fn rendered_manifests_validate_against_the_oldest_and_newest_kubernetes() {
     let (oldest, newest) = claimed_kubernetes();
     assert_eq!(oldest, "1.25.0");
+    let mut operator_kinds = BTreeSet::new();
     for (name, path) in ci_values() {
         for kube in [&oldest, &newest] {
             let docs = render(&path, &format!("v{kube}"), &json!({}));
@@ -250,6 +280,22 @@ fn rendered_manifests_validate_against_the_oldest_and_newest_kubernetes() {
             assert!(
                 no_schema.is_subset(&BTreeSet::from(["ServiceMonitor", "PrometheusRule"])),
                 "{name}: {no_schema:?}"
+            );
+            // Those two against the Prometheus Operator's own CRD schemas.
+            let operator = operator_validate(&docs);
+            assert_eq!(operator["errors"], json!([]), "{name} on {kube}");
+            let operator_validated = operator["validated"].as_array().unwrap().len();
+            assert_eq!(
+                operator_validated,
+                report["no_schema"].as_array().unwrap().len(),
+                "{name}: {operator}"
+            );
+            operator_kinds.extend(
+                operator["validated"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().split('/').next().unwrap().to_owned()),
             );
             for kind in [
                 "StatefulSet",
@@ -289,6 +335,49 @@ fn rendered_manifests_validate_against_the_oldest_and_newest_kubernetes() {
             .unwrap()
             .contains("readOnlyRootFilesystm"),
         "{report}"
+    );
+    // Every ci/ file together renders both operator kinds, so both were validated.
+    assert_eq!(
+        operator_kinds,
+        BTreeSet::from(["PrometheusRule".to_owned(), "ServiceMonitor".to_owned()])
+    );
+    // The operator's schemas refuse a bad ServiceMonitor and a bad PrometheusRule, so that
+    // check can fail too: an interval that is not a duration, a rule without `expr`.
+    let mut docs = render(
+        &chart().join("ci/operator-values.yaml"),
+        "v1.37.0",
+        &json!({}),
+    );
+    for d in &mut docs {
+        match d["doc"]["kind"].as_str() {
+            Some("ServiceMonitor") => {
+                d["doc"]["spec"]["endpoints"][0]["interval"] = json!("5 minutes");
+            }
+            Some("PrometheusRule") => {
+                let rule = &mut d["doc"]["spec"]["groups"][0]["rules"][0];
+                rule.as_object_mut().unwrap().remove("expr");
+            }
+            _ => {}
+        }
+    }
+    let operator = operator_validate(&docs);
+    let errors: Vec<&str> = operator["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 2, "{operator}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("ServiceMonitor/") && e.contains("interval must match pattern")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.starts_with("PrometheusRule/")
+            && e.contains("must have required property expr")),
+        "{errors:?}"
     );
 }
 
