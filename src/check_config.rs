@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use crate::cli::Flags;
 use crate::config::{Config, ConfigError, Credentials, Env, GroupBy, QuerySpec, ResultFormat};
 use crate::model::Shard;
-use crate::state::{ConfiguredOrg, KeptFile, StateError};
+use crate::state::{ConfiguredOrg, KeptFile, KeptInvoices, StateError};
 
 /// The one line a start-up prints before it exits 2 on an invalid configuration.
 pub fn invalid_line(e: &ConfigError) -> String {
@@ -85,12 +85,17 @@ fn state_report(
     dir: &std::path::Path,
     config: &Config,
 ) -> Result<(), StateError> {
+    let configured: std::collections::BTreeSet<String> =
+        config.orgs.iter().map(|o| o.id.clone()).collect();
     let orgs: Vec<ConfiguredOrg<'_>> = config
         .orgs
         .iter()
         .map(|o| ConfiguredOrg {
             id: &o.id,
             queries: &o.queries,
+            invoices: o.invoices.then(|| {
+                crate::state::invoice_fingerprint(&o.id, &config.sku_controls, &configured)
+            }),
         })
         .collect();
     let found = crate::state::inspect(dir, &orgs, &config.tag_labels)?;
@@ -121,6 +126,7 @@ fn state_report(
                 served,
                 series,
                 changed,
+                invoices,
             } => {
                 let when = written_at.map_or_else(
                     || "an unknown time".to_owned(),
@@ -137,6 +143,25 @@ fn state_report(
                         out,
                         "; {changed} kept under a configuration that has changed, not served"
                     );
+                }
+                match invoices {
+                    KeptInvoices::None => {}
+                    KeptInvoices::Served { skus } => {
+                        let _ = write!(out, "; invoices: {skus} SKU series served at start-up");
+                    }
+                    KeptInvoices::Changed => out.push_str(
+                        "; invoices: kept under another invoice configuration, not served",
+                    ),
+                    KeptInvoices::Off => {
+                        out.push_str("; invoices: kept, not served (the source is off)");
+                    }
+                    KeptInvoices::Bad { reason } => {
+                        let _ = write!(
+                            out,
+                            "; invoices: the kept part cannot be used, a start-up sets a copy \
+                             aside: {reason}"
+                        );
+                    }
                 }
                 out.push('\n');
             }
@@ -498,6 +523,88 @@ mod tests {
         assert_eq!(
             std::fs::read(&bad_file).expect("still there"),
             b"not a state file"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A kept invoice part is described as a start-up would use it: served with its SKU
+    /// series under the same invoice configuration, not served under other SKU controls or
+    /// with the source off.
+    #[test]
+    fn kept_invoice_part_is_described_as_a_startup_would_use_it() {
+        use crate::invoice::{InvoiceData, SkuKey, SkuSeries};
+        use crate::state::{InvoiceState, KeptSourceStatus, OrgState, Store, invoice_fingerprint};
+        let dir = scratch("invoices");
+        let on = |extra: &[&str]| {
+            let mut args = vec![
+                "--atlas.org-id",
+                ORG,
+                "--invoices.enabled",
+                "--storage.path",
+                dir.to_str().expect("utf-8"),
+            ];
+            args.extend(extra);
+            flags(&args)
+        };
+        let config = Config::at_startup(&on(&[]), &sa_env()).expect("valid");
+        let sku = SkuSeries {
+            key: SkuKey {
+                org_id: ORG.to_owned(),
+                project_id: None,
+                project_name: None,
+                cluster_name: None,
+                sku: "ATLAS_AWS_INSTANCE_M10".to_owned(),
+                unit: None,
+                cloud_provider: None,
+                tags: Vec::new(),
+            },
+            month_to_date_micros: 1_000_000,
+            quantity_nanos: 0,
+            last_day_micros: 0,
+        };
+        {
+            let store = Store::open(&dir).expect("opens");
+            store
+                .write(&OrgState {
+                    org_id: ORG.to_owned(),
+                    invoices: Some(InvoiceState {
+                        fingerprint: invoice_fingerprint(
+                            ORG,
+                            &config.sku_controls,
+                            &std::collections::BTreeSet::from([ORG.to_owned()]),
+                        ),
+                        status: KeptSourceStatus::default(),
+                        data: Some(std::sync::Arc::new(InvoiceData {
+                            skus: vec![sku],
+                            ..InvoiceData::default()
+                        })),
+                        closed: None,
+                    }),
+                    ..OrgState::default()
+                })
+                .expect("written");
+        }
+        let line = |report: String| {
+            report
+                .lines()
+                .find(|l| l.starts_with(&format!("  org {ORG}: kept state of ")))
+                .unwrap_or_else(|| panic!("{report}"))
+                .to_owned()
+        };
+        let served = line(check(&on(&[]), &sa_env()).expect("valid"));
+        assert!(
+            served.ends_with("; invoices: 1 SKU series served at start-up"),
+            "{served}"
+        );
+        let changed = line(check(&on(&["--invoices.sku-top", "1"]), &sa_env()).expect("valid"));
+        assert!(
+            changed.ends_with("; invoices: kept under another invoice configuration, not served"),
+            "{changed}"
+        );
+        let off = line(check_state(&dir, &[ORG]).expect("valid"));
+        assert!(
+            off.ends_with("; invoices: kept, not served (the source is off)"),
+            "{off}"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

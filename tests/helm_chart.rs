@@ -375,8 +375,10 @@ fn rendered_manifests_validate_against_the_oldest_and_newest_kubernetes() {
         "{errors:?}"
     );
     assert!(
-        errors.iter().any(|e| e.starts_with("PrometheusRule/")
-            && e.contains("must have required property expr")),
+        errors
+            .iter()
+            .any(|e| e.starts_with("PrometheusRule/")
+                && e.contains("must have required property expr")),
         "{errors:?}"
     );
 }

@@ -53,6 +53,8 @@ pub enum KeptFile {
         series: usize,
         /// Queries kept under a configuration that has changed since: not served.
         changed: usize,
+        /// Its invoice part.
+        invoices: KeptInvoices,
     },
     /// A file a start-up sets aside, and why.
     Bad {
@@ -63,12 +65,36 @@ pub enum KeptFile {
     },
 }
 
-/// An org of the configuration: its id and its queries.
+/// The invoice part of a good file, as a start-up would use it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeptInvoices {
+    /// None kept.
+    None,
+    /// Served at start-up: its SKU series.
+    Served {
+        /// The kept SKU series.
+        skus: usize,
+    },
+    /// Kept under another invoice configuration (SKU controls, configured orgs): not served.
+    Changed,
+    /// Kept, but the source is off for the org now: not served.
+    Off,
+    /// The section is bad: the rest of the file is used, a copy is set aside.
+    Bad {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// An org of the configuration: its id, its queries and its invoice source.
 pub struct ConfiguredOrg<'a> {
     /// The org id.
     pub id: &'a str,
     /// Its queries.
     pub queries: &'a [QuerySpec],
+    /// [`invoice_fingerprint`](super::invoice_fingerprint) of its invoice configuration when
+    /// the source runs for it; `None` when it is off.
+    pub invoices: Option<u64>,
 }
 
 /// Checks `dir` as [`Store::open`](super::Store::open) would use it, leaving it as it was,
@@ -209,6 +235,17 @@ fn read_kept(dir: &Path, org: &ConfiguredOrg<'_>, tags: &TagLabels) -> KeptFile 
                     changed += 1;
                 }
             }
+            let invoices = match (&state.invoices_error, &state.invoices, org.invoices) {
+                (Some(e), _, _) => KeptInvoices::Bad {
+                    reason: e.to_string(),
+                },
+                (None, None, _) => KeptInvoices::None,
+                (None, Some(_), None) => KeptInvoices::Off,
+                (None, Some(kept), Some(now)) if kept.fingerprint == now => KeptInvoices::Served {
+                    skus: kept.data.as_ref().map_or(0, |d| d.skus.len()),
+                },
+                (None, Some(_), Some(_)) => KeptInvoices::Changed,
+            };
             KeptFile::Good {
                 org_id,
                 bytes: bytes.len() as u64,
@@ -216,6 +253,7 @@ fn read_kept(dir: &Path, org: &ConfiguredOrg<'_>, tags: &TagLabels) -> KeptFile 
                 served,
                 series,
                 changed,
+                invoices,
             }
         }
         Ok(state) => KeptFile::Bad {

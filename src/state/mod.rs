@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use codec::{DecodeError, FORMAT_VERSION, decode, encode};
-pub use inspect::{ConfiguredOrg, Inspection, KeptFile, inspect};
+pub use inspect::{ConfiguredOrg, Inspection, KeptFile, KeptInvoices, inspect};
 pub use store::{Loaded, StateError, Store, file_name};
 
 use crate::config::QuerySpec;
