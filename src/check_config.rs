@@ -85,8 +85,7 @@ fn state_report(
     dir: &std::path::Path,
     config: &Config,
 ) -> Result<(), StateError> {
-    let configured: std::collections::BTreeSet<String> =
-        config.orgs.iter().map(|o| o.id.clone()).collect();
+    let reporters = config.invoice_reporters();
     let orgs: Vec<ConfiguredOrg<'_>> = config
         .orgs
         .iter()
@@ -94,7 +93,7 @@ fn state_report(
             id: &o.id,
             queries: &o.queries,
             invoices: o.invoices.then(|| {
-                crate::state::invoice_fingerprint(&o.id, &config.sku_controls, &configured)
+                crate::state::invoice_fingerprint(&o.id, &config.sku_controls, &reporters)
             }),
         })
         .collect();

@@ -17,8 +17,9 @@
 //!   yesterday (UTC): Atlas posts a day's charges the next day. On the 1st yesterday is in the
 //!   closed invoice of the previous month, which the source reads for it;
 //! - each invoice is attributed to its own `orgId` (cross-organization billing): an org's
-//!   source skips the invoices of the other configured orgs, which report their own, so none
-//!   is counted twice.
+//!   source skips the invoices of the other orgs whose own invoice source runs, on any shard
+//!   ([`crate::config::Config::invoice_reporters`]), which report their own, so none is
+//!   counted twice, and counts those of the others (not configured, or with the source off).
 
 use std::collections::{BTreeMap, BTreeSet};
 

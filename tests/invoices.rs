@@ -121,22 +121,36 @@ async fn run(
     only: Option<usize>,
 ) -> (Sim, Exporter, Samples) {
     let sim = start_sim(sim_config(variants, day)).await;
-    let config = exporter_config(&sim, day, controls, only);
-    let ids: Vec<String> = config.orgs.iter().map(|o| o.id.clone()).collect();
+    let (exporter, samples) = start_until_up(exporter_config(&sim, day, controls, only)).await;
+    (sim, exporter, samples)
+}
+
+/// Starts an exporter of `config` and waits until every source of every org it configures
+/// is up (the invoice source only where it runs).
+async fn start_until_up(config: Config) -> (Exporter, Samples) {
+    let sources: Vec<(String, &str)> = config
+        .orgs
+        .iter()
+        .flat_map(|o| {
+            let mut s = vec![(o.id.clone(), "cost_explorer")];
+            if o.invoices {
+                s.push((o.id.clone(), "invoices"));
+            }
+            s
+        })
+        .collect();
     let exporter = Exporter::start(config).await;
     let samples = exporter
         .wait_for("every source up", |s| {
-            ids.iter().all(|id| {
-                ["cost_explorer", "invoices"].iter().all(|source| {
-                    s.value(
-                        "atlas_cost_source_up",
-                        &[("source", source), ("org_id", id)],
-                    ) == Some(1.0)
-                })
+            sources.iter().all(|(id, source)| {
+                s.value(
+                    "atlas_cost_source_up",
+                    &[("source", source), ("org_id", id)],
+                ) == Some(1.0)
             })
         })
         .await;
-    (sim, exporter, samples)
+    (exporter, samples)
 }
 
 fn cents(v: f64) -> i64 {
@@ -507,6 +521,51 @@ async fn linked_org_invoices_are_attributed_once() {
         }
         exporter.stop().await;
     }
+}
+
+/// Sharded, the paying org and its linked org in two exporters (each knowing the other shard
+/// runs the linked org's invoice source): over both scrapes each org's spend is counted once.
+/// A linked org configured with its invoice source off is reported by the payer, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_org_invoices_are_counted_once_across_shards_and_never_lost() {
+    let v = InvoiceVariants {
+        linked_orgs: true,
+        ..InvoiceVariants::default()
+    };
+    let m = month();
+    let sim = start_sim(sim_config(v, 12)).await;
+    let data = sim.sim.dataset();
+    let (payer, linked) = (sim.org(0), sim.org(1));
+    let mut shard0 = exporter_config(&sim, 12, SkuControls::default(), Some(0));
+    shard0.invoices_elsewhere.insert(linked.clone());
+    let mut shard1 = exporter_config(&sim, 12, SkuControls::default(), Some(1));
+    shard1.invoices_elsewhere.insert(payer.clone());
+    let (e0, s0) = start_until_up(shard0).await;
+    let (e1, s1) = start_until_up(shard1).await;
+    let mut by_org = sums(&s0, MTD, |x| x.label("org_id").map(str::to_owned));
+    for (org, cents) in sums(&s1, MTD, |x| x.label("org_id").map(str::to_owned)) {
+        *by_org.entry(org).or_insert(0) += cents;
+    }
+    for org in [&payer, &linked] {
+        assert_eq!(
+            by_org.get(org).copied(),
+            Some(data.total_cents(org, m, m.plus(1))),
+            "{org} over both shards"
+        );
+    }
+    e0.stop().await;
+    e1.stop().await;
+
+    let mut off = exporter_config(&sim, 12, SkuControls::default(), None);
+    off.orgs[1].invoices = false;
+    let (e, s) = start_until_up(off).await;
+    let by_org = sums(&s, MTD, |x| x.label("org_id").map(str::to_owned));
+    assert_eq!(
+        by_org.get(&linked).copied(),
+        Some(data.total_cents(&linked, m, m.plus(1))),
+        "the linked org, its own source off, from the payer's"
+    );
+    e.stop().await;
 }
 
 /// Top N, a minimum and a series limit fold SKUs into `(other)`: fewer series, the same

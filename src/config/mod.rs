@@ -147,6 +147,10 @@ pub struct Config {
     pub web: Option<Arc<crate::web_config::WebConfig>>,
     /// The state directory (`--storage.path`); `None` keeps nothing across restarts.
     pub storage_path: Option<PathBuf>,
+    /// The orgs of the configuration that other shards hold and whose invoice source runs:
+    /// they report their own invoices, so a paying org here leaves them out of its linked
+    /// invoices ([`Config::invoice_reporters`]).
+    pub invoices_elsewhere: std::collections::BTreeSet<String>,
 }
 
 impl fmt::Debug for Config {
@@ -194,8 +198,21 @@ impl Config {
                 sku_controls: crate::invoice::SkuControls::default(),
                 web: None,
                 storage_path: None,
+                invoices_elsewhere: std::collections::BTreeSet::new(),
             },
         }
+    }
+
+    /// Every org of the configuration, on any shard, whose invoice source runs: each reports
+    /// its own invoices, so a paying org's source leaves these out of its linked invoices, and
+    /// counts those of the others (not configured, or with the source off).
+    pub fn invoice_reporters(&self) -> std::collections::BTreeSet<String> {
+        self.orgs
+            .iter()
+            .filter(|o| o.invoices)
+            .map(|o| o.id.clone())
+            .chain(self.invoices_elsewhere.iter().cloned())
+            .collect()
     }
 }
 
@@ -336,6 +353,12 @@ impl ConfigBuilder {
     /// The state directory kept across restarts.
     pub fn storage_path(mut self, dir: impl Into<PathBuf>) -> Self {
         self.config.storage_path = Some(dir.into());
+        self
+    }
+
+    /// Orgs that other shards hold with their invoice source on ([`Config::invoices_elsewhere`]).
+    pub fn invoices_elsewhere(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+        self.config.invoices_elsewhere.extend(ids);
         self
     }
 

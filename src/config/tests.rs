@@ -526,3 +526,60 @@ fn storage_path_is_optional_and_the_last_one_counts() {
         .to_string();
     assert!(refused.contains("--storage.path"), "{refused}");
 }
+
+/// With shards, the orgs that other shards hold with their invoice source on are known to
+/// this one (a paying org here leaves their invoices out: their own shard reports them); an
+/// org whose invoice source is off is not among the reporters, wherever it is.
+#[test]
+fn invoice_reporters_span_every_shard_and_only_orgs_running_the_source() {
+    let ids: Vec<String> = (1..40u64).map(|i| format!("{:024x}", i * 7919)).collect();
+    let here = ids
+        .iter()
+        .find(|id| crate::model::Shard::of(id, 2) == 0)
+        .expect("an org of shard 0");
+    let there = ids
+        .iter()
+        .find(|id| crate::model::Shard::of(id, 2) == 1)
+        .expect("an org of shard 1");
+    let dir = temp_dir("invoice-reporters");
+    let file = dir.join("orgs.yml");
+    let off = ids
+        .iter()
+        .find(|id| crate::model::Shard::of(id, 2) == 1 && *id != there)
+        .expect("another org of shard 1");
+    std::fs::write(
+        &file,
+        format!(
+            "orgs:\n  - id: {here}\n    invoices: true\n  - id: {there}\n    invoices: true\n  - id: {off}\n"
+        ),
+    )
+    .unwrap();
+    let shard0 = Config::from_flags(
+        &flags(&[
+            "--config.file",
+            file.to_str().unwrap(),
+            "--shard.count",
+            "2",
+            "--shard.index",
+            "0",
+        ]),
+        &sa_env(),
+    )
+    .expect("valid");
+    assert_eq!(
+        shard0
+            .orgs
+            .iter()
+            .map(|o| o.id.as_str())
+            .collect::<Vec<_>>(),
+        [here.as_str()]
+    );
+    assert_eq!(
+        shard0.invoices_elsewhere,
+        std::collections::BTreeSet::from([there.clone()])
+    );
+    assert_eq!(
+        shard0.invoice_reporters(),
+        std::collections::BTreeSet::from([here.clone(), there.clone()])
+    );
+}

@@ -119,6 +119,11 @@ impl Config {
         let budgets = validate_budgets(budgets, &orgs, &tag_labels)?;
         let shard = shard(flags)?;
         // Budgets are validated against every org first: the same file serves every shard.
+        let invoices_elsewhere = orgs
+            .iter()
+            .filter(|o| o.invoices && !shard.owns(&o.id))
+            .map(|o| o.id.clone())
+            .collect();
         orgs.retain(|o| shard.owns(&o.id));
         Ok(Config {
             listen,
@@ -139,6 +144,7 @@ impl Config {
             sku_controls: sku_controls(flags)?,
             web,
             storage_path: flags.storage_path.clone(),
+            invoices_elsewhere,
         })
     }
 }

@@ -70,7 +70,7 @@ impl Refresher {
             &pending.items,
             &closed,
             today,
-            &self.configured_orgs,
+            &self.invoice_reporters,
             &self.sku_controls,
         ))
     }

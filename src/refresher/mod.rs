@@ -106,9 +106,10 @@ pub struct Refresher {
     tag_labels: TagLabels,
     /// Where each org's state is kept after its publications (`--storage.path`).
     store: Option<Arc<Store>>,
-    /// Every configured org: a paying org's source leaves out the linked invoices of these,
-    /// which their own sources report.
-    configured_orgs: BTreeSet<String>,
+    /// Every org of the configuration, on any shard, whose invoice source runs
+    /// ([`Config::invoice_reporters`]): a paying org's source leaves out the linked invoices of
+    /// these, which their own sources report.
+    invoice_reporters: BTreeSet<String>,
     /// The SKU series' controls.
     sku_controls: SkuControls,
 }
@@ -162,7 +163,7 @@ impl Refresher {
         metrics.init_endpoints();
         let mut tokens = crate::fleet::TokenCaches::default();
         let mut org_published = Vec::with_capacity(config.orgs.len());
-        let configured_orgs: BTreeSet<String> = config.orgs.iter().map(|o| o.id.clone()).collect();
+        let invoice_reporters = config.invoice_reporters();
         if config.orgs.iter().any(|o| o.invoices) {
             metrics.init_invoice_endpoints();
         }
@@ -211,7 +212,7 @@ impl Refresher {
                 invoice_fingerprint: crate::state::invoice_fingerprint(
                     &org.id,
                     &config.sku_controls,
-                    &configured_orgs,
+                    &invoice_reporters,
                 ),
                 slots: first_slot..slots.len(),
                 client,
@@ -248,7 +249,7 @@ impl Refresher {
             budgets: config.budgets.clone(),
             tag_labels: config.tag_labels.clone(),
             store: None,
-            configured_orgs,
+            invoice_reporters,
             sku_controls: config.sku_controls.clone(),
         };
         refresher.publish(

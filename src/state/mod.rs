@@ -164,9 +164,9 @@ pub struct KeptSourceStatus {
 }
 
 /// The fingerprint of what the invoice source of org `org_id` would serve: its SKU controls
-/// (`--invoices.sku-*`, `--invoices.max-series`) and the other orgs configured in this
-/// process (a paying org's source leaves out the linked invoices of configured orgs, so adding
-/// or removing one changes what it reports). The tag labels are not in it: the kept series
+/// (`--invoices.sku-*`, `--invoices.max-series`) and the other orgs that report their own
+/// invoices ([`crate::config::Config::invoice_reporters`]: a paying org's source leaves out
+/// their linked invoices, so adding or removing one changes what it reports). The tag labels are not in it: the kept series
 /// hold every tag of their items and are rendered with the labels configured now.
 ///
 /// FNV-1a, as [`query_fingerprint`], over a version of the source's arithmetic: a release that
@@ -174,7 +174,7 @@ pub struct KeptSourceStatus {
 pub fn invoice_fingerprint(
     org_id: &str,
     controls: &SkuControls,
-    configured_orgs: &BTreeSet<String>,
+    reporters: &BTreeSet<String>,
 ) -> u64 {
     const INVOICE_SHAPE: u32 = 1;
     let mut h = Fnv::default();
@@ -192,7 +192,7 @@ pub fn invoice_fingerprint(
     controls.min_micros.hash(&mut h);
     controls.top.hash(&mut h);
     controls.max_series.hash(&mut h);
-    configured_orgs
+    reporters
         .iter()
         .filter(|o| *o != org_id)
         .collect::<Vec<_>>()
