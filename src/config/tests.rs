@@ -553,11 +553,11 @@ fn invoice_reporters_span_every_shard_and_only_orgs_running_the_source() {
             "orgs:\n  - id: {here}\n    invoices: true\n  - id: {there}\n    invoices: true\n  - id: {off}\n"
         ),
     )
-    .unwrap();
+    .expect("written");
     let shard0 = Config::from_flags(
         &flags(&[
             "--config.file",
-            file.to_str().unwrap(),
+            file.to_str().expect("utf-8"),
             "--shard.count",
             "2",
             "--shard.index",
