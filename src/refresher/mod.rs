@@ -3,8 +3,8 @@
 //!
 //! Months older than the previous one are closed: Atlas no longer changes them, so they are
 //! kept in a per-month cache (a day after each was read; across restarts with
-//! `--storage.path`) and only the current and previous months are read on every refresh. Each query still
-//! costs at most one create per refresh.
+//! `--storage.path`) and only the current and previous months are read on every refresh.
+//! Each query still costs at most one create per refresh.
 //!
 //! An org's refresh runs its sources (`source`: the Cost Explorer queries, and the invoices
 //! when enabled), times each and records its status, and publishes the result whole.

@@ -301,7 +301,8 @@ fn take_back_invoices(
         tracing::info!(
             org_id = %org.config.id,
             "the invoice configuration changed since its state was kept (SKU controls, or the \
-             orgs configured beside it): its kept data and closed invoice items are not used"
+             orgs that run the invoice source): its kept data and closed invoice items are not \
+             used"
         );
         return None;
     }
