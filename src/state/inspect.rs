@@ -14,10 +14,9 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::store::{LOCK, StateError, open_lock};
-use super::{codec, file_name, query_fingerprint};
+use super::query_fingerprint;
+use super::store::{LOCK, StateError, open_lock, read_org_file};
 use crate::config::QuerySpec;
-use crate::model::is_atlas_id;
 use crate::series::TagLabels;
 
 /// The state directory as a start-up would find it.
@@ -204,25 +203,14 @@ fn check_lock_and_write(dir: &Path, shown: &str) -> Result<bool, StateError> {
     Ok(locked)
 }
 
-/// Reads and decodes an org's kept file as [`Store::load`](super::Store::load) does, without
-/// setting it aside.
+/// Reads and decodes an org's kept file as [`Store::load`](super::Store::load) does
+/// ([`read_org_file`]), without setting it aside.
 fn read_kept(dir: &Path, org: &ConfiguredOrg<'_>, tags: &TagLabels) -> KeptFile {
     let org_id = org.id.to_owned();
-    if !is_atlas_id(org.id) {
-        return KeptFile::Missing { org_id };
-    }
-    let bytes = match fs::read(dir.join(file_name(org.id))) {
-        Ok(b) => b,
-        Err(e) if e.kind() == ErrorKind::NotFound => return KeptFile::Missing { org_id },
-        Err(e) => {
-            return KeptFile::Bad {
-                org_id,
-                reason: format!("cannot be read: {e}"),
-            };
-        }
-    };
-    match codec::decode(&bytes, tags) {
-        Ok(state) if state.org_id == org.id => {
+    match read_org_file(dir, org.id, tags) {
+        Ok(None) => KeptFile::Missing { org_id },
+        Err(reason) => KeptFile::Bad { org_id, reason },
+        Ok(Some((state, bytes))) => {
             let (mut served, mut series, mut changed) = (0, 0, 0);
             for spec in org.queries {
                 let Some(q) = state.queries.iter().find(|q| q.name == spec.name) else {
@@ -248,7 +236,7 @@ fn read_kept(dir: &Path, org: &ConfiguredOrg<'_>, tags: &TagLabels) -> KeptFile 
             };
             KeptFile::Good {
                 org_id,
-                bytes: bytes.len() as u64,
+                bytes,
                 written_at: state.written_at,
                 served,
                 series,
@@ -256,13 +244,5 @@ fn read_kept(dir: &Path, org: &ConfiguredOrg<'_>, tags: &TagLabels) -> KeptFile 
                 invoices,
             }
         }
-        Ok(state) => KeptFile::Bad {
-            org_id,
-            reason: format!("holds the state of org {:?}, not {}", state.org_id, org.id),
-        },
-        Err(e) => KeptFile::Bad {
-            org_id,
-            reason: e.to_string(),
-        },
     }
 }

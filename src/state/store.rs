@@ -122,6 +122,32 @@ pub(super) fn open_lock(dir: &Path, shown: &str) -> Result<File, StateError> {
         })
 }
 
+/// Reads and decodes the kept file of `org_id` in `dir`, its series rendered with `tags`:
+/// `None` when there is none (or the id is not an org id), its state and size when it is
+/// good, or why it cannot be used (unreadable, undecodable, another org's).
+pub(super) fn read_org_file(
+    dir: &Path,
+    org_id: &str,
+    tags: &TagLabels,
+) -> Result<Option<(OrgState, u64)>, String> {
+    if !is_atlas_id(org_id) {
+        return Ok(None);
+    }
+    let bytes = match fs::read(dir.join(file_name(org_id))) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot be read: {e}")),
+    };
+    let state = codec::decode(&bytes, tags).map_err(|e| e.to_string())?;
+    if state.org_id != org_id {
+        return Err(format!(
+            "holds the state of org {:?}, not {org_id}",
+            state.org_id
+        ));
+    }
+    Ok(Some((state, bytes.len() as u64)))
+}
+
 /// The open, locked state directory.
 #[derive(Debug)]
 pub struct Store {
@@ -195,36 +221,17 @@ impl Store {
     pub fn load(&self, org_ids: &[String], tags: &TagLabels) -> Loaded {
         let mut loaded = Loaded::default();
         for org_id in org_ids {
-            if !is_atlas_id(org_id) {
-                continue;
-            }
             let path = self.dir.join(file_name(org_id));
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => {
-                    self.set_aside(&path, &format!("cannot be read: {e}"));
-                    loaded.set_aside += 1;
-                    continue;
-                }
-            };
-            let state = codec::decode(&bytes, tags).map_err(|e| e.to_string());
-            match state {
-                Ok(state) if state.org_id == *org_id => {
+            match read_org_file(&self.dir, org_id, tags) {
+                Ok(None) => {}
+                Ok(Some((state, bytes))) => {
                     if let Some(error) = &state.invoices_error {
                         self.copy_aside(&path, &error.to_string());
                         loaded.set_aside += 1;
                     }
-                    loaded.bytes += bytes.len() as u64;
-                    loaded.sizes.push((org_id.clone(), bytes.len() as u64));
+                    loaded.bytes += bytes;
+                    loaded.sizes.push((org_id.clone(), bytes));
                     loaded.orgs.push(state);
-                }
-                Ok(state) => {
-                    self.set_aside(
-                        &path,
-                        &format!("holds the state of org {:?}, not {org_id}", state.org_id),
-                    );
-                    loaded.set_aside += 1;
                 }
                 Err(reason) => {
                     self.set_aside(&path, &reason);
